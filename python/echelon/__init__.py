@@ -1,0 +1,57 @@
+"""echelon: route LLM API calls through polling pools and task groups.
+
+The engine (selection, limits, breakers, retries, HTTP, SSE) runs in Rust on one tokio
+runtime; this package is a thin, typed face over it.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from .errors import (
+    AllTargetsFailed,
+    AuthError,
+    BadRequest,
+    CapacityError,
+    CircuitOpen,
+    ConfigError,
+    ConnectionError,
+    ContentFiltered,
+    ContextWindowExceeded,
+    EchelonError,
+    InvalidResponse,
+    Overloaded,
+    PoolExhausted,
+    ProviderError,
+    QueueTimeout,
+    RateLimited,
+    RoutingError,
+    ServerError,
+    StreamInterrupted,
+    Timeout,
+)
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "__version__",
+    "EchelonError",
+    "ConfigError",
+    "RoutingError",
+    "ProviderError",
+    "RateLimited",
+    "ServerError",
+    "Overloaded",
+    "Timeout",
+    "ConnectionError",
+    "AuthError",
+    "BadRequest",
+    "ContextWindowExceeded",
+    "ContentFiltered",
+    "StreamInterrupted",
+    "InvalidResponse",
+    "CapacityError",
+    "PoolExhausted",
+    "QueueTimeout",
+    "CircuitOpen",
+    "AllTargetsFailed",
+]

@@ -1,0 +1,3 @@
+"""Type stubs for the Rust extension module ``echelon._core``."""
+
+__version__: str

@@ -1,0 +1,461 @@
+//! The resolved configuration model: what the engine consumes after loading and validation.
+//!
+//! Loaders (TOML directory, original YAML layout, Python dicts) all produce a [`Config`]; the
+//! engine never sees raw files. Every field has the default the original system documented,
+//! so a minimal file works and an explicit value always wins.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::secret::Secret;
+use crate::types::Params;
+
+/// Wire protocol of a provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI chat completions at `https://api.openai.com/v1` (or a given base_url).
+    OpenAi,
+    /// Any host speaking the OpenAI chat-completions protocol at its own base_url.
+    OpenAiCompatible,
+    /// Anthropic messages API.
+    Anthropic,
+    /// Google Gemini generateContent.
+    Gemini,
+}
+
+impl ProviderKind {
+    /// Parse the config spelling (`openai`, `openai_compatible`, `anthropic`, `gemini`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "openai" => Some(Self::OpenAi),
+            "openai_compatible" | "openai-compatible" | "siliconflow" | "mock" => Some(Self::OpenAiCompatible),
+            "anthropic" => Some(Self::Anthropic),
+            "gemini" => Some(Self::Gemini),
+            _ => None,
+        }
+    }
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::OpenAiCompatible => "openai_compatible",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+        }
+    }
+}
+
+/// Per-call timeouts. `None` disables that timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    /// Time to first token (streaming) or to response headers (non-streaming).
+    pub first_token: Option<Duration>,
+    /// Whole request.
+    pub total: Option<Duration>,
+    /// Silence between two stream chunks.
+    pub idle: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Some(Duration::from_secs(10)),
+            first_token: Some(Duration::from_secs(30)),
+            total: Some(Duration::from_secs(120)),
+            idle: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Retry settings for one target.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RetryConfig {
+    /// Extra tries on the same target after the first one (0 = no retry).
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_retries: 2, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+    }
+}
+
+/// How an active health check probes an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeMode {
+    /// GET the provider's model-list endpoint (costs no tokens). Default.
+    Models,
+    /// HEAD the base URL (costs no tokens).
+    Head,
+    /// A 1-token completion (costs tokens; the most faithful).
+    Completion,
+}
+
+/// One logical model: a provider endpoint plus a wire model and its defaults.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelConfig {
+    /// Logical name used in groups (`"openai-gpt4o"`, or `"openai:gpt-4o"` for a direct ref).
+    pub name: String,
+    /// Provider directory name (`"openai"`, `"mock"`, …).
+    pub provider: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    #[serde(serialize_with = "ser_secret")]
+    pub api_key: Secret,
+    /// Model name sent on the wire.
+    pub model: String,
+    pub headers: BTreeMap<String, String>,
+    /// Default generation parameters (group/echelon and caller values override them).
+    pub parameters: Params,
+    pub timeouts: Timeouts,
+    pub retry: RetryConfig,
+    /// Requests per minute for this model across every instance that uses it (0 = unlimited).
+    pub rpm: u32,
+    /// Tokens per minute, shared the same way (0 = unlimited).
+    pub tpm: u32,
+    /// In-flight requests for this model across all its instances (0 = unlimited).
+    pub max_concurrency: u32,
+    /// Context window in tokens (0 = unknown).
+    pub context_window: u32,
+    /// Static weight for the weighted strategy.
+    pub weight: f64,
+    /// Minimum cooldown after a 429 (the Retry-After hint is used when longer).
+    pub rate_limit_cooldown: Duration,
+    /// `anthropic-version` header value (Anthropic only).
+    pub api_version: Option<String>,
+    pub probe: ProbeMode,
+    /// Where this model was defined.
+    pub source: Option<PathBuf>,
+}
+
+fn ser_secret<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&s.describe())
+}
+
+/// Circuit breaker settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long the breaker stays open before admitting probes (`reset_timeout` is an alias).
+    pub recovery_time: Duration,
+    /// Probes admitted at once in half-open; that many successes close it.
+    pub half_open_requests: u32,
+    /// Optional: open when the failure ratio over `window` reaches this (with `min_requests`).
+    pub failure_ratio: Option<f64>,
+    pub window: Duration,
+    pub min_requests: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            recovery_time: Duration::from_secs(60),
+            half_open_requests: 1,
+            failure_ratio: None,
+            window: Duration::from_secs(60),
+            min_requests: 10,
+        }
+    }
+}
+
+/// Fallback strategy of a task group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackStrategy {
+    /// Next echelons by priority.
+    EchelonDown,
+    /// Other models of the same echelon first, then down.
+    ModelRotate,
+    /// A model of another provider in the same or next echelon first.
+    ProviderFailover,
+    /// The configured `fallback_groups`, in order.
+    TaskGroupSwitch,
+}
+
+impl FallbackStrategy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "echelon_down" => Some(Self::EchelonDown),
+            "model_rotate" => Some(Self::ModelRotate),
+            "provider_failover" => Some(Self::ProviderFailover),
+            "task_group_switch" => Some(Self::TaskGroupSwitch),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EchelonDown => "echelon_down",
+            Self::ModelRotate => "model_rotate",
+            Self::ProviderFailover => "provider_failover",
+            Self::TaskGroupSwitch => "task_group_switch",
+        }
+    }
+}
+
+/// `[fallback_config]` of a task group.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FallbackConfig {
+    pub strategy: FallbackStrategy,
+    /// Group references tried (in order) after this group's own echelons.
+    pub fallback_groups: Vec<String>,
+    /// Bounds the number of attempts of the whole chain (retries included).
+    pub max_attempts: u32,
+    /// Waited between two targets.
+    pub retry_delay: Duration,
+    /// Per-target breaker override; `None` uses the group's `[circuit_breaker]`.
+    pub circuit_breaker: Option<BreakerConfig>,
+    /// Route around `ContentFiltered` instead of surfacing it (default false).
+    pub on_content_filter: bool,
+    /// Start the next target if the first has no first token after this long (streaming and not).
+    pub hedge_after: Option<Duration>,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            strategy: FallbackStrategy::EchelonDown,
+            fallback_groups: Vec::new(),
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(1),
+            circuit_breaker: None,
+            on_content_filter: false,
+            hedge_after: None,
+        }
+    }
+}
+
+/// `thinking_config` of an echelon.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ThinkingConfig {
+    pub enabled: bool,
+    pub budget_tokens: u32,
+}
+
+/// One echelon (or task-name tier such as `translation`) of a group.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EchelonConfig {
+    /// `"echelon1"`, `"translation"`, …
+    pub name: String,
+    /// Model references: logical names or `provider:model`.
+    pub models: Vec<String>,
+    /// Lower is tried first; ties keep file order.
+    pub priority: u32,
+    /// Per-instance in-flight limit (0 = model default / unlimited).
+    pub concurrency_limit: u32,
+    /// Per-instance requests per minute (0 = unlimited).
+    pub rpm_limit: u32,
+    /// Per-attempt total timeout override.
+    pub timeout: Option<Duration>,
+    /// Retries on this echelon before falling back (overrides the model's retry setting).
+    pub max_retries: Option<u32>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub function_calling: Option<String>,
+    pub response_format: Option<String>,
+    pub thinking_config: Option<ThinkingConfig>,
+}
+
+/// One task group.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupConfig {
+    pub name: String,
+    pub description: String,
+    /// In file order; use [`GroupConfig::echelons_by_priority`] for trial order.
+    pub echelons: Vec<EchelonConfig>,
+    pub fallback_strategy: FallbackStrategy,
+    pub circuit_breaker: BreakerConfig,
+    /// Present when the file had a `[fallback_config]` table.
+    pub fallback: Option<FallbackConfig>,
+    pub source: Option<PathBuf>,
+}
+
+impl GroupConfig {
+    /// Echelons sorted by ascending priority, ties in file order.
+    pub fn echelons_by_priority(&self) -> Vec<&EchelonConfig> {
+        let mut v: Vec<&EchelonConfig> = self.echelons.iter().collect();
+        v.sort_by_key(|e| e.priority);
+        v
+    }
+    /// The echelon named `name`.
+    pub fn echelon(&self, name: &str) -> Option<&EchelonConfig> {
+        self.echelons.iter().find(|e| e.name == name)
+    }
+    /// The effective fallback settings (the `[fallback_config]` table, else defaults with the
+    /// group's `fallback_strategy`).
+    pub fn effective_fallback(&self) -> FallbackConfig {
+        self.fallback.clone().unwrap_or_else(|| FallbackConfig { strategy: self.fallback_strategy, ..Default::default() })
+    }
+}
+
+/// Pool rotation strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationStrategy {
+    RoundRobin,
+    LeastRecentlyUsed,
+    Weighted,
+    LeastBusy,
+    Latency,
+}
+
+impl RotationStrategy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "round_robin" => Some(Self::RoundRobin),
+            "least_recently_used" => Some(Self::LeastRecentlyUsed),
+            "weighted" => Some(Self::Weighted),
+            "least_busy" => Some(Self::LeastBusy),
+            "latency" => Some(Self::Latency),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::LeastRecentlyUsed => "least_recently_used",
+            Self::Weighted => "weighted",
+            Self::LeastBusy => "least_busy",
+            Self::Latency => "latency",
+        }
+    }
+}
+
+/// `[health_check]` of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct HealthCheckConfig {
+    pub enabled: bool,
+    pub interval: Duration,
+    /// Consecutive failures (passive or active) that make an instance unhealthy.
+    pub failure_threshold: u32,
+    /// How long an unhealthy/failed instance rests before it is tried again (recovering).
+    pub recovery_time: Duration,
+    pub probe: Option<ProbeMode>,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            failure_threshold: 3,
+            recovery_time: Duration::from_secs(60),
+            probe: None,
+        }
+    }
+}
+
+/// Pool-level rate limiting algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "algorithm", rename_all = "snake_case")]
+pub enum RateLimitConfig {
+    /// `bucket_size` tokens, refilled at `refill_rate` per second; one token per request.
+    TokenBucket { bucket_size: u32, refill_rate: f64 },
+    /// At most `max_requests` in any `window_size`.
+    SlidingWindow { window_size: Duration, max_requests: u32 },
+}
+
+/// One polling pool.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PoolConfig {
+    pub name: String,
+    pub description: String,
+    /// Group names or `group.echelon` references.
+    pub task_groups: Vec<String>,
+    pub rotation_strategy: RotationStrategy,
+    pub health_check: HealthCheckConfig,
+    /// Instances tried per call before the pool gives up.
+    pub max_instance_attempts: u32,
+    /// `None` when `[rate_limiting]` is absent or disabled.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Pool-wide in-flight limit (`performance.max_concurrent_requests` /
+    /// `concurrency_control.max_concurrency`); 0 = unlimited.
+    pub max_concurrent_requests: u32,
+    /// Requests allowed to wait when everything is saturated.
+    pub queue_size: u32,
+    /// Default deadline of a call through this pool.
+    pub request_timeout: Option<Duration>,
+    pub source: Option<PathBuf>,
+}
+
+/// `global.toml`: defaults for the whole router.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GlobalConfig {
+    pub fallback_enabled: bool,
+    pub max_attempts: u32,
+    pub retry_delay: Duration,
+    pub circuit_breaker: BreakerConfig,
+    /// Default route when a call names nothing: `"pool:<name>"`, `"group:<ref>"`, `"direct:p:m"`.
+    pub default_route: Option<String>,
+    /// Default deadline for a whole call.
+    pub request_timeout: Option<Duration>,
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        Self {
+            fallback_enabled: true,
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(1),
+            circuit_breaker: BreakerConfig::default(),
+            default_route: None,
+            request_timeout: None,
+            rate_limit: None,
+        }
+    }
+}
+
+/// A provider's defaults (`provider/<name>/common.toml`), used to resolve `provider:model` refs.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// A model config holding the provider defaults; `name`/`model` are filled per reference.
+    pub defaults: ModelConfig,
+}
+
+/// The whole resolved configuration.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Config {
+    /// Logical models by name.
+    pub models: BTreeMap<String, ModelConfig>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub groups: BTreeMap<String, GroupConfig>,
+    pub pools: BTreeMap<String, PoolConfig>,
+    pub global: GlobalConfig,
+    /// The directory the config was loaded from, if any.
+    pub root: Option<PathBuf>,
+}
+
+impl Config {
+    /// Resolve a model reference: a logical model name, or `provider:model` (provider defaults
+    /// plus that wire model). `None` when it resolves nowhere.
+    pub fn resolve_model(&self, reference: &str) -> Option<ModelConfig> {
+        if let Some(m) = self.models.get(reference) {
+            return Some(m.clone());
+        }
+        let (provider, wire) = reference.split_once(':')?;
+        let p = self.providers.get(provider)?;
+        let mut m = p.defaults.clone();
+        m.name = reference.to_string();
+        m.model = wire.to_string();
+        Some(m)
+    }
+
+    /// Split a group reference on the first dot: `"g.e.x"` → `("g", Some("e.x"))`.
+    pub fn parse_group_reference(reference: &str) -> (&str, Option<&str>) {
+        match reference.split_once('.') {
+            Some((g, e)) => (g, Some(e)),
+            None => (reference, None),
+        }
+    }
+}

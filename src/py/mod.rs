@@ -1,0 +1,16 @@
+//! The Python binding layer: converts types and errors, nothing else.
+
+use pyo3::prelude::*;
+
+use crate::runtime;
+
+/// The extension module `echelon._core`.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Route the core's `log` records into Python's `logging` ("echelon" logger hierarchy).
+    let _ = pyo3_log::try_init();
+    // One runtime for everything; pyo3-async-runtimes hands futures to it.
+    let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime::get());
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! The one request type and one response type every provider translates to and from.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Attempt;
+
+/// One chat message in the OpenAI shape. `content` is a string, or a list of content parts kept
+/// as JSON (images, etc.) that providers translate where they can.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `"system"`, `"user"`, `"assistant"` or `"tool"`.
+    pub role: String,
+    #[serde(default)]
+    pub content: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Assistant tool calls, OpenAI shape (`[{id, type, function: {name, arguments}}]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Value>,
+    /// For `role == "tool"`: the id of the call this message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// A message with plain text content.
+    pub fn text(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: Value::String(content.into()), ..Default::default() }
+    }
+
+    /// The text of the content: the string itself, or the concatenated `text` parts.
+    pub fn text_content(&self) -> String {
+        match &self.content {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(""),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Generation parameters. `None` means "use the configured default, else the provider's".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// OpenAI-shape tool definitions (`[{type: "function", function: {name, description, parameters}}]`).
+    pub tools: Option<Value>,
+    /// `"auto"`, `"required"`, `"none"` or `{type: "function", function: {name}}`.
+    pub tool_choice: Option<Value>,
+    /// `"json"`, `{"type": "json_object"}` or a JSON schema object.
+    pub response_format: Option<Value>,
+    /// Provider-specific keys passed through unchanged into the request body.
+    #[serde(default)]
+    pub extra: Map<String, Value>,
+}
+
+impl Params {
+    /// Fill every unset field of `self` from `defaults` (caller values win).
+    pub fn or(mut self, defaults: &Params) -> Params {
+        if self.temperature.is_none() {
+            self.temperature = defaults.temperature;
+        }
+        if self.max_tokens.is_none() {
+            self.max_tokens = defaults.max_tokens;
+        }
+        if self.top_p.is_none() {
+            self.top_p = defaults.top_p;
+        }
+        if self.stop.is_empty() {
+            self.stop = defaults.stop.clone();
+        }
+        if self.tools.is_none() {
+            self.tools = defaults.tools.clone();
+        }
+        if self.tool_choice.is_none() {
+            self.tool_choice = defaults.tool_choice.clone();
+        }
+        if self.response_format.is_none() {
+            self.response_format = defaults.response_format.clone();
+        }
+        for (k, v) in &defaults.extra {
+            self.extra.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        self
+    }
+}
+
+/// A chat request, provider-neutral. The system prompt is the leading `system` message(s).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub params: Params,
+}
+
+impl ChatRequest {
+    /// Rough token estimate of the prompt (chars / 4, at least 1), used for TPM admission
+    /// before the real usage is known.
+    pub fn estimate_prompt_tokens(&self) -> u32 {
+        let chars: usize = self.messages.iter().map(|m| m.text_content().len() + 4).sum();
+        ((chars / 4).max(1)) as u32
+    }
+}
+
+/// A tool call returned by the model (OpenAI shape; arguments as a JSON string).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// Token usage as reported by the provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+/// A completed chat call.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChatResponse {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    /// The wire model name the provider reports.
+    pub model: String,
+    pub finish_reason: Option<String>,
+    pub usage: Usage,
+    /// Wall time of the successful attempt.
+    pub latency: Duration,
+    /// Time to first token (streaming) or to response headers (non-streaming).
+    pub ttft: Option<Duration>,
+    /// The provider's request id header/field, when present.
+    pub request_id: Option<String>,
+    /// The instance id that served the call.
+    pub served_by: String,
+    /// Every attempt made for the call, the successful one last.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One item of a streamed response.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// Incremental text (and/or a tool-call fragment, OpenAI delta shape).
+    Delta { text: String, tool_call: Option<Value> },
+    /// The stream ended normally. Carries whatever the provider reported at the end.
+    Done { finish_reason: Option<String>, usage: Option<Usage>, model: Option<String>, request_id: Option<String> },
+}
