@@ -12,10 +12,12 @@
 //! - [`instance`], [`pool`], [`group`], [`router`]: the engine composed from the above.
 //! - [`mock`]: the mock provider server used by tests, the demo and benchmarks.
 
+pub mod attempt;
 pub mod backoff;
 pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod fallback;
 pub mod group;
 pub mod health;
 pub mod instance;
@@ -26,6 +28,7 @@ pub mod provider;
 pub mod router;
 pub mod runtime;
 pub mod schedule;
+pub mod selector;
 pub mod secret;
 pub mod store;
 pub mod types;

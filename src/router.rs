@@ -1,1 +1,544 @@
-//! (in progress)
+//! The router: builds instances, echelons, groups and pools from a [`Config`], routes each
+//! request to a pool, a group reference or a model, and swaps configurations atomically.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::config::{Config, EchelonConfig, GroupConfig, HealthCheckConfig, ModelConfig, RotationStrategy};
+use crate::error::{Error, ErrorKind};
+use crate::fallback::{walk, Plan, Target, Walked};
+use crate::group::{Echelon, Group};
+use crate::instance::{Instance, InstanceParts};
+use crate::pool::{Pool, PoolStats};
+use crate::provider::{HttpPool, ProviderClient};
+use crate::selector::Selector;
+use crate::store::{MemoryStore, RateSpec, StateStore};
+use crate::types::{ChatRequest, Params};
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A polling pool by name.
+    Pool(String),
+    /// A group reference: `group`, `group.echelon1`, `group.translation`.
+    Group(String),
+    /// A model reference: a logical model name or `provider:model`.
+    Model(String),
+}
+
+impl Route {
+    /// Parse the string forms `pool:<name>`, `group:<ref>`, `direct:<provider>:<model>`,
+    /// `model:<ref>`.
+    pub fn parse(s: &str) -> Result<Route, Error> {
+        let bad = || Error::routing(format!("malformed route '{s}': expected pool:<name>, group:<ref>, direct:<provider>:<model> or model:<name>"));
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        match kind {
+            "pool" => Ok(Route::Pool(rest.to_string())),
+            "group" => Ok(Route::Group(rest.to_string())),
+            "model" => Ok(Route::Model(rest.to_string())),
+            "direct" => {
+                if rest.split_once(':').is_some_and(|(p, m)| !p.is_empty() && !m.is_empty()) {
+                    Ok(Route::Model(rest.to_string()))
+                } else {
+                    Err(bad())
+                }
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Per-call options.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// Deadline for the whole call (all attempts, queueing included).
+    pub timeout: Option<Duration>,
+    /// Group references that replace the configured `fallback_groups`.
+    pub fallback_groups: Option<Vec<String>>,
+    /// Overrides a pool's `max_instance_attempts`.
+    pub max_instance_attempts: Option<u32>,
+}
+
+/// The built engine for one configuration. Immutable; a reload builds a new one.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub instances: BTreeMap<String, Arc<Instance>>,
+    pub groups: BTreeMap<String, Arc<Group>>,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    direct: Mutex<HashMap<String, Arc<Selector>>>,
+    direct_stats: PoolStats,
+    store: Arc<dyn StateStore>,
+    http: HttpPool,
+}
+
+const ECHELON_QUEUE: u32 = 1000;
+
+fn instance_params(model: &ModelConfig, e: &EchelonConfig) -> Params {
+    let mut p = Params { temperature: e.temperature, max_tokens: e.max_tokens, ..Default::default() };
+    if let Some(fmt) = &e.response_format {
+        p.response_format = Some(serde_json::Value::String(fmt.clone()));
+    }
+    if let Some(fc) = &e.function_calling {
+        p.tool_choice = Some(serde_json::Value::String(fc.clone()));
+    }
+    p.or(&model.parameters)
+}
+
+struct Builder<'a> {
+    cfg: &'a Config,
+    store: &'a Arc<dyn StateStore>,
+    http: &'a HttpPool,
+    live: HashSet<String>,
+}
+
+impl Builder<'_> {
+    fn key(&mut self, k: String) -> String {
+        self.live.insert(k.clone());
+        k
+    }
+
+    fn instance(&mut self, id: String, group: &GroupConfig, e: Option<&EchelonConfig>, model: ModelConfig, health: &HealthCheckConfig) -> Arc<Instance> {
+        let store = self.store.clone();
+        let breaker_cfg = group.fallback.as_ref().and_then(|f| f.circuit_breaker).unwrap_or(group.circuit_breaker);
+        let echelon_default;
+        let e = match e {
+            Some(e) => e,
+            None => {
+                echelon_default = EchelonConfig {
+                    name: "direct".into(),
+                    models: vec![],
+                    priority: 0,
+                    concurrency_limit: 0,
+                    rpm_limit: 0,
+                    timeout: None,
+                    max_retries: None,
+                    temperature: None,
+                    max_tokens: None,
+                    function_calling: None,
+                    response_format: None,
+                    thinking_config: None,
+                };
+                &echelon_default
+            }
+        };
+        let mut timeouts = model.timeouts;
+        if let Some(t) = e.timeout {
+            timeouts.total = Some(t);
+        }
+        let mut retry = model.retry;
+        if let Some(r) = e.max_retries {
+            retry.max_retries = r;
+        }
+        let model_key = format!("model:{}", model.name);
+        let parts = InstanceParts {
+            group: group.name.clone(),
+            echelon: e.name.clone(),
+            model_name: model.name.clone(),
+            provider: model.provider.clone(),
+            timeouts,
+            retry,
+            params: instance_params(&model, e),
+            weight: model.weight,
+            context_window: model.context_window,
+            rate_limit_cooldown: model.rate_limit_cooldown,
+            concurrency: store.concurrency(&self.key(id.clone()), e.concurrency_limit),
+            model_concurrency: (model.max_concurrency > 0)
+                .then(|| store.concurrency(&self.key(model_key.clone()), model.max_concurrency)),
+            rpm: (e.rpm_limit > 0).then(|| {
+                store.rate(&self.key(format!("{id}:rpm")), RateSpec::Window { limit: e.rpm_limit as u64, window: Duration::from_secs(60) })
+            }),
+            model_rpm: (model.rpm > 0).then(|| {
+                store.rate(&self.key(format!("{model_key}:rpm")), RateSpec::Window { limit: model.rpm as u64, window: Duration::from_secs(60) })
+            }),
+            model_tpm: (model.tpm > 0).then(|| {
+                store.rate(&self.key(format!("{model_key}:tpm")), RateSpec::Window { limit: model.tpm as u64, window: Duration::from_secs(60) })
+            }),
+            breaker: store.breaker(&self.key(id.clone()), &breaker_cfg),
+            health: store.health(&self.key(id.clone()), health),
+            stats: store.stats(&self.key(id.clone())),
+            client: ProviderClient::new(model, self.http),
+            id,
+        };
+        let inst = Arc::new(Instance::new(parts));
+        inst.set_transition_sink(Box::new(|inst, t| {
+            log::info!("instance {} is now {} (was {})", inst.id, t.to.as_str(), t.from.as_str());
+        }));
+        inst
+    }
+}
+
+impl Engine {
+    /// Build everything for `cfg`, reusing state from `store` for instances that still exist.
+    pub fn build(cfg: Config, store: Arc<dyn StateStore>, http: HttpPool) -> Engine {
+        let mut b = Builder { cfg: &cfg, store: &store, http: &http, live: HashSet::new() };
+        // The health settings of an instance come from the first pool that uses its group.
+        let mut health_of: HashMap<&str, HealthCheckConfig> = HashMap::new();
+        for p in b.cfg.pools.values() {
+            for r in &p.task_groups {
+                let (g, _) = Config::parse_group_reference(r);
+                health_of.entry(g).or_insert(p.health_check);
+            }
+        }
+        let mut instances = BTreeMap::new();
+        let mut groups = BTreeMap::new();
+        for g in b.cfg.groups.values() {
+            let health = health_of.get(g.name.as_str()).copied().unwrap_or_default();
+            let mut echelons = Vec::new();
+            for e in g.echelons_by_priority() {
+                let mut members = Vec::new();
+                let mut unresolved = Vec::new();
+                for m in &e.models {
+                    let Some(model) = b.cfg.resolve_model(m) else {
+                        unresolved.push(m.clone());
+                        continue;
+                    };
+                    let mut id = format!("{}.{}_{}", g.name, e.name, m);
+                    let mut n = 2;
+                    while instances.contains_key(&id) {
+                        id = format!("{}.{}_{}#{}", g.name, e.name, m, n);
+                        n += 1;
+                    }
+                    let inst = b.instance(id.clone(), g, Some(e), model, &health);
+                    instances.insert(id, inst.clone());
+                    members.push(inst);
+                }
+                let selector = Arc::new(Selector::new(format!("{}.{}", g.name, e.name), members, RotationStrategy::RoundRobin, ECHELON_QUEUE));
+                echelons.push(Arc::new(Echelon { group: g.name.clone(), config: e.clone(), selector, unresolved }));
+            }
+            groups.insert(g.name.clone(), Arc::new(Group::new(g.clone(), echelons)));
+        }
+        let mut pools = BTreeMap::new();
+        for p in b.cfg.pools.values() {
+            let mut members: Vec<Arc<Instance>> = Vec::new();
+            for r in &p.task_groups {
+                let (gname, ech) = Config::parse_group_reference(r);
+                let Some(g) = groups.get(gname) else { continue };
+                for e in g.echelons.iter().filter(|e| ech.is_none_or(|n| n == e.config.name)) {
+                    for i in &e.selector.instances {
+                        if !members.iter().any(|m| Arc::ptr_eq(m, i)) {
+                            members.push(i.clone());
+                        }
+                    }
+                }
+            }
+            let selector = Arc::new(Selector::new(p.name.clone(), members, p.rotation_strategy, p.queue_size));
+            let rate = p.rate_limit.map(|r| store.rate(&b.key(format!("pool:{}:rate", p.name)), RateSpec::from(r)));
+            pools.insert(p.name.clone(), Arc::new(Pool::new(p.clone(), selector, rate)));
+        }
+        // Each instance wakes the queues of every echelon and pool it belongs to.
+        let mut domains: HashMap<String, Vec<Arc<tokio::sync::Notify>>> = HashMap::new();
+        for g in groups.values() {
+            for e in &g.echelons {
+                for i in &e.selector.instances {
+                    domains.entry(i.id.clone()).or_default().push(e.selector.notifier());
+                }
+            }
+        }
+        for p in pools.values() {
+            for i in &p.selector.instances {
+                domains.entry(i.id.clone()).or_default().push(p.selector.notifier());
+            }
+        }
+        for (id, d) in domains {
+            if let Some(i) = instances.get(&id) {
+                i.set_domains(d);
+            }
+        }
+        let live = b.live;
+        store.retain(&live);
+        Engine {
+            config: Arc::new(cfg),
+            instances,
+            groups,
+            pools,
+            direct: Mutex::new(HashMap::new()),
+            direct_stats: PoolStats::default(),
+            store,
+            http,
+        }
+    }
+
+    /// Start background work (health checks) on the runtime.
+    pub fn start(&self, rt: &tokio::runtime::Handle) {
+        for p in self.pools.values() {
+            p.spawn_health_checks(rt);
+        }
+    }
+
+    /// Stop background work.
+    pub fn close(&self) {
+        for p in self.pools.values() {
+            p.close();
+        }
+    }
+
+    /// Build the fallback plan for a group reference.
+    pub fn group_plan(&self, reference: &str, fallback_groups: Option<&[String]>) -> Result<(Arc<Group>, Plan), Error> {
+        let (gname, ech) = Config::parse_group_reference(reference);
+        let group = self.groups.get(gname).cloned().ok_or_else(|| self.unknown("group", gname, self.groups.keys()))?;
+        let fb = group.config.effective_fallback();
+        let mut chain = group.own_chain(ech)?;
+        let extra: Vec<String> = match fallback_groups {
+            Some(list) => list.to_vec(),
+            None => fb.fallback_groups.clone(),
+        };
+        for r in &extra {
+            let (g2, e2) = Config::parse_group_reference(r);
+            let other = self.groups.get(g2).ok_or_else(|| self.unknown("fallback group", g2, self.groups.keys()))?;
+            match e2 {
+                Some(en) => chain.push(other.echelon(en).cloned().ok_or_else(|| Error::routing(format!("fallback target '{r}': group '{g2}' has no echelon '{en}'")))?),
+                None => chain.extend(other.echelons.iter().cloned()),
+            }
+        }
+        // A target appears once, at its first position (the original could list itself).
+        let mut seen = HashSet::new();
+        chain.retain(|e| seen.insert(e.reference()));
+        chain.truncate(fb.max_attempts.max(1) as usize);
+        if chain.iter().all(|e| e.selector.instances.is_empty()) {
+            let missing: Vec<String> = chain.iter().flat_map(|e| e.unresolved.iter().map(move |m| format!("'{m}' (in {})", e.reference()))).collect();
+            return Err(Error::new(
+                ErrorKind::Config,
+                if missing.is_empty() {
+                    format!("group reference '{reference}' has no models")
+                } else {
+                    format!("group reference '{reference}': no model resolves: {}", missing.join(", "))
+                },
+            ));
+        }
+        let targets = chain
+            .iter()
+            .map(|e| {
+                let retries = e.config.max_retries.unwrap_or_else(|| e.selector.instances.first().map_or(0, |i| i.retry.max_retries));
+                let mut tries = 1 + retries;
+                if fb.strategy == crate::config::FallbackStrategy::ModelRotate {
+                    tries = tries.max(e.selector.instances.len() as u32);
+                }
+                Target { label: e.reference(), selector: e.selector.clone(), max_tries: tries }
+            })
+            .collect();
+        let plan = Plan {
+            targets,
+            retry_delay: fb.retry_delay,
+            content_filter_fallback: fb.on_content_filter,
+            provider_failover: fb.strategy == crate::config::FallbackStrategy::ProviderFailover,
+        };
+        Ok((group, plan))
+    }
+
+    fn unknown<'a>(&self, what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> Error {
+        let known: Vec<&String> = known.collect();
+        let hint = known
+            .iter()
+            .map(|k| (strsim::jaro_winkler(k, name), k))
+            .filter(|(s, _)| *s > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| format!(" (did you mean '{k}'?)"))
+            .unwrap_or_default();
+        Error::routing(format!(
+            "unknown {what} '{name}'{hint}; known: {}",
+            known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    }
+
+    /// The selector for a direct model route, created on first use.
+    fn direct_selector(&self, reference: &str) -> Result<Arc<Selector>, Error> {
+        if let Some(s) = self.direct.lock().get(reference) {
+            return Ok(s.clone());
+        }
+        let model = self.config.resolve_model(reference).ok_or_else(|| {
+            Error::routing(format!("model '{reference}' resolves nowhere: not a logical model and not <provider>:<model> with a known provider"))
+        })?;
+        let group = GroupConfig {
+            name: "direct".into(),
+            description: String::new(),
+            echelons: vec![],
+            fallback_strategy: crate::config::FallbackStrategy::EchelonDown,
+            circuit_breaker: self.config.global.circuit_breaker,
+            fallback: None,
+            source: None,
+        };
+        let id = format!("direct.{reference}");
+        let mut b = Builder { cfg: &self.config, store: &self.store, http: &self.http, live: HashSet::new() };
+        let inst = b.instance(id.clone(), &group, None, model, &HealthCheckConfig::default());
+        let sel = Arc::new(Selector::new(id, vec![inst.clone()], RotationStrategy::RoundRobin, ECHELON_QUEUE));
+        inst.set_domains(vec![sel.notifier()]);
+        Ok(self.direct.lock().entry(reference.to_string()).or_insert(sel).clone())
+    }
+
+    /// Route one request.
+    pub async fn run(&self, route: &Route, req: &ChatRequest, opts: &CallOptions, stream: bool) -> Result<Walked, Error> {
+        let start = Instant::now();
+        let timeout = opts.timeout.or(self.config.global.request_timeout);
+        match route {
+            Route::Pool(name) => {
+                let pool = self.pools.get(name).cloned().ok_or_else(|| self.unknown("pool", name, self.pools.keys()))?;
+                let deadline = timeout.or(pool.config.request_timeout).map(|t| start + t);
+                pool.run(req, start, deadline, stream, opts.max_instance_attempts).await
+            }
+            Route::Group(reference) => {
+                let (group, plan) = self.group_plan(reference, opts.fallback_groups.as_deref())?;
+                let deadline = timeout.map(|t| start + t);
+                let res = walk(&plan, req, start, deadline, stream).await;
+                match &res {
+                    Ok(Walked::Chat(r)) => group.record(reference, &r.attempts, None),
+                    Ok(Walked::Stream(_)) => {}
+                    Err(e) => group.record(reference, &e.attempts, Some(e)),
+                }
+                res
+            }
+            Route::Model(reference) => {
+                let sel = self.direct_selector(reference)?;
+                let tries = 1 + sel.instances.first().map_or(0, |i| i.retry.max_retries);
+                let plan = Plan {
+                    targets: vec![Target { label: reference.clone(), selector: sel, max_tries: tries }],
+                    retry_delay: Duration::ZERO,
+                    content_filter_fallback: false,
+                    provider_failover: false,
+                };
+                let res = walk(&plan, req, start, timeout.map(|t| start + t), stream).await;
+                if let Ok(Walked::Chat(r)) = &res {
+                    self.direct_stats.record(true, r.latency);
+                } else if res.is_err() {
+                    self.direct_stats.record(false, Duration::ZERO);
+                }
+                res
+            }
+        }
+    }
+
+    /// The route used when a call names nothing: `global.default_route`, else the only pool,
+    /// else the only group.
+    pub fn default_route(&self) -> Result<Route, Error> {
+        if let Some(r) = &self.config.global.default_route {
+            return Route::parse(r);
+        }
+        if self.pools.len() == 1 {
+            return Ok(Route::Pool(self.pools.keys().next().cloned().unwrap_or_default()));
+        }
+        if self.pools.is_empty() && self.groups.len() == 1 {
+            return Ok(Route::Group(self.groups.keys().next().cloned().unwrap_or_default()));
+        }
+        Err(Error::routing("no route given: pass pool=, group= or model= (or set default_route in global.toml)"))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Router-wide status.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouterStatus {
+    pub pools: Vec<crate::pool::PoolStatus>,
+    pub groups: Vec<GroupStatus>,
+}
+
+/// Status of one group.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub fallback_strategy: &'static str,
+    pub echelons: Vec<EchelonStatus>,
+}
+
+/// Status of one echelon.
+#[derive(Clone, Debug, Serialize)]
+pub struct EchelonStatus {
+    pub name: String,
+    pub priority: u32,
+    pub queue_length: u32,
+    pub instances: Vec<crate::instance::InstanceSnapshot>,
+    pub unresolved_models: Vec<String>,
+}
+
+/// The router: an atomically swappable [`Engine`] plus the state store and connection pools
+/// that outlive reloads.
+pub struct Router {
+    engine: ArcSwap<Engine>,
+    store: Arc<dyn StateStore>,
+    http: HttpPool,
+    rt: tokio::runtime::Handle,
+}
+
+impl Router {
+    /// Build a router for `cfg` and start its background work on `rt`.
+    pub fn new(cfg: Config, rt: tokio::runtime::Handle) -> Router {
+        Self::with_store(cfg, Arc::new(MemoryStore::new()), rt)
+    }
+
+    /// Like [`Router::new`] with a given state store.
+    pub fn with_store(cfg: Config, store: Arc<dyn StateStore>, rt: tokio::runtime::Handle) -> Router {
+        let http = HttpPool::new();
+        let engine = Engine::build(cfg, store.clone(), http.clone());
+        engine.start(&rt);
+        Router { engine: ArcSwap::from_pointee(engine), store, http, rt }
+    }
+
+    /// The current engine. Hold the `Arc` for the duration of a request: a reload does not
+    /// affect requests already running.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
+    }
+
+    /// Swap in a new configuration. In-flight requests finish on the old engine; instances that
+    /// still exist keep their breakers, limits, health and latency statistics.
+    pub fn reload(&self, cfg: Config) {
+        let engine = Engine::build(cfg, self.store.clone(), self.http.clone());
+        engine.start(&self.rt);
+        let old = self.engine.swap(Arc::new(engine));
+        old.close();
+        log::info!("configuration reloaded");
+    }
+
+    /// Stop background work.
+    pub fn close(&self) {
+        self.engine.load().close();
+    }
+
+    /// Route a request.
+    pub async fn run(&self, route: Option<&Route>, req: &ChatRequest, opts: &CallOptions, stream: bool) -> Result<Walked, Error> {
+        let engine = self.engine();
+        let route = match route {
+            Some(r) => r.clone(),
+            None => engine.default_route()?,
+        };
+        engine.run(&route, req, opts, stream).await
+    }
+
+    /// Status of every pool and group.
+    pub fn status(&self) -> RouterStatus {
+        let e = self.engine();
+        RouterStatus {
+            pools: e.pools.values().map(|p| p.status()).collect(),
+            groups: e
+                .groups
+                .values()
+                .map(|g| GroupStatus {
+                    name: g.name.clone(),
+                    fallback_strategy: g.config.effective_fallback().strategy.as_str(),
+                    echelons: g
+                        .echelons
+                        .iter()
+                        .map(|ec| EchelonStatus {
+                            name: ec.config.name.clone(),
+                            priority: ec.config.priority,
+                            queue_length: ec.selector.queue_len(),
+                            instances: ec.selector.instances.iter().map(|i| i.snapshot()).collect(),
+                            unresolved_models: ec.unresolved.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}

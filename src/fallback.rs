@@ -1,0 +1,173 @@
+//! The fallback chain: walk an ordered list of targets (echelons, pools), retrying within a
+//! target and moving down the chain by the error-class rules of [`crate::attempt::next_step`].
+//!
+//! The chain is bounded by the number of targets in the plan (the group's `max_attempts`), the
+//! tries allowed per target, and the call's deadline; it never sleeps past the deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::attempt::{self, next_step, sleep_within, ChatStream, Next, Success, Trace};
+use crate::backoff;
+use crate::error::{AttemptRole, Error, ErrorKind};
+use crate::instance::Instance;
+use crate::selector::{Filter, Selector};
+use crate::types::{ChatRequest, ChatResponse};
+
+/// One step of the chain: a set of instances and how many tries it gets.
+#[derive(Clone)]
+pub struct Target {
+    /// `"group.echelon"` or the pool name.
+    pub label: String,
+    pub selector: Arc<Selector>,
+    /// Tries on this target (first try + retries).
+    pub max_tries: u32,
+}
+
+/// A whole chain and its rules.
+#[derive(Clone)]
+pub struct Plan {
+    pub targets: Vec<Target>,
+    /// Waited before moving to the next target.
+    pub retry_delay: Duration,
+    /// Route around `ContentFiltered` instead of surfacing it.
+    pub content_filter_fallback: bool,
+    /// After a failure on a provider, prefer instances of other providers.
+    pub provider_failover: bool,
+}
+
+/// What a successful walk produced.
+pub enum Walked {
+    Chat(ChatResponse),
+    Stream(ChatStream),
+}
+
+/// Estimated token cost of a request for TPM admission (prompt estimate + expected output).
+pub fn estimate_tokens(req: &ChatRequest) -> u64 {
+    req.estimate_prompt_tokens() as u64 + req.params.max_tokens.unwrap_or(256) as u64
+}
+
+fn untried(target: &Target, tried: &[Arc<Instance>]) -> bool {
+    target.selector.instances.iter().any(|i| !tried.iter().any(|t| Arc::ptr_eq(t, i)))
+}
+
+/// Walk `plan` for `req`. `stream` selects streaming attempts (the walk commits to a target
+/// once its first token arrived; before that, failures fall back like any other).
+pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Option<Instant>, stream: bool) -> Result<Walked, Error> {
+    let est = estimate_tokens(req);
+    let mut trace = Trace::new(start);
+    let mut last_err: Option<Error> = None;
+    let mut min_context: Option<u32> = None;
+    let mut failed_providers: Vec<String> = Vec::new();
+
+    for target in &plan.targets {
+        if let Some(n) = min_context {
+            if !target.selector.instances.iter().any(|i| i.context_window > n) {
+                continue;
+            }
+        }
+        if last_err.is_some() && !sleep_within(plan.retry_delay, deadline).await {
+            break;
+        }
+        let mut tried: Vec<Arc<Instance>> = Vec::new();
+        let mut tries = 0u32;
+        let mut role = if trace.attempts.is_empty() { AttemptRole::Primary } else { AttemptRole::Fallback };
+        while tries < target.max_tries.max(1) {
+            tries += 1;
+            let avoid_providers = plan.provider_failover
+                && !failed_providers.is_empty()
+                && target.selector.instances.iter().any(|i| !failed_providers.contains(&i.provider));
+            let filter = match min_context {
+                Some(n) => Filter::ContextAbove(n),
+                None if avoid_providers => Filter::OtherProviders(&failed_providers),
+                None => Filter::Avoid(&tried),
+            };
+            let t0 = Instant::now();
+            let lease = match target.selector.acquire(est, deadline, filter).await {
+                Ok(l) => l,
+                Err(e) => {
+                    trace.push(&target.label, None, role, t0, Some(&e));
+                    let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+                    last_err = Some(e);
+                    if out_of_time {
+                        return Err(trace.into_error(last_err.unwrap_or_else(|| Error::new(ErrorKind::QueueTimeout, "deadline"))));
+                    }
+                    break;
+                }
+            };
+            let inst = lease.instance().clone();
+            match attempt::run(lease, req, deadline, stream).await {
+                Ok(Success::Chat(mut resp)) => {
+                    trace.push(&target.label, Some(&inst), role, t0, None);
+                    resp.attempts = trace.attempts;
+                    return Ok(Walked::Chat(resp));
+                }
+                Ok(Success::Stream(open)) => {
+                    return Ok(Walked::Stream(ChatStream::new(open, trace, target.label.clone(), role)));
+                }
+                Err(mut e) => {
+                    e.instance.get_or_insert_with(|| inst.id.clone());
+                    trace.push(&target.label, Some(&inst), role, t0, Some(&e));
+                    tried.push(inst.clone());
+                    let step = next_step(&e, &inst, plan.content_filter_fallback);
+                    let retry_after = e.retry_after;
+                    last_err = Some(e);
+                    role = AttemptRole::Retry;
+                    match step {
+                        Next::Stop => break,
+                        Next::NextTarget => break,
+                        Next::LargerContext(n) => {
+                            min_context = Some(min_context.map_or(n, |m| m.max(n)));
+                            if !target.selector.instances.iter().any(|i| i.context_window > n) {
+                                break;
+                            }
+                        }
+                        Next::OtherInstance => {
+                            if !untried(target, &tried) {
+                                break;
+                            }
+                        }
+                        Next::Retry => {
+                            if plan.provider_failover && !failed_providers.contains(&inst.provider) {
+                                failed_providers.push(inst.provider.clone());
+                            }
+                            // A different instance can be tried at once; the same one waits.
+                            if !untried(target, &tried) {
+                                let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                                match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, retry_after, remaining) {
+                                    Some(d) if tries < target.max_tries => {
+                                        tokio::time::sleep(d).await;
+                                    }
+                                    _ => break,
+                                }
+                            }
+                        }
+                    }
+                    if matches!(step, Next::Stop) {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = &last_err {
+            if matches!(next_step_of(e, plan), Some(Next::Stop)) {
+                break;
+            }
+        }
+    }
+    let last = last_err.unwrap_or_else(|| Error::new(ErrorKind::PoolExhausted, "no target can serve this request"));
+    Err(trace.into_error(last))
+}
+
+/// Whether the last error stops the whole chain (independent of the instance).
+fn next_step_of(e: &Error, plan: &Plan) -> Option<Next> {
+    use crate::error::TimeoutKind;
+    if e.timeout == Some(TimeoutKind::Deadline) {
+        return Some(Next::Stop);
+    }
+    match e.kind {
+        ErrorKind::BadRequest | ErrorKind::Cancelled | ErrorKind::Routing | ErrorKind::Config => Some(Next::Stop),
+        ErrorKind::ContentFiltered if !plan.content_filter_fallback => Some(Next::Stop),
+        _ => None,
+    }
+}
