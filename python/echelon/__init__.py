@@ -7,6 +7,7 @@ runtime; this package is a thin, typed face over it.
 from __future__ import annotations
 
 from . import _core
+from ._core import Attempt, Response, StreamChunk, Usage
 from .errors import (
     AllTargetsFailed,
     AuthError,
@@ -30,10 +31,20 @@ from .errors import (
     Timeout,
 )
 
+from .router import PollingPool, Router, Stream, TaskGroup
+
 __version__: str = _core.__version__
 
 __all__ = [
     "__version__",
+    "Router",
+    "PollingPool",
+    "TaskGroup",
+    "Stream",
+    "Response",
+    "StreamChunk",
+    "Usage",
+    "Attempt",
     "EchelonError",
     "ConfigError",
     "RoutingError",

@@ -1,3 +1,157 @@
-"""Type stubs for the Rust extension module ``echelon._core``."""
+"""Type stubs for the Rust extension module ``echelon._core``.
+
+Users normally use the wrappers in :mod:`echelon` (``Router``, ``PollingPool``, ``TaskGroup``);
+the result classes below are what those return.
+"""
+
+import asyncio
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 __version__: str
+
+class Attempt:
+    """One entry of a call's attempt trace."""
+
+    @property
+    def target(self) -> str:
+        """Group reference or pool name tried."""
+    @property
+    def instance(self) -> str:
+        """Instance id (empty when no instance could be selected)."""
+    @property
+    def model(self) -> str:
+        """Logical model name."""
+    @property
+    def role(self) -> str:
+        """``"primary"``, ``"retry"``, ``"fallback"`` or ``"hedge"``."""
+    @property
+    def error(self) -> Optional[str]:
+        """Error kind (``"rate_limited"``, ``"timeout"``, …), ``None`` for success."""
+    @property
+    def message(self) -> Optional[str]:
+        """Error detail (never contains a secret)."""
+    @property
+    def ok(self) -> bool:
+        """True for the successful attempt."""
+    @property
+    def latency(self) -> float:
+        """Seconds this attempt took."""
+    @property
+    def started_after(self) -> float:
+        """Seconds from the start of the call to the start of this attempt."""
+    def to_dict(self) -> Dict[str, Any]:
+        """The attempt as a plain dict."""
+
+class Usage:
+    """Token usage reported by the provider."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def total_tokens(self) -> int: ...
+    def to_dict(self) -> Dict[str, int]: ...
+
+class Response:
+    """A completed chat call. ``str(response)`` is the content."""
+
+    @property
+    def content(self) -> str:
+        """The generated text."""
+    @property
+    def tool_calls(self) -> List[Dict[str, Any]]:
+        """OpenAI-shape tool calls: ``[{"id", "type": "function", "function": {"name", "arguments"}}]``."""
+    @property
+    def model(self) -> str:
+        """Wire model name reported by the provider."""
+    @property
+    def finish_reason(self) -> Optional[str]: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def latency(self) -> float:
+        """Seconds, of the successful attempt."""
+    @property
+    def ttft(self) -> Optional[float]:
+        """Seconds to first token (streaming) or to response headers."""
+    @property
+    def request_id(self) -> Optional[str]:
+        """The provider's request id."""
+    @property
+    def served_by(self) -> str:
+        """Id of the instance that served the call (``"<group>.<echelon>_<model>"``)."""
+    @property
+    def attempts(self) -> List[Attempt]:
+        """The attempt trace, the successful attempt last."""
+    def to_dict(self) -> Dict[str, Any]: ...
+
+class StreamChunk:
+    """One item of a stream: a text delta, or the final chunk carrying the whole response."""
+
+    @property
+    def text(self) -> str:
+        """The delta text (empty on the final chunk)."""
+    @property
+    def is_final(self) -> bool: ...
+    @property
+    def tool_call(self) -> Optional[Dict[str, Any]]:
+        """A tool-call fragment (OpenAI delta shape), if any."""
+    @property
+    def response(self) -> Optional[Response]:
+        """The complete response, on the final chunk."""
+    @property
+    def usage(self) -> Optional[Usage]:
+        """Usage, on the final chunk."""
+
+class Stream:
+    """Low-level stream; use :class:`echelon.Stream`."""
+
+    def __aiter__(self) -> "Stream": ...
+    def __anext__(self) -> "asyncio.Future[StreamChunk]": ...
+    def aclose(self) -> "asyncio.Future[None]": ...
+    def close(self) -> None: ...
+
+class Router:
+    """Low-level router; use :class:`echelon.Router`."""
+
+    @staticmethod
+    def from_dir(path: str) -> "Router": ...
+    @staticmethod
+    def from_dict(obj: Dict[str, Any]) -> "Router": ...
+    def reload(self, source: Union[str, Dict[str, Any]]) -> None: ...
+    def chat(
+        self,
+        messages: Any,
+        route: Optional[str] = None,
+        pool: Optional[str] = None,
+        group: Optional[str] = None,
+        model: Optional[str] = None,
+        metadata: Any = None,
+        fallback_groups: Optional[List[str]] = None,
+        timeout: Optional[float] = None,
+        max_instance_attempts: Optional[int] = None,
+        params: Optional[Dict[str, Any]] = None,
+    ) -> "asyncio.Future[Response]": ...
+    def stream(
+        self,
+        messages: Any,
+        route: Optional[str] = None,
+        pool: Optional[str] = None,
+        group: Optional[str] = None,
+        model: Optional[str] = None,
+        metadata: Any = None,
+        fallback_groups: Optional[List[str]] = None,
+        timeout: Optional[float] = None,
+        max_instance_attempts: Optional[int] = None,
+        params: Optional[Dict[str, Any]] = None,
+    ) -> Stream: ...
+    def batch(self, requests: Sequence[Dict[str, Any]], concurrency: int = 64) -> "asyncio.Future[List[Union[Response, BaseException]]]": ...
+    def status(self) -> Dict[str, Any]: ...
+    def pool_status(self, name: str) -> Dict[str, Any]: ...
+    def breaker_status(self, group: str) -> List[Dict[str, Any]]: ...
+    def reset_breakers(self, group: str, instance: Optional[str] = None) -> int: ...
+    def fallback_history(self, group: str, limit: int = 10) -> List[Dict[str, Any]]: ...
+    def pool_names(self) -> List[str]: ...
+    def group_names(self) -> List[str]: ...
+    def close(self) -> None: ...

@@ -3,3 +3,5 @@
 pub mod model;
 
 pub use model::*;
+pub fn load_dir(_p: &std::path::Path) -> Result<Config, crate::error::ConfigError> { unimplemented!() }
+pub fn from_json(_v: &serde_json::Value) -> Result<Config, crate::error::ConfigError> { unimplemented!() }

@@ -4,6 +4,11 @@ use pyo3::prelude::*;
 
 use crate::runtime;
 
+pub mod config;
+pub mod convert;
+pub mod router;
+pub mod types;
+
 /// The extension module `echelon._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -12,5 +17,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // One runtime for everything; pyo3-async-runtimes hands futures to it.
     let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime::get());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<router::PyRouter>()?;
+    m.add_class::<router::PyStream>()?;
+    m.add_class::<types::PyResponse>()?;
+    m.add_class::<types::PyUsage>()?;
+    m.add_class::<types::PyAttempt>()?;
+    m.add_class::<types::PyChunk>()?;
+    config::register(m)?;
     Ok(())
 }

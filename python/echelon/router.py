@@ -1,0 +1,324 @@
+"""The asyncio-native API: :class:`Router`, :class:`PollingPool`, :class:`TaskGroup`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from . import _core
+from ._core import Response, StreamChunk
+
+Messages = Union[str, Sequence[Any]]
+
+__all__ = ["Router", "PollingPool", "TaskGroup", "Stream"]
+
+
+class Stream:
+    """An async iterator of :class:`StreamChunk` (text deltas, then one final chunk carrying the
+    complete :class:`Response` with usage and the attempt trace).
+
+    Leaving the loop early (``break``), :meth:`aclose`, or ``async with`` exit aborts the
+    upstream request and frees the instance slot at once.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: "_core.Stream") -> None:
+        self._inner = inner
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        return await self._inner.__anext__()
+
+    async def aclose(self) -> None:
+        """Abort the stream (idempotent)."""
+        await self._inner.aclose()
+
+    async def text(self) -> str:
+        """Consume the stream and return the whole text."""
+        parts: List[str] = []
+        async for chunk in self:
+            parts.append(chunk.text)
+        return "".join(parts)
+
+    async def __aenter__(self) -> "Stream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        try:
+            self._inner.close()
+        except Exception:
+            pass
+
+
+class Router:
+    """Routes chat calls to polling pools, task groups or models.
+
+    Build it with :meth:`from_dir` or :meth:`from_dict`; use it as ``async with`` (or call
+    :meth:`close`) so background health checks stop and connections close.
+    """
+
+    def __init__(self, core: "_core.Router") -> None:
+        self._core = core
+        self._closed = False
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dir(cls, path: Union[str, "os.PathLike[str]"] = "configs") -> "Router":
+        """Load a config directory (TOML layout, or the original YAML layout)."""
+        return cls(_core.Router.from_dir(os.fspath(path)))
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "Router":
+        """Build from a dict shaped like the config directory
+        (``{"providers": …, "groups": …, "pools": …, "global": …}``)."""
+        return cls(_core.Router.from_dict(dict(config)))
+
+    def reload(self, source: Union[str, "os.PathLike[str]", Mapping[str, Any]]) -> None:
+        """Swap the configuration atomically. In-flight calls finish on the old one; instances
+        that still exist keep their breakers, limits and latency statistics."""
+        if isinstance(source, Mapping):
+            self._core.reload(dict(source))
+        else:
+            self._core.reload(os.fspath(source))
+
+    async def __aenter__(self) -> "Router":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __enter__(self) -> "Router":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop background work (health checks). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._core.close()
+
+    # -- calls --------------------------------------------------------------------------
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        pool: Optional[str] = None,
+        group: Optional[str] = None,
+        model: Optional[str] = None,
+        route: Optional[str] = None,
+        metadata: Optional[Union[str, Mapping[str, Any]]] = None,
+        fallback_groups: Optional[Sequence[str]] = None,
+        timeout: Optional[float] = None,
+        max_instance_attempts: Optional[int] = None,
+        **params: Any,
+    ) -> Response:
+        """Send one chat request and return the :class:`Response`.
+
+        Routing, by precedence: ``route`` (``"pool:<name>"``, ``"group:<ref>"``,
+        ``"direct:<provider>:<model>"``), then ``pool``, ``group``, ``model``, then
+        ``metadata`` (a route string or ``{"pool": …}`` / ``{"group": …}`` /
+        ``{"provider": …, "model": …}``), then the configured default route.
+        ``timeout`` is the deadline of the whole call in seconds (all attempts and queueing).
+        Other keyword arguments are generation parameters (``temperature``, ``max_tokens``,
+        ``top_p``, ``stop``, ``tools``, ``tool_choice``, ``response_format``, or
+        provider-specific keys passed through).
+        """
+        return await self._core.chat(
+            messages,
+            route,
+            pool,
+            group,
+            model,
+            metadata,
+            list(fallback_groups) if fallback_groups is not None else None,
+            timeout,
+            max_instance_attempts,
+            params,
+        )
+
+    def stream(
+        self,
+        messages: Messages,
+        *,
+        pool: Optional[str] = None,
+        group: Optional[str] = None,
+        model: Optional[str] = None,
+        route: Optional[str] = None,
+        metadata: Optional[Union[str, Mapping[str, Any]]] = None,
+        fallback_groups: Optional[Sequence[str]] = None,
+        timeout: Optional[float] = None,
+        max_instance_attempts: Optional[int] = None,
+        **params: Any,
+    ) -> Stream:
+        """Stream one chat request: ``async for chunk in router.stream(...)``.
+
+        Retries and fallback happen until the first token; after it, a cut or stalled stream
+        raises :class:`echelon.StreamInterrupted` with the partial text (never a silent
+        success). Same routing arguments as :meth:`chat`.
+        """
+        return Stream(
+            self._core.stream(
+                messages,
+                route,
+                pool,
+                group,
+                model,
+                metadata,
+                list(fallback_groups) if fallback_groups is not None else None,
+                timeout,
+                max_instance_attempts,
+                params,
+            )
+        )
+
+    async def batch(self, requests: Iterable[Mapping[str, Any]], *, concurrency: int = 64) -> List[Union[Response, BaseException]]:
+        """Run many requests inside the engine with one crossing.
+
+        Each request is a dict with ``messages`` and the keyword arguments of :meth:`chat`.
+        Returns results in order: a :class:`Response` or the exception instance for that
+        request (never raised, so one failure never loses the others).
+        """
+        return await self._core.batch([dict(r) for r in requests], concurrency)
+
+    def chat_sync(self, messages: Messages, **kwargs: Any) -> Response:
+        """Blocking :meth:`chat` for scripts. Refuses to run inside a running event loop
+        (it would block the loop): use ``await router.chat(...)`` there."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.chat(messages, **kwargs))
+        raise RuntimeError(
+            "Router.chat_sync() was called inside a running event loop; it would block the loop. "
+            "Use `await router.chat(...)` instead."
+        )
+
+    # -- views --------------------------------------------------------------------------
+    def pool(self, name: str) -> "PollingPool":
+        """The polling pool ``name`` (raises :class:`echelon.RoutingError` if unknown)."""
+        if name not in self._core.pool_names():
+            from .errors import RoutingError
+
+            raise RoutingError(f"unknown pool '{name}'; known: {', '.join(self._core.pool_names())}")
+        return PollingPool(self, name)
+
+    def group(self, name: str) -> "TaskGroup":
+        """The task group ``name`` (raises :class:`echelon.RoutingError` if unknown)."""
+        group_name = name.split(".", 1)[0]
+        if group_name not in self._core.group_names():
+            from .errors import RoutingError
+
+            raise RoutingError(f"unknown group '{group_name}'; known: {', '.join(self._core.group_names())}")
+        return TaskGroup(self, name)
+
+    @property
+    def pools(self) -> List[str]:
+        """Names of the configured pools."""
+        return list(self._core.pool_names())
+
+    @property
+    def groups(self) -> List[str]:
+        """Names of the configured groups."""
+        return list(self._core.group_names())
+
+    def status(self) -> Dict[str, Any]:
+        """Status of every pool and group: instance states, in-flight, queues, breakers,
+        latency, limits left. Never contains secrets."""
+        return self._core.status()
+
+    def stats(self) -> Dict[str, Any]:
+        """Request counters per pool and per group."""
+        st = self._core.status()
+        return {
+            "pools": {p["name"]: p["stats"] for p in st["pools"]},
+            "instances": {
+                i["instance_id"]: i["stats"] for g in st["groups"] for e in g["echelons"] for i in e["instances"]
+            },
+        }
+
+    def metrics(self) -> str:
+        """Prometheus text exposition of the router's counters and gauges."""
+        from ._metrics import render
+
+        return render(self._core.status())
+
+
+class PollingPool:
+    """A view of one polling pool of a :class:`Router`."""
+
+    def __init__(self, router: Router, name: str) -> None:
+        self._router = router
+        self.name = name
+
+    async def call(self, messages: Messages, **kwargs: Any) -> Response:
+        """:meth:`Router.chat` routed to this pool."""
+        return await self._router.chat(messages, pool=self.name, **kwargs)
+
+    def stream(self, messages: Messages, **kwargs: Any) -> Stream:
+        """:meth:`Router.stream` routed to this pool."""
+        return self._router.stream(messages, pool=self.name, **kwargs)
+
+    def status(self) -> Dict[str, Any]:
+        """The original status keys (``name``, ``total_instances``, ``healthy_instances``,
+        ``degraded_instances``, ``failed_instances``, ``stats``, …) plus per-instance detail."""
+        return self._router._core.pool_status(self.name)
+
+    def instances(self) -> List[Dict[str, Any]]:
+        """Per-instance status dicts."""
+        return list(self.status()["instances"])
+
+    def __repr__(self) -> str:
+        return f"PollingPool({self.name!r})"
+
+
+class TaskGroup:
+    """A view of one task group (or group reference such as ``"fast_group.echelon2"``)."""
+
+    def __init__(self, router: Router, reference: str) -> None:
+        self._router = router
+        self.reference = reference
+        self.name = reference.split(".", 1)[0]
+
+    def _ref(self, echelon: Optional[str]) -> str:
+        return f"{self.name}.{echelon}" if echelon else self.reference
+
+    async def call(self, messages: Messages, echelon: Optional[str] = None, **kwargs: Any) -> Response:
+        """:meth:`Router.chat` routed to this group (optionally starting at ``echelon``)."""
+        return await self._router.chat(messages, group=self._ref(echelon), **kwargs)
+
+    def stream(self, messages: Messages, echelon: Optional[str] = None, **kwargs: Any) -> Stream:
+        """:meth:`Router.stream` routed to this group."""
+        return self._router.stream(messages, group=self._ref(echelon), **kwargs)
+
+    def status(self) -> Dict[str, Any]:
+        """Echelons by priority with their instances' status."""
+        for g in self._router._core.status()["groups"]:
+            if g["name"] == self.name:
+                return g
+        from .errors import RoutingError
+
+        raise RoutingError(f"unknown group '{self.name}'")
+
+    def breaker_status(self) -> Dict[str, Dict[str, Any]]:
+        """``{instance_id: {"state": "CLOSED"|"OPEN"|"HALF_OPEN", "failure_count",
+        "failure_threshold", "last_failure_time", …}}``."""
+        return {b["instance"]: b for b in self._router._core.breaker_status(self.name)}
+
+    def reset_breakers(self, instance: Optional[str] = None) -> int:
+        """Close the group's breakers (or one instance's). Returns how many were reset."""
+        return int(self._router._core.reset_breakers(self.name, instance))
+
+    def fallback_history(self, limit: int = 10) -> List[Dict[str, Any]]:
+        """The group's recent calls: target, success, error, attempts, fell_back, timestamp."""
+        return list(self._router._core.fallback_history(self.name, limit))
+
+    def __repr__(self) -> str:
+        return f"TaskGroup({self.reference!r})"

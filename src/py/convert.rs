@@ -1,0 +1,237 @@
+//! Conversions between Python objects and core types (messages, parameters, JSON values,
+//! errors). No behaviour lives here.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::error::{Error, ErrorKind};
+use crate::types::{ChatRequest, Message, Params};
+
+/// A Python value (dict/list/str/number/bool/None) as JSON.
+pub fn py_to_json(obj: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
+    use serde_json::Value;
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Ok(Value::from(i));
+        }
+        if let Ok(u) = obj.extract::<u64>() {
+            return Ok(Value::from(u));
+        }
+        return Ok(Value::from(obj.extract::<f64>()?));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(serde_json::Number::from_f64(f.value()).map(Value::Number).unwrap_or(Value::Null));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Value::String(s.to_cow()?.into_owned()));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut map = serde_json::Map::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let key = match k.cast::<PyString>() {
+                Ok(s) => s.to_cow()?.into_owned(),
+                Err(_) => k.str()?.to_cow()?.into_owned(),
+            };
+            map.insert(key, py_to_json(&v)?);
+        }
+        return Ok(Value::Object(map));
+    }
+    if let Ok(l) = obj.cast::<PyList>() {
+        return l.iter().map(|v| py_to_json(&v)).collect::<PyResult<Vec<_>>>().map(Value::Array);
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return t.iter().map(|v| py_to_json(&v)).collect::<PyResult<Vec<_>>>().map(Value::Array);
+    }
+    Err(PyTypeError::new_err(format!(
+        "cannot convert a {} to JSON",
+        obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    )))
+}
+
+/// A JSON value as a Python object.
+pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
+            }
+        }
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Array(a) => {
+            let items = a.iter().map(|x| json_to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
+            PyList::new(py, items)?.into_any()
+        }
+        Value::Object(m) => {
+            let d = PyDict::new(py);
+            for (k, x) in m {
+                d.set_item(k, json_to_py(py, x)?)?;
+            }
+            d.into_any()
+        }
+    })
+}
+
+/// Any serialisable core value (status structs) as Python dicts/lists.
+pub fn to_py<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    let v = serde_json::to_value(value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    json_to_py(py, &v)
+}
+
+fn role_of_langchain(t: &str) -> &str {
+    match t {
+        "human" => "user",
+        "ai" => "assistant",
+        other => other,
+    }
+}
+
+fn message_from(item: &Bound<'_, PyAny>, index: usize) -> PyResult<Message> {
+    if let Ok(d) = item.cast::<PyDict>() {
+        let role: String = match d.get_item("role")? {
+            Some(r) => r.extract().map_err(|_| PyTypeError::new_err(format!("messages[{index}]['role'] must be a string")))?,
+            None => return Err(PyValueError::new_err(format!("messages[{index}] has no 'role'"))),
+        };
+        let content = match d.get_item("content")? {
+            Some(c) => py_to_json(&c)?,
+            None => serde_json::Value::Null,
+        };
+        let opt_str = |k: &str| -> PyResult<Option<String>> {
+            match d.get_item(k)? {
+                Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
+                _ => Ok(None),
+            }
+        };
+        let tool_calls = match d.get_item("tool_calls")? {
+            Some(v) if !v.is_none() => Some(py_to_json(&v)?),
+            _ => None,
+        };
+        return Ok(Message { role, content, name: opt_str("name")?, tool_calls, tool_call_id: opt_str("tool_call_id")? });
+    }
+    if let Ok(s) = item.cast::<PyString>() {
+        return Ok(Message::text("user", s.to_cow()?));
+    }
+    // Objects with .role/.content (or LangChain's .type/.content).
+    let content = item
+        .getattr("content")
+        .map_err(|_| PyTypeError::new_err(format!("messages[{index}] must be a dict, a string or an object with .role/.content")))?;
+    let role: String = match item.getattr("role") {
+        Ok(r) if !r.is_none() => r.extract()?,
+        _ => match item.getattr("type") {
+            Ok(t) => role_of_langchain(&t.extract::<String>()?).to_string(),
+            Err(_) => return Err(PyTypeError::new_err(format!("messages[{index}] has .content but no .role or .type"))),
+        },
+    };
+    Ok(Message { role, content: py_to_json(&content)?, ..Default::default() })
+}
+
+/// Messages from a bare prompt string, a list of OpenAI-shape dicts, or message objects.
+pub fn messages_from(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Message>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(vec![Message::text("user", s.to_cow()?)]);
+    }
+    let mut out = Vec::new();
+    for (i, item) in obj.try_iter().map_err(|_| PyTypeError::new_err("messages must be a string or a list of messages"))?.enumerate() {
+        out.push(message_from(&item?, i)?);
+    }
+    if out.is_empty() {
+        return Err(PyValueError::new_err("messages is empty"));
+    }
+    Ok(out)
+}
+
+/// Generation parameters from keyword arguments; unknown keys pass through to the provider.
+pub fn params_from(kw: Option<&Bound<'_, PyDict>>) -> PyResult<Params> {
+    let mut p = Params::default();
+    let Some(kw) = kw else { return Ok(p) };
+    for (k, v) in kw.iter() {
+        let key: String = k.extract()?;
+        if v.is_none() {
+            continue;
+        }
+        let bad = |what: &str| PyTypeError::new_err(format!("parameter '{key}' must be {what}"));
+        match key.as_str() {
+            "temperature" => p.temperature = Some(v.extract().map_err(|_| bad("a number"))?),
+            "top_p" => p.top_p = Some(v.extract().map_err(|_| bad("a number"))?),
+            "max_tokens" => p.max_tokens = Some(v.extract().map_err(|_| bad("a non-negative integer"))?),
+            "stop" => {
+                p.stop = match v.extract::<String>() {
+                    Ok(s) => vec![s],
+                    Err(_) => v.extract().map_err(|_| bad("a string or a list of strings"))?,
+                }
+            }
+            "tools" => p.tools = Some(py_to_json(&v)?),
+            "tool_choice" | "function_calling" => p.tool_choice = Some(py_to_json(&v)?),
+            "response_format" => p.response_format = Some(py_to_json(&v)?),
+            _ => {
+                p.extra.insert(key, py_to_json(&v)?);
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// A request from Python arguments.
+pub fn request_from(messages: &Bound<'_, PyAny>, params: Option<&Bound<'_, PyDict>>) -> PyResult<ChatRequest> {
+    Ok(ChatRequest { messages: messages_from(messages)?, params: params_from(params)? })
+}
+
+/// Seconds as a `Duration`, rejecting negatives and NaN.
+pub fn duration_from(name: &str, secs: Option<f64>) -> PyResult<Option<Duration>> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {s}"))),
+    }
+}
+
+/// The Python exception for a core error, built from `echelon.errors` with the trace attached.
+pub fn error_to_py(py: Python<'_>, e: Error) -> PyErr {
+    match build_error(py, &e) {
+        Ok(err) => err,
+        Err(fallback) => fallback,
+    }
+}
+
+fn build_error(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
+    let errors = py.import("echelon.errors")?;
+    let cls = errors.getattr("_class_for")?.call1((e.kind.as_str(),))?;
+    let kw = PyDict::new(py);
+    kw.set_item("status", e.status)?;
+    kw.set_item("retry_after", e.retry_after.map(|d| d.as_secs_f64()))?;
+    kw.set_item("instance", e.instance.as_deref())?;
+    kw.set_item("request_id", e.request_id.as_deref())?;
+    let attempts = e
+        .attempts
+        .iter()
+        .map(|a| Py::new(py, super::types::PyAttempt::from(a.clone())))
+        .collect::<PyResult<Vec<_>>>()?;
+    kw.set_item("attempts", PyList::new(py, attempts)?)?;
+    if let Some(t) = e.timeout {
+        kw.set_item("timeout_kind", t.as_str())?;
+    }
+    if let Some(p) = &e.partial {
+        kw.set_item("partial", p)?;
+    }
+    if e.kind == ErrorKind::AllTargetsFailed {
+        let last = e.attempts.iter().rev().find_map(|a| a.error).map(|k| k.as_str());
+        kw.set_item("last_kind", last)?;
+    }
+    let exc = cls.call((e.to_string(),), Some(&kw))?;
+    Ok(PyErr::from_value(exc))
+}

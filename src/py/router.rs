@@ -1,0 +1,366 @@
+//! `_core.Router` and `_core.Stream`: the async entry points. Each call converts its arguments
+//! once, crosses into the tokio runtime once, and converts the result once.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::convert::{duration_from, error_to_py, request_from, to_py};
+use super::types::{PyChunk, PyResponse};
+use crate::attempt::{ChatStream, StreamChunk};
+use crate::config::Config;
+use crate::error::Error;
+use crate::fallback::Walked;
+use crate::router::{CallOptions, Route, Router};
+use crate::runtime;
+use crate::types::ChatRequest;
+
+/// The route named by the arguments, by precedence: an explicit `route` string, then
+/// `pool`, `group`, `model`, then the same keys (or a route string) in `metadata`.
+pub fn route_from(
+    route: Option<&str>,
+    pool: Option<String>,
+    group: Option<String>,
+    model: Option<String>,
+    metadata: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Route>> {
+    let r = if let Some(s) = route {
+        Some(Route::parse(s))
+    } else if let Some(p) = pool {
+        Some(Ok(Route::Pool(p)))
+    } else if let Some(g) = group {
+        Some(Ok(Route::Group(g)))
+    } else if let Some(m) = model {
+        Some(Ok(Route::Model(m)))
+    } else if let Some(md) = metadata.filter(|m| !m.is_none()) {
+        if let Ok(s) = md.extract::<String>() {
+            Some(Route::parse(&s))
+        } else if let Ok(d) = md.cast::<PyDict>() {
+            let get = |k: &str| -> PyResult<Option<String>> {
+                match d.get_item(k)? {
+                    Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
+                    _ => Ok(None),
+                }
+            };
+            if let Some(s) = get("route")? {
+                Some(Route::parse(&s))
+            } else if let Some(p) = get("pool")?.or(get("poolName")?) {
+                Some(Ok(Route::Pool(p)))
+            } else if let Some(g) = get("group")?.or(get("groupName")?) {
+                Some(Ok(Route::Group(g)))
+            } else if let Some(m) = get("model")? {
+                match get("provider")? {
+                    Some(p) => Some(Ok(Route::Model(format!("{p}:{m}")))),
+                    None => Some(Ok(Route::Model(m))),
+                }
+            } else {
+                None
+            }
+        } else {
+            return Err(pyo3::exceptions::PyTypeError::new_err("metadata must be a dict or a route string"));
+        }
+    } else {
+        None
+    };
+    match r {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(Some(r)),
+        Some(Err(e)) => Err(Python::attach(|py| error_to_py(py, e))),
+    }
+}
+
+fn options(timeout: Option<f64>, fallback_groups: Option<Vec<String>>, max_instance_attempts: Option<u32>) -> PyResult<CallOptions> {
+    Ok(CallOptions { timeout: duration_from("timeout", timeout)?, fallback_groups, max_instance_attempts })
+}
+
+fn err_py(e: Error) -> PyErr {
+    Python::attach(|py| error_to_py(py, e))
+}
+
+/// The routing engine (see `echelon.Router` for the documented Python face).
+#[pyclass(frozen, name = "Router", module = "echelon._core")]
+pub struct PyRouter {
+    pub(crate) inner: Arc<Router>,
+}
+
+impl PyRouter {
+    pub fn from_config(cfg: Config) -> Self {
+        let rt = runtime::get();
+        Self { inner: Arc::new(Router::new(cfg, rt.handle().clone())) }
+    }
+}
+
+#[pymethods]
+impl PyRouter {
+    /// Build from a config directory (TOML layout or the original YAML layout).
+    #[staticmethod]
+    fn from_dir(py: Python<'_>, path: &str) -> PyResult<Self> {
+        let cfg = py.detach(|| crate::config::load_dir(std::path::Path::new(path))).map_err(super::config::config_error_to_py)?;
+        Ok(Self::from_config(cfg))
+    }
+
+    /// Build from a dict shaped like the config directory.
+    #[staticmethod]
+    fn from_dict(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let v = super::convert::py_to_json(obj)?;
+        let cfg = crate::config::from_json(&v).map_err(super::config::config_error_to_py)?;
+        Ok(Self::from_config(cfg))
+    }
+
+    /// Swap in a new configuration (a directory path or a dict). In-flight calls finish on the
+    /// old one; surviving instances keep their state.
+    fn reload(&self, py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<()> {
+        let cfg = if let Ok(path) = source.extract::<String>() {
+            py.detach(|| crate::config::load_dir(std::path::Path::new(&path)))
+        } else {
+            crate::config::from_json(&super::convert::py_to_json(source)?)
+        }
+        .map_err(super::config::config_error_to_py)?;
+        self.inner.reload(cfg);
+        Ok(())
+    }
+
+    #[pyo3(signature = (messages, route=None, pool=None, group=None, model=None, metadata=None, fallback_groups=None, timeout=None, max_instance_attempts=None, params=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn chat<'py>(
+        &self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyAny>,
+        route: Option<&str>,
+        pool: Option<String>,
+        group: Option<String>,
+        model: Option<String>,
+        metadata: Option<&Bound<'py, PyAny>>,
+        fallback_groups: Option<Vec<String>>,
+        timeout: Option<f64>,
+        max_instance_attempts: Option<u32>,
+        params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let req = request_from(messages, params)?;
+        let route = route_from(route, pool, group, model, metadata)?;
+        let opts = options(timeout, fallback_groups, max_instance_attempts)?;
+        let router = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match router.run(route.as_ref(), &req, &opts, false).await {
+                Ok(Walked::Chat(r)) => Ok(PyResponse::from(r)),
+                Ok(Walked::Stream(_)) => Err(PyRuntimeError::new_err("internal: stream result for a chat call")),
+                Err(e) => Err(err_py(e)),
+            }
+        })
+    }
+
+    /// Open a stream (lazily: routing happens on the first `__anext__`).
+    #[pyo3(signature = (messages, route=None, pool=None, group=None, model=None, metadata=None, fallback_groups=None, timeout=None, max_instance_attempts=None, params=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        messages: &Bound<'_, PyAny>,
+        route: Option<&str>,
+        pool: Option<String>,
+        group: Option<String>,
+        model: Option<String>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        fallback_groups: Option<Vec<String>>,
+        timeout: Option<f64>,
+        max_instance_attempts: Option<u32>,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyStream> {
+        let req = request_from(messages, params)?;
+        let route = route_from(route, pool, group, model, metadata)?;
+        let opts = options(timeout, fallback_groups, max_instance_attempts)?;
+        Ok(PyStream {
+            state: Arc::new(AsyncMutex::new(StreamState::Pending { router: self.inner.clone(), route, req, opts })),
+        })
+    }
+
+    /// Run many requests with one crossing; results in order, each a `Response` or an
+    /// exception instance (never raised).
+    #[pyo3(signature = (requests, concurrency=64))]
+    fn batch<'py>(&self, py: Python<'py>, requests: &Bound<'py, PyAny>, concurrency: usize) -> PyResult<Bound<'py, PyAny>> {
+        type Prepared = Result<(Option<Route>, ChatRequest, CallOptions), PyErr>;
+        let mut prepared: Vec<Prepared> = Vec::new();
+        for item in requests.try_iter()? {
+            let item = item?;
+            prepared.push((|| -> PyResult<_> {
+                let d = item.cast::<PyDict>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("each batch request must be a dict"))?;
+                let d = d.copy()?;
+                let take = |k: &str| -> PyResult<Option<Bound<'py, PyAny>>> {
+                    let v = d.get_item(k)?;
+                    if v.is_some() {
+                        d.del_item(k)?;
+                    }
+                    Ok(v.filter(|v| !v.is_none()))
+                };
+                let messages = take("messages")?.ok_or_else(|| pyo3::exceptions::PyValueError::new_err("batch request has no 'messages'"))?;
+                let route_s: Option<String> = take("route")?.map(|v| v.extract()).transpose()?;
+                let pool: Option<String> = take("pool")?.map(|v| v.extract()).transpose()?;
+                let group: Option<String> = take("group")?.map(|v| v.extract()).transpose()?;
+                let model: Option<String> = take("model")?.map(|v| v.extract()).transpose()?;
+                let metadata = take("metadata")?;
+                let fb: Option<Vec<String>> = take("fallback_groups")?.map(|v| v.extract()).transpose()?;
+                let timeout: Option<f64> = take("timeout")?.map(|v| v.extract()).transpose()?;
+                let mia: Option<u32> = take("max_instance_attempts")?.map(|v| v.extract()).transpose()?;
+                let req = request_from(&messages, Some(&d))?;
+                let route = route_from(route_s.as_deref(), pool, group, model, metadata.as_ref())?;
+                Ok((route, req, options(timeout, fb, mia)?))
+            })());
+        }
+        let router = self.inner.clone();
+        let concurrency = concurrency.max(1);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let results: Vec<Result<Result<crate::types::ChatResponse, Error>, PyErr>> = futures_util::stream::iter(prepared)
+                .map(|p| {
+                    let router = router.clone();
+                    async move {
+                        match p {
+                            Err(e) => Err(e),
+                            Ok((route, req, opts)) => Ok(match router.run(route.as_ref(), &req, &opts, false).await {
+                                Ok(Walked::Chat(r)) => Ok(r),
+                                Ok(Walked::Stream(_)) => Err(Error::new(crate::error::ErrorKind::Routing, "internal: stream in batch")),
+                                Err(e) => Err(e),
+                            }),
+                        }
+                    }
+                })
+                .buffered(concurrency)
+                .collect()
+                .await;
+            Python::attach(|py| -> PyResult<Py<PyList>> {
+                let items = results
+                    .into_iter()
+                    .map(|r| -> PyResult<Py<PyAny>> {
+                        Ok(match r {
+                            Ok(Ok(resp)) => Py::new(py, PyResponse::from(resp))?.into_any(),
+                            Ok(Err(e)) => error_to_py(py, e).into_value(py).into_any(),
+                            Err(pe) => pe.into_value(py).into_any(),
+                        })
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok(PyList::new(py, items)?.unbind())
+            })
+        })
+    }
+
+    /// Status of every pool and group (plain dicts).
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &self.inner.status())
+    }
+
+    /// Status of one pool.
+    fn pool_status<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let e = self.inner.engine();
+        let p = e.pools.get(name).ok_or_else(|| err_py(Error::routing(format!("unknown pool '{name}'"))))?;
+        to_py(py, &p.status())
+    }
+
+    /// Breaker status of a group's instances.
+    fn breaker_status<'py>(&self, py: Python<'py>, group: &str) -> PyResult<Bound<'py, PyAny>> {
+        let e = self.inner.engine();
+        let g = e.groups.get(group).ok_or_else(|| err_py(Error::routing(format!("unknown group '{group}'"))))?;
+        to_py(py, &g.breaker_status())
+    }
+
+    /// Reset a group's breakers (all, or one instance). Returns how many were reset.
+    #[pyo3(signature = (group, instance=None))]
+    fn reset_breakers(&self, group: &str, instance: Option<&str>) -> PyResult<usize> {
+        let e = self.inner.engine();
+        let g = e.groups.get(group).ok_or_else(|| err_py(Error::routing(format!("unknown group '{group}'"))))?;
+        Ok(g.reset_breakers(instance))
+    }
+
+    /// The group's recent calls (target, success, error, attempts, fell_back, timestamp).
+    #[pyo3(signature = (group, limit=10))]
+    fn fallback_history<'py>(&self, py: Python<'py>, group: &str, limit: usize) -> PyResult<Bound<'py, PyAny>> {
+        let e = self.inner.engine();
+        let g = e.groups.get(group).ok_or_else(|| err_py(Error::routing(format!("unknown group '{group}'"))))?;
+        to_py(py, &g.history(limit))
+    }
+
+    /// Names of pools and groups.
+    fn pool_names(&self) -> Vec<String> {
+        self.inner.engine().pools.keys().cloned().collect()
+    }
+    fn group_names(&self) -> Vec<String> {
+        self.inner.engine().groups.keys().cloned().collect()
+    }
+
+    /// Stop background work (health checks).
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+enum StreamState {
+    Pending { router: Arc<Router>, route: Option<Route>, req: ChatRequest, opts: CallOptions },
+    Open(ChatStream),
+    Done,
+}
+
+/// An async iterator of `StreamChunk`s. Dropping it (or `aclose()`) aborts the upstream
+/// request and frees the instance slot.
+#[pyclass(frozen, name = "Stream", module = "echelon._core")]
+pub struct PyStream {
+    state: Arc<AsyncMutex<StreamState>>,
+}
+
+#[pymethods]
+impl PyStream {
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut guard = state.lock().await;
+            if let StreamState::Pending { .. } = &*guard {
+                let StreamState::Pending { router, route, req, opts } = std::mem::replace(&mut *guard, StreamState::Done) else {
+                    unreachable!()
+                };
+                match router.run(route.as_ref(), &req, &opts, true).await {
+                    Ok(Walked::Stream(s)) => *guard = StreamState::Open(s),
+                    Ok(Walked::Chat(_)) => return Err(PyRuntimeError::new_err("internal: chat result for a stream")),
+                    Err(e) => return Err(err_py(e)),
+                }
+            }
+            let StreamState::Open(s) = &mut *guard else {
+                return Err(PyStopAsyncIteration::new_err(()));
+            };
+            match s.next().await {
+                Some(Ok(StreamChunk::Delta { text, tool_call })) => Ok(Python::attach(|py| Py::new(py, PyChunk::delta(text, tool_call)))?),
+                Some(Ok(StreamChunk::Final(resp))) => {
+                    *guard = StreamState::Done;
+                    Python::attach(|py| Py::new(py, PyChunk::final_(Py::new(py, PyResponse::from(resp))?)))
+                }
+                Some(Err(e)) => {
+                    *guard = StreamState::Done;
+                    Err(err_py(e))
+                }
+                None => {
+                    *guard = StreamState::Done;
+                    Err(PyStopAsyncIteration::new_err(()))
+                }
+            }
+        })
+    }
+
+    /// Abort the stream now: the upstream request is cancelled and the slot freed.
+    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            *state.lock().await = StreamState::Done;
+            Ok(None::<()>)
+        })
+    }
+
+    /// Abort without awaiting (used by `__del__`/sync code): drops the upstream if idle.
+    fn close(&self) {
+        if let Ok(mut g) = self.state.try_lock() {
+            *g = StreamState::Done;
+        }
+    }
+}
