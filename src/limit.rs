@@ -90,6 +90,7 @@ pub trait RateLimiter: Send + Sync {
     /// Correct a previous acquisition by `delta` units (positive: more were used than
     /// estimated; negative: fewer). Used for TPM once the real usage is known.
     fn adjust(&self, delta: i64, now: Instant);
+    /// Capacity and what is left at `now`, for status output.
     fn status(&self, now: Instant) -> RateStatus;
 }
 

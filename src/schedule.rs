@@ -34,7 +34,9 @@ pub trait Candidate {
     fn avg_latency(&self) -> f64;
     /// Exponentially weighted moving average of latency in seconds, `None` until measured.
     fn ewma_latency(&self) -> Option<f64>;
+    /// Successful calls so far (reliability term of the weighted score).
     fn success_count(&self) -> u64;
+    /// Failed calls so far (reliability term of the weighted score).
     fn failure_count(&self) -> u64;
 }
 
@@ -95,6 +97,7 @@ impl Scheduler {
     pub fn new(strategy: RotationStrategy) -> Self {
         Self { strategy, cursor: AtomicUsize::new(0) }
     }
+    /// The strategy it was built with.
     pub fn strategy(&self) -> RotationStrategy {
         self.strategy
     }
