@@ -178,7 +178,7 @@ pub fn kind_for(status: Option<u16>, code: &str, msg: &str) -> ErrorKind {
                 ErrorKind::Overloaded
             } else if text.contains("rate_limit") || text.contains("resource_exhausted") {
                 ErrorKind::RateLimited
-            } else if text.contains("authentication") || text.contains("permission") || text.contains("unauthenticated") {
+            } else if ["authentication", "permission", "unauthenticated", "api key", "api_key"].iter().any(|w| text.contains(w)) {
                 ErrorKind::AuthError
             } else if is_context_window(&text) {
                 ErrorKind::ContextWindowExceeded
@@ -308,6 +308,7 @@ mod tests {
             (r#"{"error":{"type":"rate_limit_error","message":"slow down"}}"#, ErrorKind::RateLimited),
             (r#"{"error":{"type":"api_error","message":"internal"}}"#, ErrorKind::ServerError),
             (r#"{"error":{"type":"invalid_request_error","message":"bad"}}"#, ErrorKind::BadRequest),
+            (r#"{"error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key"}}"#, ErrorKind::AuthError),
         ];
         let s = ctx_secret();
         let ctx = ErrCtx { label: "p/m", secret: &s };
