@@ -240,6 +240,16 @@ mod provider_protocols {
         assert_eq!(refused.probe(ProbeMode::Models, &relaxed()).await.unwrap_err().kind, ErrorKind::ConnectionError);
     }
 
+    #[tokio::test]
+    async fn stream_request_answered_with_json_error_body() {
+        let srv = Server::start(vec![respond(200, &[], r#"{"error":{"type":"rate_limit_error","message":"slow down"}}"#), respond(200, &[], "{}")]).await;
+        let c = client(ProviderKind::OpenAiCompatible, &srv.base());
+        let e = c.stream(&req(), &relaxed()).await.err().expect("error body");
+        assert_eq!((e.kind, e.status), (ErrorKind::RateLimited, Some(200)));
+        let e = c.stream(&req(), &relaxed()).await.err().expect("not a stream");
+        assert_eq!(e.kind, ErrorKind::InvalidResponse);
+    }
+
     /// The key never survives into an error, whatever the server echoes and wherever.
     #[tokio::test]
     async fn key_never_leaks_into_errors() {
