@@ -157,6 +157,10 @@ pub(crate) fn read_group(doc: &Doc, sink: &Sink) -> Option<(GroupConfig, GroupSr
         g.fallback = Some(read_fallback(&mut f, g.fallback_strategy));
         f.done();
     }
+    // Known for "did you mean" even when absent (typos of echelon keys are common).
+    for k in ["echelon1", "echelon2", "echelon3"].iter().chain(TIERS.iter()) {
+        t.mark(k);
+    }
     let map = t.map();
     for (k, v) in map {
         let nested = k == "echelons";

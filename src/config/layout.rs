@@ -106,11 +106,16 @@ impl<'a> FileLoader<'a> {
                 return Some(v);
             }
         };
+        // Generation 1 groups say `inherits_from = "../../global.toml"`: global settings apply
+        // to everything anyway, so such a reference is accepted (even where the file is absent).
+        if is_global_file(Path::new(&target)) {
+            return Some(v);
+        }
         let Some(parent_path) = self.find_parent(path, &target) else {
             self.sink.push(Some(path), "inherits_from", Some(show(&inh)), "file not found (looked next to this file and under the llms/ directory)");
             return Some(v);
         };
-        if is_global_file(&parent_path) || implicit.is_some_and(|i| same_file(i, &parent_path)) {
+        if implicit.is_some_and(|i| same_file(i, &parent_path)) {
             return Some(v);
         }
         if stack.iter().any(|p| same_file(p, &parent_path)) || stack.len() > 16 {
