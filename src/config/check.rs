@@ -22,8 +22,14 @@ fn opt_secs(d: Option<Duration>) -> String {
 fn rate(r: &Option<RateLimitConfig>) -> String {
     match r {
         None => "off".into(),
-        Some(RateLimitConfig::TokenBucket { bucket_size, refill_rate }) => format!("token_bucket({bucket_size} tokens, {refill_rate}/s)"),
-        Some(RateLimitConfig::SlidingWindow { window_size, max_requests }) => format!("sliding_window({max_requests} per {})", secs(*window_size)),
+        Some(RateLimitConfig::TokenBucket {
+            bucket_size,
+            refill_rate,
+        }) => format!("token_bucket({bucket_size} tokens, {refill_rate}/s)"),
+        Some(RateLimitConfig::SlidingWindow {
+            window_size,
+            max_requests,
+        }) => format!("sliding_window({max_requests} per {})", secs(*window_size)),
     }
 }
 
@@ -45,7 +51,11 @@ fn model_line(reference: &str, m: Option<&ModelConfig>) -> String {
             m.model,
             m.base_url,
             m.api_key.describe(),
-            if m.context_window > 0 { format!(" context={}", m.context_window) } else { String::new() }
+            if m.context_window > 0 {
+                format!(" context={}", m.context_window)
+            } else {
+                String::new()
+            }
         ),
         None => format!("{reference} -> UNRESOLVED"),
     }
@@ -57,7 +67,9 @@ pub(crate) fn pool_instances(cfg: &Config, task_groups: &[String]) -> Vec<(Strin
     let mut out = Vec::new();
     for r in task_groups {
         let (g, e) = Config::parse_group_reference(r);
-        let Some(group) = cfg.groups.get(g) else { continue };
+        let Some(group) = cfg.groups.get(g) else {
+            continue;
+        };
         for ech in group.echelons_by_priority() {
             if e.is_some_and(|e| e != ech.name) {
                 continue;
@@ -76,7 +88,11 @@ fn render_group(out: &mut String, cfg: &Config, g: &GroupConfig) {
         out,
         "  {}{}  strategy={}  breaker={} failures / {} open / {} half-open",
         g.name,
-        if g.description.is_empty() { String::new() } else { format!(" ({})", g.description) },
+        if g.description.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", g.description)
+        },
         g.fallback_strategy.as_str(),
         b.failure_threshold,
         secs(b.recovery_time),
@@ -98,7 +114,11 @@ fn render_group(out: &mut String, cfg: &Config, g: &GroupConfig) {
         }
         let _ = writeln!(out, "    {} (priority {}{extra})", e.name, e.priority);
         for m in &e.models {
-            let _ = writeln!(out, "      {}", model_line(m, cfg.resolve_model(m).as_ref()));
+            let _ = writeln!(
+                out,
+                "      {}",
+                model_line(m, cfg.resolve_model(m).as_ref())
+            );
         }
     }
     let fb = g.effective_fallback();
@@ -108,8 +128,14 @@ fn render_group(out: &mut String, cfg: &Config, g: &GroupConfig) {
         fb.strategy.as_str(),
         fb.max_attempts,
         secs(fb.retry_delay),
-        if fb.fallback_groups.is_empty() { String::new() } else { format!(" then {}", fb.fallback_groups.join(", ")) },
-        fb.hedge_after.map(|h| format!(" hedge_after={}", secs(h))).unwrap_or_default()
+        if fb.fallback_groups.is_empty() {
+            String::new()
+        } else {
+            format!(" then {}", fb.fallback_groups.join(", "))
+        },
+        fb.hedge_after
+            .map(|h| format!(" hedge_after={}", secs(h)))
+            .unwrap_or_default()
     );
 }
 
@@ -121,7 +147,14 @@ pub fn render_check(cfg: &Config) -> String {
     if let Some(root) = &cfg.root {
         let _ = writeln!(out, "config: {}", root.display());
     }
-    let _ = writeln!(out, "{} pools, {} groups, {} models, {} providers", cfg.pools.len(), cfg.groups.len(), cfg.models.len(), cfg.providers.len());
+    let _ = writeln!(
+        out,
+        "{} pools, {} groups, {} models, {} providers",
+        cfg.pools.len(),
+        cfg.groups.len(),
+        cfg.models.len(),
+        cfg.providers.len()
+    );
 
     let _ = writeln!(out, "\nPools:");
     for p in cfg.pools.values() {
@@ -140,7 +173,11 @@ pub fn render_check(cfg: &Config) -> String {
         );
         let _ = writeln!(out, "    task_groups: {}", p.task_groups.join(", "));
         for (target, m) in pool_instances(cfg, &p.task_groups) {
-            let _ = writeln!(out, "    instance {target}/{}", model_line(&m, cfg.resolve_model(&m).as_ref()));
+            let _ = writeln!(
+                out,
+                "    instance {target}/{}",
+                model_line(&m, cfg.resolve_model(&m).as_ref())
+            );
         }
     }
 
@@ -152,7 +189,14 @@ pub fn render_check(cfg: &Config) -> String {
     let _ = writeln!(out, "\nProviders:");
     for p in cfg.providers.values() {
         let d = &p.defaults;
-        let _ = writeln!(out, "  {}  type={}  base_url={}  key={}", p.name, d.kind.as_str(), d.base_url, d.api_key.describe());
+        let _ = writeln!(
+            out,
+            "  {}  type={}  base_url={}  key={}",
+            p.name,
+            d.kind.as_str(),
+            d.base_url,
+            d.api_key.describe()
+        );
     }
     let _ = writeln!(out, "\nModels:");
     for m in cfg.models.values() {

@@ -134,7 +134,10 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
     validate::check_references(&cfg, &group_srcs, &pool_locs, global_loc.as_ref(), &sink);
 
     if !sink.is_empty() {
-        return Err(ConfigError { issues: sink.take() });
+        let mut issues = sink.take();
+        // Stable: per file, in the order found (syntax, keys, then references).
+        issues.sort_by(|a, b| a.file.cmp(&b.file));
+        return Err(ConfigError { issues });
     }
     cfg.load_warnings = warn.take();
     for w in &cfg.load_warnings {

@@ -18,8 +18,10 @@ use crate::types::Params;
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// OpenAI chat completions at `https://api.openai.com/v1` (or a given base_url).
+    #[serde(rename = "openai")]
     OpenAi,
     /// Any host speaking the OpenAI chat-completions protocol at its own base_url.
+    #[serde(rename = "openai_compatible")]
     OpenAiCompatible,
     /// Anthropic messages API.
     Anthropic,

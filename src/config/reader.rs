@@ -22,7 +22,13 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// Record one issue.
-    pub(crate) fn push(&self, file: Option<&Path>, key: &str, value: Option<String>, message: impl Into<String>) {
+    pub(crate) fn push(
+        &self,
+        file: Option<&Path>,
+        key: &str,
+        value: Option<String>,
+        message: impl Into<String>,
+    ) {
         self.issues.borrow_mut().push(ConfigIssue {
             file: file.map(Path::to_path_buf),
             key: key.to_string(),
@@ -54,7 +60,10 @@ pub(crate) struct Loc {
 
 impl Loc {
     pub(crate) fn new(file: Option<PathBuf>, path: impl Into<String>) -> Self {
-        Self { file, path: path.into() }
+        Self {
+            file,
+            path: path.into(),
+        }
     }
     /// The path of `key` inside this table.
     pub(crate) fn key(&self, key: &str) -> String {
@@ -62,7 +71,10 @@ impl Loc {
     }
     /// The location of sub-table `key`.
     pub(crate) fn child(&self, key: &str) -> Loc {
-        Loc { file: self.file.clone(), path: self.key(key) }
+        Loc {
+            file: self.file.clone(),
+            path: self.key(key),
+        }
     }
 }
 
@@ -112,17 +124,28 @@ fn shorten(s: &str) -> String {
 /// Keys whose values are secrets: their values never appear in issues.
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let k = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
-    k == "api_key" || k == "apikey" || k.ends_with("api_key") || k.contains("secret") || k.contains("password") || k == "authorization" || k == "x-api-key" || k == "x-goog-api-key"
+    k.contains("key")
+        || k.contains("secret")
+        || k.contains("passw")
+        || k.contains("auth")
+        || k == "token"
+        || (k.ends_with("_token") && k != "first_token")
 }
 
 /// The closest known key to `unknown`, if one is close enough to be a plausible typo.
-pub(crate) fn suggest<'k>(unknown: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
+pub(crate) fn suggest<'k>(
+    unknown: &str,
+    known: impl IntoIterator<Item = &'k str>,
+) -> Option<&'k str> {
     let u = unknown.to_ascii_lowercase();
     let mut best: Option<(&str, f64)> = None;
     for k in known {
         let d = strsim::damerau_levenshtein(&u, &k.to_ascii_lowercase());
         let sim = strsim::normalized_damerau_levenshtein(&u, &k.to_ascii_lowercase());
-        let close = d <= 2 || sim >= 0.7 || (u.len() >= 4 && k.contains(u.as_str())) || (k.len() >= 4 && u.contains(k));
+        let close = d <= 2
+            || sim >= 0.7
+            || (u.len() >= 4 && k.contains(u.as_str()))
+            || (k.len() >= 4 && u.contains(k));
         if close && best.is_none_or(|(_, s)| sim > s) {
             best = Some((k, sim));
         }
@@ -149,7 +172,12 @@ pub(crate) struct Tbl<'a> {
 
 impl<'a> Tbl<'a> {
     pub(crate) fn new(sink: &'a Sink, loc: Loc, map: &'a Map<String, Value>) -> Self {
-        Self { sink, loc, map, known: Vec::new() }
+        Self {
+            sink,
+            loc,
+            map,
+            known: Vec::new(),
+        }
     }
 
     /// Read `v` as a table, or record a type error and return `None`.
@@ -158,7 +186,12 @@ impl<'a> Tbl<'a> {
             Value::Object(m) => Some(Self::new(sink, loc, m)),
             other => {
                 let key = loc.path.clone();
-                sink.push(loc.file.as_deref(), &key, Some(show(other)), format!("expected table, found {}", type_name(other)));
+                sink.push(
+                    loc.file.as_deref(),
+                    &key,
+                    Some(show(other)),
+                    format!("expected table, found {}", type_name(other)),
+                );
                 None
             }
         }
@@ -178,7 +211,13 @@ impl<'a> Tbl<'a> {
     /// Record an error at `key` of this table.
     pub(crate) fn err(&self, key: &str, value: Option<&Value>, message: impl Into<String>) {
         let path = self.loc.key(key);
-        let shown = value.map(|v| if is_secret_key(key) { "***".to_string() } else { show(v) });
+        let shown = value.map(|v| {
+            if is_secret_key(key) {
+                "***".to_string()
+            } else {
+                show(v)
+            }
+        });
         self.sink.push(self.file(), &path, shown, message);
     }
 
@@ -187,7 +226,15 @@ impl<'a> Tbl<'a> {
     pub(crate) fn ignore(&mut self, keys: &[&str]) {
         for k in keys {
             if self.map.contains_key(*k) {
-                log::debug!("config {}: ignoring key `{}`", self.loc.file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), self.loc.key(k));
+                log::debug!(
+                    "config {}: ignoring key `{}`",
+                    self.loc
+                        .file
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    self.loc.key(k)
+                );
             }
             self.known.push((*k).to_string());
         }
@@ -226,7 +273,11 @@ impl<'a> Tbl<'a> {
     }
 
     fn type_err(&self, key: &str, v: &Value, expected: &str) {
-        self.err(key, Some(v), format!("expected {expected}, found {}", type_name(v)));
+        self.err(
+            key,
+            Some(v),
+            format!("expected {expected}, found {}", type_name(v)),
+        );
     }
 
     /// A string at `key` (first present alias).
@@ -288,10 +339,20 @@ impl<'a> Tbl<'a> {
 
     /// A number (integer or float) in the range at the first present alias of `keys`.
     /// `lo_exclusive` makes the lower bound exclusive (`> lo`).
-    pub(crate) fn num_any(&mut self, keys: &[&'static str], lo: f64, hi: f64, lo_exclusive: bool) -> Option<f64> {
+    pub(crate) fn num_any(
+        &mut self,
+        keys: &[&'static str],
+        lo: f64,
+        hi: f64,
+        lo_exclusive: bool,
+    ) -> Option<f64> {
         let (k, v) = self.get_any(keys)?;
         match v.as_f64() {
-            Some(x) if x.is_finite() && (if lo_exclusive { x > lo } else { x >= lo }) && x <= hi => Some(x),
+            Some(x)
+                if x.is_finite() && (if lo_exclusive { x > lo } else { x >= lo }) && x <= hi =>
+            {
+                Some(x)
+            }
             Some(_) => {
                 self.err(k, Some(v), range_msg(lo, hi, lo_exclusive));
                 None
@@ -302,15 +363,34 @@ impl<'a> Tbl<'a> {
             }
         }
     }
-    pub(crate) fn num(&mut self, key: &'static str, lo: f64, hi: f64, lo_exclusive: bool) -> Option<f64> {
+    pub(crate) fn num(
+        &mut self,
+        key: &'static str,
+        lo: f64,
+        hi: f64,
+        lo_exclusive: bool,
+    ) -> Option<f64> {
         self.num_any(&[key], lo, hi, lo_exclusive)
     }
 
     /// A duration in seconds (integer or float) in the range.
-    pub(crate) fn secs_any(&mut self, keys: &[&'static str], lo: f64, hi: f64, lo_exclusive: bool) -> Option<Duration> {
-        self.num_any(keys, lo, hi, lo_exclusive).and_then(|x| Duration::try_from_secs_f64(x).ok())
+    pub(crate) fn secs_any(
+        &mut self,
+        keys: &[&'static str],
+        lo: f64,
+        hi: f64,
+        lo_exclusive: bool,
+    ) -> Option<Duration> {
+        self.num_any(keys, lo, hi, lo_exclusive)
+            .and_then(|x| Duration::try_from_secs_f64(x).ok())
     }
-    pub(crate) fn secs(&mut self, key: &'static str, lo: f64, hi: f64, lo_exclusive: bool) -> Option<Duration> {
+    pub(crate) fn secs(
+        &mut self,
+        key: &'static str,
+        lo: f64,
+        hi: f64,
+        lo_exclusive: bool,
+    ) -> Option<Duration> {
         self.secs_any(&[key], lo, hi, lo_exclusive)
     }
 
@@ -321,7 +401,11 @@ impl<'a> Tbl<'a> {
             Value::String(s) if valid.contains(&s.as_str()) => Some(s.clone()),
             Value::String(s) => {
                 let hint = did_you_mean(s, valid.iter().copied());
-                self.err(k, Some(v), format!("invalid value{hint}; expected one of: {}", valid.join(", ")));
+                self.err(
+                    k,
+                    Some(v),
+                    format!("invalid value{hint}; expected one of: {}", valid.join(", ")),
+                );
                 None
             }
             other => {
@@ -385,7 +469,13 @@ impl<'a> Tbl<'a> {
 
 /// "must be between a and b" with the bound style.
 pub(crate) fn range_msg(lo: f64, hi: f64, lo_exclusive: bool) -> String {
-    let f = |x: f64| if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x}") };
+    let f = |x: f64| {
+        if x.fract() == 0.0 && x.abs() < 1e15 {
+            format!("{}", x as i64)
+        } else {
+            format!("{x}")
+        }
+    };
     if hi >= u32::MAX as f64 || hi.is_infinite() {
         if lo_exclusive {
             format!("out of range: must be greater than {}", f(lo))
@@ -393,7 +483,11 @@ pub(crate) fn range_msg(lo: f64, hi: f64, lo_exclusive: bool) -> String {
             format!("out of range: must be at least {}", f(lo))
         }
     } else if lo_exclusive {
-        format!("out of range: must be greater than {} and at most {}", f(lo), f(hi))
+        format!(
+            "out of range: must be greater than {} and at most {}",
+            f(lo),
+            f(hi)
+        )
     } else {
         format!("out of range: must be between {} and {}", f(lo), f(hi))
     }

@@ -22,9 +22,18 @@ pub fn py_to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
 }
 
 fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> {
-    let at = |p: &str| if p.is_empty() { "the top level".to_string() } else { format!("`{p}`") };
+    let at = |p: &str| {
+        if p.is_empty() {
+            "the top level".to_string()
+        } else {
+            format!("`{p}`")
+        }
+    };
     if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err(format!("value nested more than {MAX_DEPTH} levels deep at {}", at(path))));
+        return Err(PyValueError::new_err(format!(
+            "value nested more than {MAX_DEPTH} levels deep at {}",
+            at(path)
+        )));
     }
     if obj.is_none() {
         return Ok(Value::Null);
@@ -40,12 +49,17 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Value::Number(u.into()));
         }
-        return Err(PyValueError::new_err(format!("integer out of range at {}", at(path))));
+        return Err(PyValueError::new_err(format!(
+            "integer out of range at {}",
+            at(path)
+        )));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         let x = f.value();
         // NaN/inf have no JSON form; keep them visible as strings so validation names them.
-        return Ok(Number::from_f64(x).map(Value::Number).unwrap_or_else(|| Value::String(x.to_string())));
+        return Ok(Number::from_f64(x)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(x.to_string())));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(s.to_cow()?.into_owned()));
@@ -64,7 +78,11 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
                     )))
                 }
             };
-            let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
             let value = to_json(&v, &child, depth + 1)?;
             m.insert(key, value);
         }
@@ -77,7 +95,11 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
         }
         return Ok(Value::Array(out));
     }
-    Err(PyTypeError::new_err(format!("cannot convert a {} to a config value at {}", obj.get_type().name()?, at(path))))
+    Err(PyTypeError::new_err(format!(
+        "cannot convert a {} to a config value at {}",
+        obj.get_type().name()?,
+        at(path)
+    )))
 }
 
 /// Convert JSON into Python objects (dict/list/str/int/float/bool/None).
@@ -91,12 +113,17 @@ pub fn json_to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
             } else if let Some(u) = n.as_u64() {
                 u.into_pyobject(py)?.into_any().unbind()
             } else {
-                PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any().unbind()
+                PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN))
+                    .into_any()
+                    .unbind()
             }
         }
         Value::String(s) => PyString::new(py, s).into_any().unbind(),
         Value::Array(a) => {
-            let items = a.iter().map(|x| json_to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
+            let items = a
+                .iter()
+                .map(|x| json_to_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?;
             PyList::new(py, items)?.into_any().unbind()
         }
         Value::Object(o) => {
@@ -139,8 +166,10 @@ pub fn config_error_to_py(err: ConfigError) -> PyErr {
 
 /// The resolved config as a Python dict (keys masked), with a `warnings` list added.
 fn config_to_py(py: Python<'_>, cfg: &Config) -> PyResult<Py<PyAny>> {
-    let mut v = serde_json::to_value(cfg).map_err(|e| PyValueError::new_err(format!("cannot serialize config: {e}")))?;
-    let warnings = serde_json::to_value(config::warnings(cfg)).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let mut v = serde_json::to_value(cfg)
+        .map_err(|e| PyValueError::new_err(format!("cannot serialize config: {e}")))?;
+    let warnings = serde_json::to_value(config::warnings(cfg))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     if let Value::Object(m) = &mut v {
         m.insert("warnings".into(), warnings);
     }
@@ -151,22 +180,30 @@ fn config_to_py(py: Python<'_>, cfg: &Config) -> PyResult<Py<PyAny>> {
 /// configuration as a dict. Raises `echelon.ConfigError` listing every problem.
 #[pyfunction]
 fn load_config_dir(py: Python<'_>, path: PathBuf) -> PyResult<Py<PyAny>> {
-    let cfg = py.detach(|| config::load_dir(&path)).map_err(config_error_to_py)?;
+    let cfg = py
+        .detach(|| config::load_dir(&path))
+        .map_err(config_error_to_py)?;
     config_to_py(py, &cfg)
 }
 
 /// Validate a config given as a dict shaped like the directory and return it resolved.
 #[pyfunction]
 fn config_from_dict(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-    let v = py_to_json(obj).map_err(|e| config_error_to_py(ConfigError::one(None, "", None, e.value(py).to_string())))?;
-    let cfg = py.detach(|| config::from_json(&v)).map_err(config_error_to_py)?;
+    let v = py_to_json(obj).map_err(|e| {
+        config_error_to_py(ConfigError::one(None, "", None, e.value(py).to_string()))
+    })?;
+    let cfg = py
+        .detach(|| config::from_json(&v))
+        .map_err(config_error_to_py)?;
     config_to_py(py, &cfg)
 }
 
 /// The `echelon check` rendering of a config directory.
 #[pyfunction]
 fn check_config(py: Python<'_>, path: PathBuf) -> PyResult<String> {
-    let cfg = py.detach(|| config::load_dir(&path)).map_err(config_error_to_py)?;
+    let cfg = py
+        .detach(|| config::load_dir(&path))
+        .map_err(config_error_to_py)?;
     Ok(config::render_check(&cfg))
 }
 
@@ -174,14 +211,18 @@ fn check_config(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 /// written. Existing files are overwritten.
 #[pyfunction]
 fn convert_yaml_layout(py: Python<'_>, src: PathBuf, dst: PathBuf) -> PyResult<Vec<String>> {
-    let cfg = py.detach(|| config::load_dir(&src)).map_err(config_error_to_py)?;
+    let cfg = py
+        .detach(|| config::load_dir(&src))
+        .map_err(config_error_to_py)?;
     let mut written = Vec::new();
     for (rel, text) in config::to_toml_layout(&cfg) {
         let path = dst.join(rel);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| PyIOError::new_err(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| PyIOError::new_err(format!("{}: {e}", dir.display())))?;
         }
-        std::fs::write(&path, text).map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, text)
+            .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?;
         written.push(path.display().to_string());
     }
     Ok(written)
