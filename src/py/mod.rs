@@ -2,6 +2,8 @@
 
 use pyo3::prelude::*;
 
+mod mock;
+
 use crate::runtime;
 
 /// The extension module `echelon._core`.
@@ -12,5 +14,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // One runtime for everything; pyo3-async-runtimes hands futures to it.
     let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime::get());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<mock::MockServer>()?;
     Ok(())
 }
