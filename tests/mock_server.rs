@@ -225,7 +225,9 @@ mod mock {
         let text: String = events
             .iter()
             .filter(|(_, d)| d != "[DONE]")
-            .filter_map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().map(String::from))
+            .filter_map(|(_, d)| {
+                serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().map(String::from)
+            })
             .collect();
         assert_eq!(text, content_text("m", 400));
         assert!(!text.is_ascii());
@@ -337,7 +339,10 @@ mod mock {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "context_length_exceeded");
         assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert!(v["error"]["message"].as_str().unwrap().starts_with("This model's maximum context length is 8192 tokens"));
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("This model's maximum context length is 8192 tokens"));
         let (u, q) = an("cw");
         let v: Value = post(&u, &q).await.json().await.unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -345,7 +350,10 @@ mod mock {
         let (u, q) = ge("cw");
         let v: Value = post(&u, &q).await.json().await.unwrap();
         assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
-        assert!(v["error"]["message"].as_str().unwrap().starts_with("The input token count (5) exceeds the maximum number of tokens allowed"));
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The input token count (5) exceeds the maximum number of tokens allowed"));
 
         let (u, q) = oa("cf");
         let r = post(&u, &q).await;
@@ -421,7 +429,10 @@ mod mock {
         assert_eq!(c["models"]["r"]["faults"]["reset"], 1);
         assert_eq!(c["client_disconnects"], 0);
         // The server keeps serving other connections.
-        assert_eq!(post(&format!("{}/v1/chat/completions", mock.base_url()), &openai_req("ok", false)).await.status(), 200);
+        assert_eq!(
+            post(&format!("{}/v1/chat/completions", mock.base_url()), &openai_req("ok", false)).await.status(),
+            200
+        );
     }
 
     #[tokio::test]
@@ -445,7 +456,12 @@ mod mock {
         let full = content_text("c", 200);
         let got: String = events
             .iter()
-            .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().unwrap().to_string())
+            .map(|(_, d)| {
+                serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert!(full.starts_with(&got) && got.len() < full.len());
 
@@ -678,20 +694,41 @@ mod mock {
         let mock = MockServer::start(addr, cfg).await.unwrap();
         let b = mock.base_url();
         let c = client();
-        let r = c.post(format!("{b}/v1/chat/completions")).bearer_auth("sk-bad").json(&openai_req("m", false)).send().await.unwrap();
+        let r = c
+            .post(format!("{b}/v1/chat/completions"))
+            .bearer_auth("sk-bad")
+            .json(&openai_req("m", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_api_key");
-        let r = c.post(format!("{b}/v1/chat/completions")).bearer_auth("sk-good").json(&openai_req("m", false)).send().await.unwrap();
+        let r = c
+            .post(format!("{b}/v1/chat/completions"))
+            .bearer_auth("sk-good")
+            .json(&openai_req("m", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let r = c.post(format!("{b}/v1/messages")).json(&anthropic_req("m", false)).send().await.unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "authentication_error");
-        let r = c.post(format!("{b}/v1/messages")).header("x-api-key", "sk-good").json(&anthropic_req("m", false)).send().await.unwrap();
+        let r = c
+            .post(format!("{b}/v1/messages"))
+            .header("x-api-key", "sk-good")
+            .json(&anthropic_req("m", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let u = format!("{b}/v1beta/models/g:generateContent");
         let r = c.post(&u).header("x-goog-api-key", "nope").json(&gemini_req()).send().await.unwrap();
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["status"], "UNAUTHENTICATED");
-        assert_eq!(c.post(&u).header("x-goog-api-key", "sk-good").json(&gemini_req()).send().await.unwrap().status(), 200);
+        assert_eq!(
+            c.post(&u).header("x-goog-api-key", "sk-good").json(&gemini_req()).send().await.unwrap().status(),
+            200
+        );
         assert_eq!(c.post(format!("{u}?key=sk-good")).json(&gemini_req()).send().await.unwrap().status(), 200);
         assert_eq!(c.get(format!("{b}/v1/models")).send().await.unwrap().status(), 401);
         assert_eq!(c.get(format!("{b}/health")).send().await.unwrap().status(), 200);
@@ -705,7 +742,12 @@ mod mock {
         let mock = start(Value::Null).await;
         let b = mock.base_url();
         let c = client();
-        let r = c.post(format!("{b}/_mock/script")).json(&json!({"m": {"fault": "server_error", "status": 502}})).send().await.unwrap();
+        let r = c
+            .post(format!("{b}/_mock/script"))
+            .json(&json!({"m": {"fault": "server_error", "status": 502}}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(post(&format!("{b}/v1/chat/completions"), &openai_req("m", false)).await.status(), 502);
         let r = c.post(format!("{b}/_mock/script")).json(&json!({"m": {"faultt": "ok"}})).send().await.unwrap();
@@ -732,23 +774,37 @@ mod mock {
         let addr = mock.addr();
         let c = client();
         for _ in 0..20 {
-            let r = c.post(format!("{}/v1/chat/completions", mock.base_url())).json(&openai_req("m", false)).send().await.unwrap();
+            let r = c
+                .post(format!("{}/v1/chat/completions", mock.base_url()))
+                .json(&openai_req("m", false))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             r.bytes().await.unwrap();
         }
         mock.shutdown().await;
-        assert!(c.post(format!("http://{addr}/v1/chat/completions")).json(&openai_req("m", false)).send().await.is_err());
+        assert!(c
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&openai_req("m", false))
+            .send()
+            .await
+            .is_err());
         let again = MockServer::start(addr, MockConfig::default()).await.unwrap();
         assert_eq!(again.addr(), addr);
-        assert_eq!(post(&format!("{}/v1/chat/completions", again.base_url()), &openai_req("m", false)).await.status(), 200);
+        assert_eq!(
+            post(&format!("{}/v1/chat/completions", again.base_url()), &openai_req("m", false)).await.status(),
+            200
+        );
     }
 
     #[tokio::test]
     async fn invalid_start_scripts_are_an_error() {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let err = MockServer::start(addr, MockConfig { scripts: json!({"m": {"chunks": "many"}}), ..Default::default() })
-            .await
-            .unwrap_err();
+        let err =
+            MockServer::start(addr, MockConfig { scripts: json!({"m": {"chunks": "many"}}), ..Default::default() })
+                .await
+                .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("scripts.m.chunks"), "{err}");
     }

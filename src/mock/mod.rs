@@ -141,7 +141,9 @@ impl MockServer {
     pub async fn start(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer> {
         let shared = Arc::new(server::Shared::new(config.require_key.clone()));
         if !config.scripts.is_null() {
-            shared.set_scripts(&config.scripts).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            shared
+                .set_scripts(&config.scripts)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         }
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;

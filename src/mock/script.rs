@@ -254,9 +254,7 @@ impl Script {
 
     /// A script that always answers normally with `behaviour`.
     pub fn with_behaviour(behaviour: Behaviour) -> Self {
-        let mut s = Self::default();
-        s.behaviour = behaviour;
-        s
+        Script { behaviour, ..Self::default() }
     }
 
     /// Parse the documented JSON shape. Errors name the offending key path.
@@ -299,7 +297,8 @@ impl Script {
 
 const BEHAVIOUR_KEYS: &[&str] =
     &["latency_ms", "ttft_ms", "chunk_delay_ms", "tokens_per_second", "content_chars", "chunks", "tool_call"];
-const FAULT_KEYS: &[&str] = &["fault", "status", "code", "body", "retry_after", "retry_after_ms", "after", "n", "cut_after", "stall_after"];
+const FAULT_KEYS: &[&str] =
+    &["fault", "status", "code", "body", "retry_after", "retry_after_ms", "after", "n", "cut_after", "stall_after"];
 const SCRIPT_KEYS: &[&str] = &["steps", "then", "max_prompt_tokens", "health"];
 
 fn unknown_key(path: &str, key: &str, allowed: &[&[&str]]) -> String {
@@ -331,7 +330,9 @@ fn as_u32(v: &Value, path: &str) -> Result<u32, String> {
 }
 
 fn as_f64(v: &Value, path: &str) -> Result<f64, String> {
-    v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).ok_or_else(|| format!("{path}: expected a non-negative number, got {v}"))
+    v.as_f64()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .ok_or_else(|| format!("{path}: expected a non-negative number, got {v}"))
 }
 
 fn as_bool(v: &Value, path: &str) -> Result<bool, String> {
@@ -347,11 +348,7 @@ fn parse_patch(m: &Map<String, Value>, path: &str) -> Result<BehaviourPatch, Str
             "latency_ms" => p.latency_ms = Some(as_u64(v, &kp)?),
             "ttft_ms" => p.ttft_ms = Some(as_u64(v, &kp)?),
             "chunk_delay_ms" => p.chunk_delay_ms = Some(as_u64(v, &kp)?),
-            "tokens_per_second" => {
-                if !v.is_null() {
-                    p.tokens_per_second = Some(as_f64(v, &kp)?)
-                }
-            }
+            "tokens_per_second" if !v.is_null() => p.tokens_per_second = Some(as_f64(v, &kp)?),
             "content_chars" => p.content_chars = Some(as_u64(v, &kp)? as usize),
             "chunks" => {
                 let n = as_u64(v, &kp)? as usize;
@@ -424,7 +421,9 @@ fn parse_fault_obj(m: &Map<String, Value>, path: &str) -> Result<FaultSpec, Stri
 fn fault_from_name(name: &str, status: Option<u16>, after: Option<u32>, path: &str) -> Result<Fault, String> {
     Ok(match name {
         "ok" => Fault::Ok,
-        "status" => Fault::Status(status.ok_or_else(|| format!("{path}: fault `status` needs `status` (the HTTP code)"))?),
+        "status" => {
+            Fault::Status(status.ok_or_else(|| format!("{path}: fault `status` needs `status` (the HTTP code)"))?)
+        }
         "rate_limit" => Fault::RateLimit,
         "server_error" => Fault::ServerError(status.unwrap_or(500)),
         "down" => Fault::ServerError(status.unwrap_or(503)),
@@ -519,22 +518,13 @@ fn parse_script(v: &Value, path: &str) -> Result<Script, String> {
         None | Some(Value::Null) => None,
         Some(h) => Some(Box::new(parse_script(h, &format!("{path}.health"))?)),
     };
-    Ok(Script {
-        behaviour,
-        steps,
-        then,
-        max_prompt_tokens,
-        health,
-        id: NEXT_SCRIPT_ID.fetch_add(1, Ordering::Relaxed),
-    })
+    Ok(Script { behaviour, steps, then, max_prompt_tokens, health, id: NEXT_SCRIPT_ID.fetch_add(1, Ordering::Relaxed) })
 }
 
 /// Parse a `{model: script}` map (the control-plane and `set_scripts` shape).
 pub fn parse_script_map(v: &Value) -> Result<Vec<(String, Script)>, String> {
     let m = v.as_object().ok_or_else(|| format!("scripts: expected an object {{model: script}}, got {v}"))?;
-    m.iter()
-        .map(|(model, s)| Ok((model.clone(), parse_script(s, &format!("scripts.{model}"))?)))
-        .collect()
+    m.iter().map(|(model, s)| Ok((model.clone(), parse_script(s, &format!("scripts.{model}"))?))).collect()
 }
 
 #[cfg(test)]

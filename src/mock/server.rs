@@ -384,7 +384,9 @@ async fn handle(shared: Arc<Shared>, reset: Arc<AtomicBool>, req: Request<Incomi
             }
         }
         (&Method::GET | &Method::HEAD, "/v1/models") => probe(&shared, &reset, &req, Some(Format::OpenAi), None).await,
-        (&Method::GET | &Method::HEAD, "/v1beta/models") => probe(&shared, &reset, &req, Some(Format::Gemini), None).await,
+        (&Method::GET | &Method::HEAD, "/v1beta/models") => {
+            probe(&shared, &reset, &req, Some(Format::Gemini), None).await
+        }
         (&Method::GET, _) if p.starts_with("/v1/models/") => {
             let m = p["/v1/models/".len()..].to_string();
             probe(&shared, &reset, &req, Some(Format::OpenAi), Some(m)).await

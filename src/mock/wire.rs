@@ -165,8 +165,26 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, String> {
 /// Filler words. Includes non-ASCII so clients' UTF-8 handling across chunk boundaries is
 /// exercised (chunks split on char boundaries, so a multi-byte char never straddles two).
 const FILLER: &[&str] = &[
-    "lorem", "ipsum", "café", "dolor", "sit", "amet", "naïve", "stream", "token", "résumé", "delta", "echelon", "über",
-    "pool", "group", "fallback", "breaker", "señor", "latency", "jalapeño",
+    "lorem",
+    "ipsum",
+    "café",
+    "dolor",
+    "sit",
+    "amet",
+    "naïve",
+    "stream",
+    "token",
+    "résumé",
+    "delta",
+    "echelon",
+    "über",
+    "pool",
+    "group",
+    "fallback",
+    "breaker",
+    "señor",
+    "latency",
+    "jalapeño",
 ];
 
 /// The deterministic answer for one (model, content_chars, chunks), rendered once and shared.
@@ -281,8 +299,8 @@ impl Ctx<'_> {
 }
 
 fn put_u64(out: &mut BytesMut, n: u64) {
-    let mut buf = itoa_buf(n);
-    out.put_slice(buf.as_bytes_mut());
+    let buf = itoa_buf(n);
+    out.put_slice(buf.as_bytes());
 }
 
 struct Itoa {
@@ -290,7 +308,7 @@ struct Itoa {
     start: usize,
 }
 impl Itoa {
-    fn as_bytes_mut(&mut self) -> &[u8] {
+    fn as_bytes(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 }
@@ -488,7 +506,7 @@ pub fn text_stream(ctx: &Ctx, c: &Content, include_usage: bool) -> StreamPlan {
 fn sse(event: Option<&str>, data: &Value, format: Format) -> String {
     let mut s = String::new();
     if let Some(e) = event {
-        let _ = write!(s, "event: {e}\n");
+        let _ = writeln!(s, "event: {e}");
     }
     let sep = if format == Format::Gemini { "\r\n\r\n" } else { "\n\n" };
     let _ = write!(s, "data: {data}{sep}");
@@ -538,7 +556,8 @@ pub fn tool_stream(ctx: &Ctx, name: &str, include_usage: bool) -> StreamPlan {
             let first = head(json!([{"index": 0, "delta": {"role": "assistant", "content": null, "tool_calls": [
                 {"index": 0, "id": format!("call_mock_{id}"), "type": "function", "function": {"name": name, "arguments": ""}}
             ]}, "finish_reason": null}]));
-            let args = head(json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
+            let args =
+                head(json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
                 "finish_reason": null}]));
             let mut tail = sse(None, &head(json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])), f);
             if include_usage {
@@ -713,7 +732,9 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
                 ErrorCase::ContextWindow { max, got } => {
                     ("invalid_request_error", format!("prompt is too long: {got} tokens > {max} maximum"))
                 }
-                ErrorCase::ContentFilter => ("invalid_request_error", "Output blocked by content filtering policy".into()),
+                ErrorCase::ContentFilter => {
+                    ("invalid_request_error", "Output blocked by content filtering policy".into())
+                }
                 ErrorCase::BadRequest => ("invalid_request_error", detail.to_string()),
                 ErrorCase::NotFound => ("not_found_error", format!("model: {model}")),
                 ErrorCase::Other => ("api_error", format!("Mock error (HTTP {status})")),
@@ -722,7 +743,9 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
         }
         Format::Gemini => {
             let (st, msg): (&str, String) = match case {
-                ErrorCase::RateLimit => ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).".into()),
+                ErrorCase::RateLimit => {
+                    ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).".into())
+                }
                 ErrorCase::Server => (
                     if status == 503 { "UNAVAILABLE" } else { "INTERNAL" },
                     if status == 503 {
@@ -741,7 +764,9 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
                 ErrorCase::BadRequest => ("INVALID_ARGUMENT", format!("Invalid JSON payload received. {detail}")),
                 ErrorCase::NotFound => (
                     "NOT_FOUND",
-                    format!("models/{model} is not found for API version v1beta, or is not supported for generateContent."),
+                    format!(
+                        "models/{model} is not found for API version v1beta, or is not supported for generateContent."
+                    ),
                 ),
                 ErrorCase::Other => ("UNKNOWN", format!("Mock error (HTTP {status})")),
             };
@@ -804,20 +829,27 @@ mod tests {
 
     #[test]
     fn parses_all_formats() {
-        let r = parse_request(br#"{"model":"a","stream":true,"stream_options":{"include_usage":true},
+        let r = parse_request(
+            br#"{"model":"a","stream":true,"stream_options":{"include_usage":true},
             "messages":[{"role":"user","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"}]}],
-            "tools":[{"type":"function","function":{"name":"f"}}]}"#)
+            "tools":[{"type":"function","function":{"name":"f"}}]}"#,
+        )
         .unwrap();
         assert_eq!(r.model.as_deref(), Some("a"));
         assert!(r.stream && r.include_usage);
         assert_eq!(r.prompt_chars, 8);
         assert_eq!(r.first_tool.as_deref(), Some("f"));
-        let r = parse_request(br#"{"model":"b","system":"xxxx","messages":[{"role":"user","content":"yy"}],"tools":[{"name":"t"}]}"#)
-            .unwrap();
+        let r = parse_request(
+            br#"{"model":"b","system":"xxxx","messages":[{"role":"user","content":"yy"}],"tools":[{"name":"t"}]}"#,
+        )
+        .unwrap();
         assert_eq!((r.prompt_chars, r.first_tool.as_deref()), (6, Some("t")));
-        let r = parse_request(r#"{"contents":[{"role":"user","parts":[{"text":"héllo"}]}],"systemInstruction":{"parts":[{"text":"ab"}]},
-            "tools":[{"functionDeclarations":[{"name":"g"}]}]}"#.as_bytes())
-            .unwrap();
+        let r = parse_request(
+            r#"{"contents":[{"role":"user","parts":[{"text":"héllo"}]}],"systemInstruction":{"parts":[{"text":"ab"}]},
+            "tools":[{"functionDeclarations":[{"name":"g"}]}]}"#
+                .as_bytes(),
+        )
+        .unwrap();
         assert_eq!((r.prompt_chars, r.first_tool.as_deref()), (7, Some("g")));
         assert!(parse_request(b"{nope").is_err());
     }
@@ -826,7 +858,14 @@ mod tests {
     fn bodies_are_valid_json() {
         let c = Content::new("m\"x", 120, 5);
         for f in [Format::OpenAi, Format::Anthropic, Format::Gemini] {
-            let ctx = Ctx { format: f, model_json: &json_str("m\"x"), model: "m\"x", request_no: 7, prompt_tokens: 3, created: 1 };
+            let ctx = Ctx {
+                format: f,
+                model_json: &json_str("m\"x"),
+                model: "m\"x",
+                request_no: 7,
+                prompt_tokens: 3,
+                created: 1,
+            };
             let b = text_body(&ctx, &c);
             let v: Value = serde_json::from_slice(&b).unwrap();
             let text = match f {

@@ -25,7 +25,8 @@ fn parse_host(host: &str) -> PyResult<IpAddr> {
     if host == "localhost" {
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
-    host.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("host: {host:?} is not an IP address (or \"localhost\")")))
+    host.parse::<IpAddr>()
+        .map_err(|_| PyValueError::new_err(format!("host: {host:?} is not an IP address (or \"localhost\")")))
 }
 
 #[pymethods]
