@@ -76,12 +76,23 @@ async def test_routing_errors_are_typed(mock):
             await router.chat("x", route="nowhere")
         with pytest.raises(echelon.RoutingError, match="resolves nowhere"):
             await router.chat("x", model="nobody:none")
-        # Two pools and two groups: nothing to default to.
-        with pytest.raises(echelon.RoutingError, match="no route given"):
-            await router.chat("x")
         with pytest.raises(echelon.RoutingError):
             router.pool("nope")
     assert mock.counters().get("requests", 0) == 0
+
+
+async def test_default_route(mock):
+    # One pool: a call that names nothing goes there.
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        assert (await router.chat("x")).attempts[0].target == "p"
+    # Two pools and no default_route: a typed error, no request sent.
+    cfg = mock_config(mock.openai_base_url, pools={"p2": {"task_groups": ["solo"]}})
+    async with Router.from_dict(cfg) as router:
+        with pytest.raises(echelon.RoutingError, match="no route given"):
+            await router.chat("x")
+    cfg["global"] = {"default_route": "group:solo"}
+    async with Router.from_dict(cfg) as router:
+        assert (await router.chat("x")).served_by == "solo.echelon1_m-a"
 
 
 async def test_stream_deltas_then_final(mock):
