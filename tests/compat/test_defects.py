@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from conftest import Facade, calls, llm_config
+from .helpers import Facade, calls, llm_config
 from echelon.compat import (
     ConcurrencyAndRateLimitManager,
     ConcurrencyController,

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conftest import calls
+from .helpers import calls
 from echelon.compat import (
     CircuitBreaker,
     ConcurrencyAndRateLimitManager,

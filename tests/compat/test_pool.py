@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conftest import Facade, calls, llm_config
+from .helpers import Facade, calls, llm_config
 from echelon.compat import (
     InstanceStatus,
     LeastRecentlyUsedScheduler,

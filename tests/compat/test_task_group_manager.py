@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Facade, calls, llm_config
+from .helpers import Facade, calls, llm_config
 from echelon.compat import (
     FileConfigLoader,
     LLMConfigurationError,
