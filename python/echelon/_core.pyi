@@ -133,6 +133,20 @@ class Router:
         max_instance_attempts: Optional[int] = None,
         params: Optional[Dict[str, Any]] = None,
     ) -> "asyncio.Future[Response]": ...
+    def submit_chat(
+        self,
+        completer: Completer,
+        messages: Any,
+        route: Optional[str] = None,
+        pool: Optional[str] = None,
+        group: Optional[str] = None,
+        model: Optional[str] = None,
+        metadata: Any = None,
+        fallback_groups: Optional[List[str]] = None,
+        timeout: Optional[float] = None,
+        max_instance_attempts: Optional[int] = None,
+        params: Optional[Dict[str, Any]] = None,
+    ) -> "tuple[asyncio.Future[Response], int]": ...
     def stream(
         self,
         messages: Any,
@@ -196,3 +210,12 @@ def check_config(path: str) -> str:
 
 def convert_yaml_layout(src: str, dst: str) -> List[str]:
     """Write the TOML layout of the YAML config at ``src`` into ``dst``; returns the files written."""
+
+class Completer:
+    """Per-event-loop completion queue (internal; used by :class:`echelon.Router`)."""
+
+    def __init__(self, loop_ref: Any) -> None: ...
+    def fileno(self) -> int: ...
+    def pending_count(self) -> int: ...
+    def drain(self) -> None: ...
+    def cancel(self, id: int) -> None: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from typing import Any, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import _core
@@ -12,6 +13,26 @@ from ._core import Response, StreamChunk
 Messages = Union[str, Sequence[Any]]
 
 __all__ = ["Router", "PollingPool", "TaskGroup", "Stream"]
+
+_COMPLETERS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _core.Completer]" = weakref.WeakKeyDictionary()
+_last_loop: Optional[asyncio.AbstractEventLoop] = None
+_last_completer: Optional["_core.Completer"] = None
+
+
+def _completer() -> "_core.Completer":
+    """The completion queue of the running loop: finished calls are delivered in batches,
+    one loop wake-up per batch (see src/py/completer.rs)."""
+    global _last_loop, _last_completer
+    loop = asyncio.get_running_loop()
+    if loop is _last_loop and _last_completer is not None:
+        return _last_completer
+    c = _COMPLETERS.get(loop)
+    if c is None:
+        c = _core.Completer(weakref.ref(loop))
+        loop.add_reader(c.fileno(), c.drain)
+        _COMPLETERS[loop] = c
+    _last_loop, _last_completer = loop, c
+    return c
 
 
 class Stream:
@@ -132,7 +153,9 @@ class Router:
         ``top_p``, ``stop``, ``tools``, ``tool_choice``, ``response_format``, or
         provider-specific keys passed through).
         """
-        return await self._core.chat(
+        completer = _completer()
+        fut, rid = self._core.submit_chat(
+            completer,
             messages,
             route,
             pool,
@@ -144,6 +167,11 @@ class Router:
             max_instance_attempts,
             params,
         )
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            completer.cancel(rid)
+            raise
 
     def stream(
         self,

@@ -6,6 +6,7 @@ mod mock;
 
 use crate::runtime;
 
+pub mod completer;
 pub mod config;
 pub mod convert;
 pub mod router;
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime::get());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<router::PyRouter>()?;
+    m.add_class::<completer::Completer>()?;
     m.add_class::<router::PyStream>()?;
     m.add_class::<types::PyResponse>()?;
     m.add_class::<types::PyUsage>()?;

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::completer::{Completer, Outcome};
 use super::convert::{duration_from, error_to_py, request_from, to_py};
 use super::types::{PyChunk, PyResponse};
 use crate::attempt::{ChatStream, StreamChunk};
@@ -150,6 +151,38 @@ impl PyRouter {
                 Ok(Walked::Stream(_)) => Err(PyRuntimeError::new_err("internal: stream result for a chat call")),
                 Err(e) => Err(err_py(e)),
             }
+        })
+    }
+
+    /// Like `chat`, delivering through `completer` (batched loop wake-ups). Returns
+    /// `(future, id)`; call `completer.cancel(id)` if the future is cancelled.
+    #[pyo3(signature = (completer, messages, route=None, pool=None, group=None, model=None, metadata=None, fallback_groups=None, timeout=None, max_instance_attempts=None, params=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn submit_chat(
+        &self,
+        py: Python<'_>,
+        completer: &Bound<'_, Completer>,
+        messages: &Bound<'_, PyAny>,
+        route: Option<&str>,
+        pool: Option<String>,
+        group: Option<String>,
+        model: Option<String>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        fallback_groups: Option<Vec<String>>,
+        timeout: Option<f64>,
+        max_instance_attempts: Option<u32>,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<(Py<PyAny>, u64)> {
+        let req = request_from(messages, params)?;
+        let route = route_from(route, pool, group, model, metadata)?;
+        let opts = options(timeout, fallback_groups, max_instance_attempts)?;
+        let router = self.inner.clone();
+        completer.get().spawn(py, async move {
+            Outcome::Chat(match router.run(route.as_ref(), &req, &opts, false).await {
+                Ok(Walked::Chat(r)) => Ok(r),
+                Ok(Walked::Stream(_)) => Err(Error::new(crate::error::ErrorKind::Routing, "internal: stream result for a chat call")),
+                Err(e) => Err(e),
+            })
         })
     }
 

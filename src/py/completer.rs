@@ -1,0 +1,167 @@
+//! Completion hand-off from tokio to an asyncio loop, batched per loop wake-up.
+//!
+//! `pyo3_async_runtimes::future_into_py` hands every completed future to a blocking thread
+//! that takes the GIL and calls `call_soon_threadsafe`: one thread hop, one GIL acquisition
+//! and one loop wake-up per call. Under load that hand-off dominates the cost of a routed call.
+//!
+//! A [`Completer`] instead keeps, per event loop, a queue of finished results and a socket
+//! pair whose read end the loop watches (`loop.add_reader`). A tokio task that finishes pushes
+//! its result and writes one byte only if no wake-up is pending; the loop thread then drains
+//! every queued result in one callback, converting and setting them while it holds the GIL
+//! anyway. Tokio threads never take the GIL on this path.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use tokio::task::AbortHandle;
+
+use super::convert::error_to_py;
+use super::types::PyResponse;
+use crate::error::Error;
+use crate::types::ChatResponse;
+
+/// What a finished task hands back.
+pub enum Outcome {
+    Chat(Result<ChatResponse, Error>),
+    /// A batch: each item a response or an error.
+    Batch(Vec<Result<ChatResponse, Error>>),
+    /// A Python error prepared on the Rust side without the GIL (rare paths).
+    Failure(String),
+}
+
+struct Shared {
+    queue: Mutex<Vec<(u64, Outcome)>>,
+    signalled: AtomicBool,
+    writer: UnixStream,
+}
+
+impl Shared {
+    fn push(&self, id: u64, outcome: Outcome) {
+        self.queue.lock().push((id, outcome));
+        if !self.signalled.swap(true, Ordering::AcqRel) {
+            // A full socket buffer means a wake-up is already pending: nothing to do.
+            let _ = (&self.writer).write(&[1u8]);
+        }
+    }
+}
+
+/// Per-event-loop completion queue. Create one per loop (see `echelon.router`), register
+/// `fileno()` with `loop.add_reader(fd, completer.drain)`.
+#[pyclass(frozen, name = "Completer", module = "echelon._core")]
+pub struct Completer {
+    shared: Arc<Shared>,
+    reader: UnixStream,
+    /// A weak reference to the event loop (the loop owns this completer through its reader
+    /// callback; a strong reference back would keep both alive forever).
+    loop_ref: Py<PyAny>,
+    pending: Mutex<HashMap<u64, (Py<PyAny>, AbortHandle)>>,
+    next_id: AtomicU64,
+}
+
+#[pymethods]
+impl Completer {
+    #[new]
+    fn new(loop_ref: Py<PyAny>) -> PyResult<Self> {
+        let (reader, writer) = UnixStream::pair()?;
+        reader.set_nonblocking(true)?;
+        writer.set_nonblocking(true)?;
+        Ok(Self {
+            shared: Arc::new(Shared { queue: Mutex::new(Vec::new()), signalled: AtomicBool::new(false), writer }),
+            reader,
+            loop_ref,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The file descriptor the loop must watch.
+    fn fileno(&self) -> i32 {
+        self.reader.as_raw_fd()
+    }
+
+    /// Requests started and not yet delivered.
+    fn pending_count(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// Deliver every finished result to its future. Called by the loop when `fileno()` is
+    /// readable.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        self.shared.signalled.store(false, Ordering::Release);
+        let mut buf = [0u8; 256];
+        while let Ok(n) = (&self.reader).read(&mut buf) {
+            if n < buf.len() {
+                break;
+            }
+        }
+        let items = std::mem::take(&mut *self.shared.queue.lock());
+        for (id, outcome) in items {
+            let Some((fut, _)) = self.pending.lock().remove(&id) else { continue };
+            let fut = fut.bind(py);
+            if fut.call_method0("done")?.is_truthy()? {
+                continue; // cancelled by the caller meanwhile
+            }
+            match outcome {
+                Outcome::Chat(Ok(r)) => {
+                    fut.call_method1("set_result", (Py::new(py, PyResponse::from(r))?,))?;
+                }
+                Outcome::Chat(Err(e)) => {
+                    fut.call_method1("set_exception", (error_to_py(py, e).into_value(py),))?;
+                }
+                Outcome::Batch(results) => {
+                    let list = pyo3::types::PyList::empty(py);
+                    for r in results {
+                        match r {
+                            Ok(resp) => list.append(Py::new(py, PyResponse::from(resp))?)?,
+                            Err(e) => list.append(error_to_py(py, e).into_value(py))?,
+                        }
+                    }
+                    fut.call_method1("set_result", (list,))?;
+                }
+                Outcome::Failure(msg) => {
+                    fut.call_method1("set_exception", (pyo3::exceptions::PyRuntimeError::new_err(msg).into_value(py),))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Abort the task behind request `id` (its future was cancelled).
+    fn cancel(&self, id: u64) {
+        if let Some((_, abort)) = self.pending.lock().remove(&id) {
+            abort.abort();
+        }
+    }
+}
+
+impl Completer {
+    /// Start `work` on the runtime; its outcome will be delivered to the returned future.
+    /// Returns `(future, id)`; pass `id` to [`Completer::cancel`] if the future is cancelled.
+    pub fn spawn<F>(&self, py: Python<'_>, work: F) -> PyResult<(Py<PyAny>, u64)>
+    where
+        F: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let event_loop = self.loop_ref.bind(py).call0()?;
+        if event_loop.is_none() {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("the event loop of this completer is gone"));
+        }
+        let fut = event_loop.call_method0("create_future")?.unbind();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        // Hold the pending lock across spawn so a task that finishes at once cannot be
+        // drained before its future is registered.
+        let mut pending = self.pending.lock();
+        let handle = crate::runtime::get().spawn(async move {
+            let outcome = work.await;
+            shared.push(id, outcome);
+        });
+        pending.insert(id, (fut.clone_ref(py), handle.abort_handle()));
+        Ok((fut, id))
+    }
+}
