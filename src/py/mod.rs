@@ -8,6 +8,7 @@ use crate::runtime;
 
 pub mod config;
 pub mod convert;
+pub mod events;
 pub mod router;
 pub mod types;
 
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::PyAttempt>()?;
     m.add_class::<types::PyChunk>()?;
     config::register(m)?;
+    events::register(m)?;
     m.add_class::<mock::MockServer>()?;
     Ok(())
 }
