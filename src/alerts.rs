@@ -238,7 +238,7 @@ mod tests {
     use super::*;
 
     fn rule(kind: AlertKind, threshold: f64) -> AlertRule {
-        AlertRule { name: "r".into(), kind, scope: None, threshold, window: Duration::from_secs(1), min_requests: 1 }
+        AlertRule { name: "r".into(), kind, scope: None, threshold, window: Duration::from_secs(1), min_requests: 1, key: "alerts[0]".into() }
     }
 
     fn states(rule: &AlertRule, values: &[Option<f64>]) -> Vec<&'static str> {

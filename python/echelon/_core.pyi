@@ -180,3 +180,6 @@ def wrapper_config(router: Router, name: str) -> Dict[str, Any]:
 
 def wrapper_names(router: Router) -> List[str]:
     """Names of ``router``'s wrappers."""
+
+def refresh_log_levels() -> None:
+    """Forget the cached Python logger levels (after changing them at runtime)."""

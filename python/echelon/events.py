@@ -18,6 +18,10 @@ type:
 Delivery never blocks a request: each subscriber has a bounded buffer, and events that do not
 fit are counted (``EventStream.dropped``, ``Router.events_dropped()``) instead of waited for.
 Events cross into Python a batch at a time.
+
+Every event is also logged to the ``echelon.events`` logger (state changes at INFO/WARNING,
+retries, fallbacks and rate limits at DEBUG). The engine caches Python logger levels; after
+changing them at runtime call :func:`refresh_log_levels`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Awaitable, Callable, Collection, Dict, List, Optional, U
 
 from . import _core
 
-__all__ = ["EventStream", "Subscription", "EVENT_TYPES"]
+__all__ = ["EventStream", "Subscription", "EVENT_TYPES", "refresh_log_levels"]
 
 EVENT_TYPES = (
     "instance_state",
@@ -47,6 +51,11 @@ Event = Dict[str, Any]
 Callback = Callable[[Event], Union[None, Awaitable[None]]]
 
 _log = logging.getLogger("echelon.events")
+
+
+def refresh_log_levels() -> None:
+    """Make the engine re-read Python logger levels (it caches them for speed)."""
+    _core.refresh_log_levels()
 
 
 def _check_type(event_type: str) -> None:

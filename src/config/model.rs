@@ -504,6 +504,8 @@ pub struct AlertRule {
     #[serde(serialize_with = "ser_secs")]
     pub window: Duration,
     pub min_requests: u32,
+    /// Where the rule was defined (`alerts[2]`), for error messages.
+    pub key: String,
 }
 
 /// What a named wrapper routes to.

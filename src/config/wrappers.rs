@@ -131,7 +131,7 @@ pub(crate) fn read_alerts(t: &mut Tbl<'_>, g: &mut GlobalConfig) {
         r.done();
         let (Some(kind), Some(threshold)) = (kind, threshold) else { continue };
         let name = name.unwrap_or_else(|| format!("{}:{}", kind.as_str(), scope.as_deref().unwrap_or("all")));
-        g.alerts.push(AlertRule { name, kind, scope, threshold, window, min_requests });
+        g.alerts.push(AlertRule { name, kind, scope, threshold, window, min_requests, key: format!("alerts[{i}]") });
     }
 }
 
@@ -176,7 +176,7 @@ pub(crate) fn check(cfg: &Config, wrapper_locs: &HashMap<String, Loc>, global_lo
         }
     }
     let Some(gloc) = global_loc.cloned().or_else(|| (!cfg.global.alerts.is_empty()).then(|| Loc::new(None, "global"))) else { return };
-    for (i, rule) in cfg.global.alerts.iter().enumerate() {
+    for rule in &cfg.global.alerts {
         let Some(scope) = &rule.scope else { continue };
         if !scope_exists(cfg, scope) {
             let mut known: Vec<String> = cfg.pools.keys().chain(cfg.groups.keys()).cloned().collect();
@@ -185,7 +185,7 @@ pub(crate) fn check(cfg: &Config, wrapper_locs: &HashMap<String, Loc>, global_lo
             let hint = did_you_mean(bare, known.iter().map(String::as_str));
             sink.push(
                 gloc.file.as_deref(),
-                &gloc.key(&format!("alerts[{i}].scope")),
+                &gloc.key(&format!("{}.scope", rule.key)),
                 Some(show(&Value::String(scope.clone()))),
                 format!("unknown alert scope `{scope}`{hint} (a pool, group or instance name, optionally prefixed pool:/group:/instance:)"),
             );

@@ -16,7 +16,9 @@ pub mod types;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Route the core's `log` records into Python's `logging` ("echelon" logger hierarchy).
-    let _ = pyo3_log::try_init();
+    if let Ok(handle) = pyo3_log::try_init() {
+        let _ = events::LOG_RESET.set(handle);
+    }
     // One runtime for everything; pyo3-async-runtimes hands futures to it.
     let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime::get());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
