@@ -219,3 +219,33 @@ fn scope_exists(cfg: &Config, scope: &str) -> bool {
         _ => cfg.pools.contains_key(scope) || cfg.groups.contains_key(scope) || instance_ids(cfg).iter().any(|i| i == scope),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{from_json_with_env, WrapperKind};
+
+    fn env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn wrapper_from_dict_with_defaults_and_errors() {
+        let base = serde_json::json!({
+            "providers": {"mock": {"common": {"type": "openai_compatible", "base_url": "http://127.0.0.1:1/v1", "api_key": "k"}, "m": {"model": "m"}}},
+            "groups": {"g": {"echelon1": {"models": ["m"]}}},
+            "pools": {"p": {"task_groups": ["g"]}},
+            "wrappers": {"w": {"type": "polling_pool", "target": "p", "timeout": 2, "parameters": {"max_tokens": 9, "seed": 1}}},
+        });
+        let cfg = from_json_with_env(&base, &env).expect("valid");
+        let w = &cfg.wrappers["w"];
+        assert_eq!((w.kind, w.target.as_str(), w.parameters.max_tokens), (WrapperKind::PollingPool, "p", Some(9)));
+        assert_eq!(w.parameters.extra.get("seed"), Some(&serde_json::json!(1)));
+        let mut bad = base.clone();
+        bad["wrappers"]["w"]["type"] = "pol".into();
+        bad["wrappers"]["x"] = serde_json::json!({"type": "direct", "target": "nope"});
+        let err = from_json_with_env(&bad, &env).expect_err("invalid");
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert!(keys.contains(&"wrappers.w.type") && keys.contains(&"wrappers.x.target"), "{keys:?}");
+        assert_eq!(crate::router::Route::parse("wrapper:w").ok(), Some(crate::router::Route::Wrapper("w".into())));
+    }
+}
