@@ -240,6 +240,16 @@ impl Breaker {
         g.visible_state(now)
     }
 
+    /// The recorded phase, without the time-based reading of [`Breaker::state`] (an open
+    /// breaker stays `Open` here until a probe is admitted). Used to detect transitions.
+    pub fn phase(&self) -> BreakerState {
+        match self.inner.lock().phase {
+            Phase::Closed => BreakerState::Closed,
+            Phase::Open => BreakerState::Open,
+            Phase::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+
     /// State and counters for status output.
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
         let g = self.inner.lock();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::attempt::{self, next_step, sleep_within, ChatStream, Next, Success, Trace};
 use crate::backoff;
 use crate::error::{AttemptRole, Error, ErrorKind};
+use crate::events::EventKind;
 use crate::instance::Instance;
 use crate::selector::{Filter, Selector};
 use crate::types::{ChatRequest, ChatResponse};
@@ -62,6 +63,7 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
     let mut last_err: Option<Error> = None;
     let mut min_context: Option<u32> = None;
     let mut failed_providers: Vec<String> = Vec::new();
+    let mut prev_label: Option<&str> = None;
 
     for target in &plan.targets {
         if let Some(n) = min_context {
@@ -72,6 +74,14 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
         if last_err.is_some() && !sleep_within(plan.retry_delay, deadline).await {
             break;
         }
+        if let (Some(from), Some(bus)) = (prev_label, target.selector.instances.first().and_then(|i| i.event_bus())) {
+            bus.emit(log::Level::Debug, || EventKind::Fallback {
+                from: from.to_string(),
+                to: target.label.clone(),
+                error: last_err.as_ref().map(|e| e.kind),
+            });
+        }
+        prev_label = Some(&target.label);
         let mut tried: Vec<Arc<Instance>> = Vec::new();
         let mut tries = 0u32;
         let mut role = if trace.attempts.is_empty() { AttemptRole::Primary } else { AttemptRole::Fallback };
@@ -140,6 +150,19 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                     tried.push(inst.clone());
                     let step = next_step(&e, &inst, plan.content_filter_fallback);
                     let retry_after = e.retry_after;
+                    let error_kind = e.kind;
+                    let retry_event = |delay: Duration| {
+                        if let Some(bus) = inst.event_bus() {
+                            bus.emit(log::Level::Debug, || EventKind::Retry {
+                                target: target.label.clone(),
+                                instance: inst.id.clone(),
+                                attempt: tries + 1,
+                                delay: delay.as_secs_f64(),
+                                error: error_kind,
+                            });
+                        }
+                    };
+                    let mut announced = false;
                     last_err = Some(e);
                     role = AttemptRole::Retry;
                     match step {
@@ -165,6 +188,8 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                                 let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                                 match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, retry_after, remaining) {
                                     Some(d) if tries < target.max_tries => {
+                                        retry_event(d);
+                                        announced = true;
                                         tokio::time::sleep(d).await;
                                     }
                                     _ => break,
@@ -174,6 +199,9 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                     }
                     if matches!(step, Next::Stop) {
                         break;
+                    }
+                    if !announced && tries < target.max_tries.max(1) {
+                        retry_event(Duration::ZERO);
                     }
                 }
             }

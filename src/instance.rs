@@ -10,9 +10,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::breaker::{Admission, Breaker};
+use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::config::{RetryConfig, Timeouts};
 use crate::error::{Error, ErrorKind, TimeoutKind};
+use crate::events::{EventBus, EventKind};
 use crate::health::{Health, InstanceStatus, Transition};
 use crate::limit::{ConcurrencyLimit, RateLimiter};
 use crate::provider::ProviderClient;
@@ -43,6 +44,8 @@ struct Latency {
     sum: f64,
     count: u64,
     ring: Vec<f32>,
+    /// When each ring sample was taken (`to_nanos`), for time-windowed quantiles (alerts).
+    ring_at: Vec<u64>,
     pos: usize,
 }
 
@@ -79,13 +82,31 @@ impl InstanceStats {
         });
         l.sum += secs;
         l.count += 1;
+        let at = to_nanos(Instant::now());
         if l.ring.len() < LATENCY_RING {
             l.ring.push(secs as f32);
+            l.ring_at.push(at);
         } else {
             let pos = l.pos;
             l.ring[pos] = secs as f32;
+            if let Some(slot) = l.ring_at.get_mut(pos) {
+                *slot = at;
+            }
         }
         l.pos = (l.pos + 1) % LATENCY_RING;
+    }
+
+    /// Latencies (seconds) of the successful calls recorded since `since`, among the last
+    /// 256. Used by the alert evaluator's `p99_latency` rule.
+    pub fn latencies_since(&self, since: Instant) -> Vec<f64> {
+        let cut = to_nanos(since);
+        let l = self.latency.lock();
+        l.ring.iter().zip(&l.ring_at).filter(|(_, at)| **at >= cut).map(|(v, _)| *v as f64).collect()
+    }
+
+    /// Requests leased and counted failures so far (cheap; for windowed error ratios).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.requests.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -175,6 +196,8 @@ pub struct Instance {
     domains: OnceLock<Vec<Arc<Notify>>>,
     /// Sink for state-change events (set by the router).
     on_transition: OnceLock<Box<dyn Fn(&Instance, Transition) + Send + Sync>>,
+    /// The router's event bus (set by the router; absent in bare unit tests).
+    events: OnceLock<Arc<EventBus>>,
 }
 
 impl Instance {
@@ -202,6 +225,7 @@ impl Instance {
             stats: p.stats,
             domains: OnceLock::new(),
             on_transition: OnceLock::new(),
+            events: OnceLock::new(),
         }
     }
 
@@ -213,6 +237,48 @@ impl Instance {
     /// Register a callback for health transitions. Called once while building.
     pub fn set_transition_sink(&self, sink: Box<dyn Fn(&Instance, Transition) + Send + Sync>) {
         let _ = self.on_transition.set(sink);
+    }
+
+    /// Register the router's event bus (breaker, rate-limit and retry events). Called once
+    /// while building.
+    pub fn set_event_bus(&self, bus: Arc<EventBus>) {
+        let _ = self.events.set(bus);
+    }
+
+    /// The router's event bus, if one was registered.
+    pub fn event_bus(&self) -> Option<&Arc<EventBus>> {
+        self.events.get()
+    }
+
+    /// The breaker's phase before an outcome, when someone listens for breaker events (so the
+    /// extra lock is only paid then).
+    #[inline]
+    fn breaker_watch(&self) -> Option<BreakerState> {
+        self.events.get().filter(|b| b.active()).map(|_| self.breaker.phase())
+    }
+
+    /// Emit a breaker event if the phase changed since `before`.
+    fn breaker_changed(&self, before: Option<BreakerState>, err: Option<&Error>) {
+        let (Some(from), Some(bus)) = (before, self.events.get()) else { return };
+        let to = self.breaker.phase();
+        if from == to {
+            return;
+        }
+        bus.emit(log::Level::Info, || {
+            let snap = self.breaker.snapshot(Instant::now());
+            let class = err.map(|e| e.kind.as_str()).unwrap_or("");
+            let reason = match (from, to) {
+                (BreakerState::Closed, BreakerState::Open) if snap.failure_count >= snap.failure_threshold.max(1) => {
+                    format!("{} consecutive failures (last: {class})", snap.failure_count)
+                }
+                (BreakerState::Closed, BreakerState::Open) => format!("failure ratio over the window (last: {class})"),
+                (BreakerState::HalfOpen, BreakerState::Open) => format!("probe failed ({class})"),
+                (BreakerState::HalfOpen, BreakerState::Closed) => "probe succeeded".to_string(),
+                (BreakerState::Open, BreakerState::HalfOpen) => "recovery time elapsed; admitting probes".to_string(),
+                _ => "reset".to_string(),
+            };
+            EventKind::BreakerState { instance: self.id.clone(), from, to, reason }
+        });
     }
 
     fn transitioned(&self, t: Option<Transition>) {
@@ -293,6 +359,7 @@ impl Instance {
                 taken.push((l, cost));
             }
         }
+        let watch = self.breaker_watch();
         let Some(admission) = self.breaker.try_admit(now) else {
             for (l, c) in taken {
                 l.adjust(-(c as i64), now);
@@ -300,6 +367,7 @@ impl Instance {
             release_slots(self);
             return Err(Block::Down);
         };
+        self.breaker_changed(watch, None);
         self.stats.last_used.store(to_nanos(now), Ordering::Relaxed);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         Ok(Lease { inst: self.clone(), admission, est_tokens, started: now, done: false })
@@ -398,7 +466,9 @@ impl Lease {
         let inst = &self.inst;
         inst.stats.successes.fetch_add(1, Ordering::Relaxed);
         inst.stats.record_latency(now.duration_since(self.started).as_secs_f64());
+        let watch = inst.breaker_watch();
         inst.breaker.on_success(self.admission, now);
+        inst.breaker_changed(watch, None);
         let t = inst.health.on_success(now);
         if let (Some(tpm), Some(u)) = (&inst.model_tpm, usage) {
             tpm.adjust(u.total_tokens as i64 - self.est_tokens as i64, now);
@@ -418,9 +488,18 @@ impl Lease {
             let cool = err.retry_after.unwrap_or_default().max(inst.rate_limit_cooldown);
             inst.stats.cooldown_until.store(to_nanos(now + cool), Ordering::Relaxed);
             inst.breaker.on_neutral(self.admission);
+            if let Some(bus) = inst.events.get() {
+                bus.emit(log::Level::Debug, || EventKind::RateLimited {
+                    instance: inst.id.clone(),
+                    retry_after: err.retry_after.map(|d| d.as_secs_f64()),
+                    cooldown: cool.as_secs_f64(),
+                });
+            }
         } else if err.kind.counts_as_instance_failure() && !caller_deadline {
             inst.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let watch = inst.breaker_watch();
             inst.breaker.on_failure(self.admission, now, err.retry_after);
+            inst.breaker_changed(watch, Some(err));
             t = inst.health.on_failure(err.kind, now);
         } else {
             inst.breaker.on_neutral(self.admission);

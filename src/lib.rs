@@ -17,6 +17,8 @@ pub mod backoff;
 pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod events;
+pub mod alerts;
 pub mod fallback;
 pub mod group;
 pub mod health;

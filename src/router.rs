@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use crate::config::{Config, EchelonConfig, GroupConfig, HealthCheckConfig, ModelConfig, RotationStrategy};
 use crate::error::{Error, ErrorKind};
+use crate::events::{EventBus, EventKind};
+use crate::health::{InstanceStatus, Transition};
 use crate::fallback::{walk, Plan, Target, Walked};
 use crate::group::{Echelon, Group};
 use crate::instance::{Instance, InstanceParts};
@@ -29,13 +31,26 @@ pub enum Route {
     Group(String),
     /// A model reference: a logical model name or `provider:model`.
     Model(String),
+    /// A named wrapper (`wrappers/<name>.toml`): its target with its defaults applied.
+    Wrapper(String),
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Pool(n) => write!(f, "pool:{n}"),
+            Route::Group(n) => write!(f, "group:{n}"),
+            Route::Model(n) => write!(f, "model:{n}"),
+            Route::Wrapper(n) => write!(f, "wrapper:{n}"),
+        }
+    }
 }
 
 impl Route {
     /// Parse the string forms `pool:<name>`, `group:<ref>`, `direct:<provider>:<model>`,
-    /// `model:<ref>`.
+    /// `model:<ref>`, `wrapper:<name>`.
     pub fn parse(s: &str) -> Result<Route, Error> {
-        let bad = || Error::routing(format!("malformed route '{s}': expected pool:<name>, group:<ref>, direct:<provider>:<model> or model:<name>"));
+        let bad = || Error::routing(format!("malformed route '{s}': expected pool:<name>, group:<ref>, direct:<provider>:<model>, model:<name> or wrapper:<name>"));
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         if rest.is_empty() {
             return Err(bad());
@@ -44,6 +59,7 @@ impl Route {
             "pool" => Ok(Route::Pool(rest.to_string())),
             "group" => Ok(Route::Group(rest.to_string())),
             "model" => Ok(Route::Model(rest.to_string())),
+            "wrapper" => Ok(Route::Wrapper(rest.to_string())),
             "direct" => {
                 if rest.split_once(':').is_some_and(|(p, m)| !p.is_empty() && !m.is_empty()) {
                     Ok(Route::Model(rest.to_string()))
@@ -77,6 +93,8 @@ pub struct Engine {
     direct_stats: PoolStats,
     store: Arc<dyn StateStore>,
     http: HttpPool,
+    /// The router's event bus (shared by every engine of one router).
+    pub events: Arc<EventBus>,
 }
 
 const ECHELON_QUEUE: u32 = 1000;
@@ -96,7 +114,19 @@ struct Builder<'a> {
     cfg: &'a Config,
     store: &'a Arc<dyn StateStore>,
     http: &'a HttpPool,
+    events: &'a Arc<EventBus>,
     live: HashSet<String>,
+}
+
+/// Why an instance's health changed, from the transition alone.
+fn transition_reason(t: Transition) -> &'static str {
+    match (t.from, t.to) {
+        (_, InstanceStatus::Failed) => "authentication failure",
+        (_, InstanceStatus::Unhealthy) => "consecutive failures reached the threshold",
+        (_, InstanceStatus::Degraded) => "failure",
+        (_, InstanceStatus::Recovering) => "recovery time elapsed or health probe succeeded",
+        (_, InstanceStatus::Healthy) => "success",
+    }
 }
 
 impl Builder<'_> {
@@ -168,8 +198,13 @@ impl Builder<'_> {
             id,
         };
         let inst = Arc::new(Instance::new(parts));
-        inst.set_transition_sink(Box::new(|inst, t| {
+        let bus = self.events.clone();
+        inst.set_event_bus(bus.clone());
+        inst.set_transition_sink(Box::new(move |inst, t| {
             log::info!("instance {} is now {} (was {})", inst.id, t.to.as_str(), t.from.as_str());
+            if bus.active() {
+                bus.publish(EventKind::InstanceState { instance: inst.id.clone(), from: t.from, to: t.to, reason: transition_reason(t).to_string() });
+            }
         }));
         inst
     }
@@ -178,7 +213,12 @@ impl Builder<'_> {
 impl Engine {
     /// Build everything for `cfg`, reusing state from `store` for instances that still exist.
     pub fn build(cfg: Config, store: Arc<dyn StateStore>, http: HttpPool) -> Engine {
-        let mut b = Builder { cfg: &cfg, store: &store, http: &http, live: HashSet::new() };
+        Self::build_with_events(cfg, store, http, Arc::new(EventBus::new()))
+    }
+
+    /// [`Engine::build`] publishing its events on `events`.
+    pub fn build_with_events(cfg: Config, store: Arc<dyn StateStore>, http: HttpPool, events: Arc<EventBus>) -> Engine {
+        let mut b = Builder { cfg: &cfg, store: &store, http: &http, events: &events, live: HashSet::new() };
         // The health settings of an instance come from the first pool that uses its group.
         let mut health_of: HashMap<&str, HealthCheckConfig> = HashMap::new();
         for p in b.cfg.pools.values() {
@@ -211,6 +251,7 @@ impl Engine {
                     members.push(inst);
                 }
                 let selector = Arc::new(Selector::new(format!("{}.{}", g.name, e.name), members, RotationStrategy::RoundRobin, ECHELON_QUEUE));
+                selector.set_event_bus(events.clone());
                 echelons.push(Arc::new(Echelon { group: g.name.clone(), config: e.clone(), selector, unresolved }));
             }
             groups.insert(g.name.clone(), Arc::new(Group::new(g.clone(), echelons)));
@@ -230,6 +271,7 @@ impl Engine {
                 }
             }
             let selector = Arc::new(Selector::new(p.name.clone(), members, p.rotation_strategy, p.queue_size));
+            selector.set_event_bus(events.clone());
             let rate = p.rate_limit.map(|r| store.rate(&b.key(format!("pool:{}:rate", p.name)), RateSpec::from(r)));
             pools.insert(p.name.clone(), Arc::new(Pool::new(p.clone(), selector, rate)));
         }
@@ -263,6 +305,7 @@ impl Engine {
             direct_stats: PoolStats::default(),
             store,
             http,
+            events,
         }
     }
 
@@ -367,15 +410,40 @@ impl Engine {
             source: None,
         };
         let id = format!("direct.{reference}");
-        let mut b = Builder { cfg: &self.config, store: &self.store, http: &self.http, live: HashSet::new() };
+        let mut b = Builder { cfg: &self.config, store: &self.store, http: &self.http, events: &self.events, live: HashSet::new() };
         let inst = b.instance(id.clone(), &group, None, model, &HealthCheckConfig::default());
         let sel = Arc::new(Selector::new(id, vec![inst.clone()], RotationStrategy::RoundRobin, ECHELON_QUEUE));
+        sel.set_event_bus(self.events.clone());
         inst.set_domains(vec![sel.notifier()]);
         Ok(self.direct.lock().entry(reference.to_string()).or_insert(sel).clone())
     }
 
+    /// The route, request and options a wrapper call resolves to: the wrapper's target, with
+    /// its parameters under the caller's and its timeout / fallback groups / attempts where
+    /// the caller gave none.
+    pub fn resolve_wrapper(&self, name: &str, req: &ChatRequest, opts: &CallOptions) -> Result<(Route, ChatRequest, CallOptions), Error> {
+        let w = self.config.wrappers.get(name).ok_or_else(|| self.unknown("wrapper", name, self.config.wrappers.keys()))?;
+        let route = match w.kind {
+            crate::config::WrapperKind::PollingPool => Route::Pool(w.target.clone()),
+            crate::config::WrapperKind::TaskGroup => Route::Group(w.target.clone()),
+            crate::config::WrapperKind::Direct => Route::Model(w.target.clone()),
+        };
+        let req = ChatRequest { messages: req.messages.clone(), params: req.params.clone().or(&w.parameters) };
+        let opts = CallOptions {
+            timeout: opts.timeout.or(w.timeout),
+            fallback_groups: opts.fallback_groups.clone().or_else(|| w.fallback_groups.clone()),
+            max_instance_attempts: opts.max_instance_attempts.or(w.max_instance_attempts),
+        };
+        Ok((route, req, opts))
+    }
+
     /// Route one request.
     pub async fn run(&self, route: &Route, req: &ChatRequest, opts: &CallOptions, stream: bool) -> Result<Walked, Error> {
+        if let Route::Wrapper(name) = route {
+            let (target, req, opts) = self.resolve_wrapper(name, req, opts)?;
+            // A wrapper's target is never itself a wrapper, so this recurses once.
+            return Box::pin(self.run(&target, &req, &opts, stream)).await;
+        }
         let start = Instant::now();
         let timeout = opts.timeout.or(self.config.global.request_timeout);
         match route {
@@ -413,6 +481,7 @@ impl Engine {
                 }
                 res
             }
+            Route::Wrapper(_) => Err(Error::routing("internal: unresolved wrapper route")),
         }
     }
 
@@ -466,10 +535,12 @@ pub struct EchelonStatus {
 /// The router: an atomically swappable [`Engine`] plus the state store and connection pools
 /// that outlive reloads.
 pub struct Router {
-    engine: ArcSwap<Engine>,
+    engine: Arc<ArcSwap<Engine>>,
     store: Arc<dyn StateStore>,
     http: HttpPool,
     rt: tokio::runtime::Handle,
+    events: Arc<EventBus>,
+    alerts_stop: tokio_util::sync::CancellationToken,
 }
 
 impl Router {
@@ -481,9 +552,18 @@ impl Router {
     /// Like [`Router::new`] with a given state store.
     pub fn with_store(cfg: Config, store: Arc<dyn StateStore>, rt: tokio::runtime::Handle) -> Router {
         let http = HttpPool::new();
-        let engine = Engine::build(cfg, store.clone(), http.clone());
+        let events = Arc::new(EventBus::new());
+        let engine = Engine::build_with_events(cfg, store.clone(), http.clone(), events.clone());
         engine.start(&rt);
-        Router { engine: ArcSwap::from_pointee(engine), store, http, rt }
+        let engine = Arc::new(ArcSwap::from_pointee(engine));
+        let alerts_stop = tokio_util::sync::CancellationToken::new();
+        crate::alerts::spawn(&rt, Arc::downgrade(&engine), events.clone(), alerts_stop.clone());
+        Router { engine, store, http, rt, events, alerts_stop }
+    }
+
+    /// The event bus: subscribe to engine events and alerts.
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
     }
 
     /// The current engine. Hold the `Arc` for the duration of a request: a reload does not
@@ -495,15 +575,18 @@ impl Router {
     /// Swap in a new configuration. In-flight requests finish on the old engine; instances that
     /// still exist keep their breakers, limits, health and latency statistics.
     pub fn reload(&self, cfg: Config) {
-        let engine = Engine::build(cfg, self.store.clone(), self.http.clone());
+        let engine = Engine::build_with_events(cfg, self.store.clone(), self.http.clone(), self.events.clone());
         engine.start(&self.rt);
+        let (pools, groups, wrappers) = (engine.pools.len(), engine.groups.len(), engine.config.wrappers.len());
         let old = self.engine.swap(Arc::new(engine));
         old.close();
         log::info!("configuration reloaded");
+        self.events.publish(EventKind::ConfigReloaded { pools, groups, wrappers });
     }
 
     /// Stop background work.
     pub fn close(&self) {
+        self.alerts_stop.cancel();
         self.engine.load().close();
     }
 
@@ -514,7 +597,16 @@ impl Router {
             Some(r) => r.clone(),
             None => engine.default_route()?,
         };
-        engine.run(&route, req, opts, stream).await
+        let res = engine.run(&route, req, opts, stream).await;
+        if let Err(e) = &res {
+            self.events.emit(log::Level::Info, || EventKind::RequestFailed {
+                route: route.to_string(),
+                error: e.kind,
+                message: e.message.clone(),
+                attempts: e.attempts.len(),
+            });
+        }
+        res
     }
 
     /// Status of every pool and group.

@@ -4,7 +4,7 @@
 //! Used by pools (over the pool's instances) and by task-group echelons (over the echelon's).
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::config::RotationStrategy;
 use crate::error::{Error, ErrorKind};
+use crate::events::{EventBus, QueueWatch};
 use crate::instance::{Block, Instance, Lease};
 use crate::schedule::Scheduler;
 
@@ -50,6 +51,9 @@ pub struct Selector {
     notify: Arc<Notify>,
     waiting: AtomicU32,
     queue_size: u32,
+    /// The router's event bus and the 50%/90%/drained watcher of the wait queue.
+    events: OnceLock<Arc<EventBus>>,
+    queue_watch: QueueWatch,
 }
 
 enum Outcome {
@@ -71,7 +75,18 @@ impl Selector {
             notify: Arc::new(Notify::new()),
             waiting: AtomicU32::new(0),
             queue_size,
+            events: OnceLock::new(),
+            queue_watch: QueueWatch::default(),
         }
+    }
+
+    /// Register the router's event bus (queue threshold events). Called once while building.
+    pub fn set_event_bus(&self, bus: Arc<EventBus>) {
+        let _ = self.events.set(bus);
+    }
+
+    fn queue_changed(&self, len: u32) {
+        self.queue_watch.update(self.events.get().map(|b| b.as_ref()), &self.name, len, self.queue_size);
     }
 
     /// The queue this selector waits on; instances notify it when a slot frees.
@@ -167,7 +182,8 @@ impl Selector {
                                 format!("{}: every instance is saturated and the queue is full ({} waiting)", self.name, self.queue_size),
                             ));
                         }
-                        self.waiting.fetch_add(1, Ordering::Relaxed);
+                        let len = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+                        self.queue_changed(len);
                         queued = true;
                     }
                     let wake_at = match (until, deadline) {
@@ -190,7 +206,8 @@ impl Selector {
             }
         };
         if queued {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            let len = self.waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+            self.queue_changed(len);
         }
         result
     }

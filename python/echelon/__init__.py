@@ -31,7 +31,8 @@ from .errors import (
     Timeout,
 )
 
-from .router import PollingPool, Router, Stream, TaskGroup
+from .events import EventStream, Subscription
+from .router import PollingPool, Router, Stream, TaskGroup, Wrapper
 
 __version__: str = _core.__version__
 
@@ -41,6 +42,9 @@ __all__ = [
     "PollingPool",
     "TaskGroup",
     "Stream",
+    "Wrapper",
+    "EventStream",
+    "Subscription",
     "Response",
     "StreamChunk",
     "Usage",

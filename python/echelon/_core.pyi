@@ -219,3 +219,30 @@ class Completer:
     def pending_count(self) -> int: ...
     def drain(self) -> None: ...
     def cancel(self, id: int) -> None: ...
+# -- events and wrappers (src/py/events.rs) ------------------------------------------------
+
+class EventStream:
+    """Low-level event subscription; use :meth:`echelon.Router.events` / :meth:`echelon.Router.on`."""
+
+    def next_batch(self, max: int = 256) -> "asyncio.Future[List[Dict[str, Any]]]":
+        """Wait for at least one event, then up to ``max`` event dicts; empty once closed."""
+    @property
+    def dropped(self) -> int:
+        """Events this subscription lost because its buffer was full."""
+    def close(self) -> None:
+        """Unsubscribe (idempotent)."""
+
+def events_subscribe(router: Router, capacity: int = 1024) -> EventStream:
+    """Subscribe to ``router``'s events with a buffer of ``capacity`` events."""
+
+def events_status(router: Router) -> Dict[str, int]:
+    """``{"subscribers": n, "dropped": n}`` of ``router``'s event bus."""
+
+def wrapper_config(router: Router, name: str) -> Dict[str, Any]:
+    """The resolved definition of wrapper ``name``; raises ``RoutingError`` if unknown."""
+
+def wrapper_names(router: Router) -> List[str]:
+    """Names of ``router``'s wrappers."""
+
+def refresh_log_levels() -> None:
+    """Forget the cached Python logger levels (after changing them at runtime)."""

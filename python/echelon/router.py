@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from typing import Any, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import _core
 from ._core import Response, StreamChunk
+from .events import Callback, Dispatcher, EventStream, Subscription
 
 Messages = Union[str, Sequence[Any]]
 
-__all__ = ["Router", "PollingPool", "TaskGroup", "Stream"]
+__all__ = ["Router", "PollingPool", "TaskGroup", "Stream", "Wrapper"]
 
 _COMPLETERS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _core.Completer]" = weakref.WeakKeyDictionary()
 _last_loop: Optional[asyncio.AbstractEventLoop] = None
@@ -88,6 +89,7 @@ class Router:
     def __init__(self, core: "_core.Router") -> None:
         self._core = core
         self._closed = False
+        self._dispatcher = Dispatcher(core)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -125,6 +127,7 @@ class Router:
         """Stop background work (health checks). Idempotent."""
         if not self._closed:
             self._closed = True
+            self._dispatcher.close()
             self._core.close()
 
     # -- calls --------------------------------------------------------------------------
@@ -140,19 +143,25 @@ class Router:
         fallback_groups: Optional[Sequence[str]] = None,
         timeout: Optional[float] = None,
         max_instance_attempts: Optional[int] = None,
+        wrapper: Optional[str] = None,
         **params: Any,
     ) -> Response:
         """Send one chat request and return the :class:`Response`.
 
-        Routing, by precedence: ``route`` (``"pool:<name>"``, ``"group:<ref>"``,
-        ``"direct:<provider>:<model>"``), then ``pool``, ``group``, ``model``, then
-        ``metadata`` (a route string or ``{"pool": …}`` / ``{"group": …}`` /
-        ``{"provider": …, "model": …}``), then the configured default route.
+        Routing, by precedence: ``wrapper`` (a named wrapper from ``wrappers/<name>.toml``:
+        its target with its default parameters, timeout, fallback groups and attempts; your
+        own values win), then ``route`` (``"pool:<name>"``, ``"group:<ref>"``,
+        ``"direct:<provider>:<model>"``, ``"wrapper:<name>"``), then ``pool``, ``group``,
+        ``model``, then ``metadata`` (a route string or ``{"wrapper": …}`` /
+        ``{"pool": …}`` / ``{"group": …}`` / ``{"provider": …, "model": …}``), then the
+        configured default route.
         ``timeout`` is the deadline of the whole call in seconds (all attempts and queueing).
         Other keyword arguments are generation parameters (``temperature``, ``max_tokens``,
         ``top_p``, ``stop``, ``tools``, ``tool_choice``, ``response_format``, or
         provider-specific keys passed through).
         """
+        if wrapper is not None:
+            route = f"wrapper:{wrapper}"
         completer = _completer()
         fut, rid = self._core.submit_chat(
             completer,
@@ -185,6 +194,7 @@ class Router:
         fallback_groups: Optional[Sequence[str]] = None,
         timeout: Optional[float] = None,
         max_instance_attempts: Optional[int] = None,
+        wrapper: Optional[str] = None,
         **params: Any,
     ) -> Stream:
         """Stream one chat request: ``async for chunk in router.stream(...)``.
@@ -193,6 +203,8 @@ class Router:
         raises :class:`echelon.StreamInterrupted` with the partial text (never a silent
         success). Same routing arguments as :meth:`chat`.
         """
+        if wrapper is not None:
+            route = f"wrapper:{wrapper}"
         return Stream(
             self._core.stream(
                 messages,
@@ -247,6 +259,40 @@ class Router:
             raise RoutingError(f"unknown group '{group_name}'; known: {', '.join(self._core.group_names())}")
         return TaskGroup(self, name)
 
+    def wrapper(self, name: str) -> "Wrapper":
+        """The named wrapper ``name`` (``wrappers/<name>.toml``); raises
+        :class:`echelon.RoutingError` with a did-you-mean hint if unknown."""
+        config = _core.wrapper_config(self._core, name)
+        return Wrapper(self, name, config)
+
+    @property
+    def wrappers(self) -> List[str]:
+        """Names of the configured wrappers."""
+        return list(_core.wrapper_names(self._core))
+
+    # -- events -------------------------------------------------------------------------
+    def on(self, event_type: str, callback: Callback) -> Subscription:
+        """Call ``callback(event)`` for every event of ``event_type`` (``"*"`` for all; see
+        :mod:`echelon.events` for the types and their fields). ``callback`` may be a plain
+        function or a coroutine function. Returns a handle: ``handle.unsubscribe()``.
+
+        Must be called while an event loop runs: one background task per router receives
+        events from the engine in batches and calls the callbacks in order. A slow callback
+        never slows requests; events that do not fit the buffer are counted
+        (:meth:`events_dropped`) and announced by an ``events_dropped`` event.
+        """
+        return self._dispatcher.add(event_type, callback)
+
+    def events(self, types: Optional[Collection[str]] = None, *, buffer: int = 1024) -> EventStream:
+        """Subscribe to events as an async iterator (``async for ev in router.events():``),
+        optionally only ``types``. ``buffer`` is how many events may wait unread before new
+        ones are dropped (and counted). Close it with ``aclose()`` or ``async with``."""
+        return EventStream(self._core, types, buffer)
+
+    def events_dropped(self) -> int:
+        """Events lost to full subscriber buffers, over all subscribers of this router."""
+        return int(_core.events_status(self._core)["dropped"])
+
     @property
     def pools(self) -> List[str]:
         """Names of the configured pools."""
@@ -259,8 +305,11 @@ class Router:
 
     def status(self) -> Dict[str, Any]:
         """Status of every pool and group: instance states, in-flight, queues, breakers,
-        latency, limits left. Never contains secrets."""
-        return self._core.status()
+        latency, limits left, and ``events`` (``subscribers``, ``dropped``). Never contains
+        secrets."""
+        st = self._core.status()
+        st["events"] = _core.events_status(self._core)
+        return st
 
     def stats(self) -> Dict[str, Any]:
         """Request counters per pool and per group."""
@@ -350,3 +399,27 @@ class TaskGroup:
 
     def __repr__(self) -> str:
         return f"TaskGroup({self.reference!r})"
+
+
+class Wrapper:
+    """A named wrapper (``wrappers/<name>.toml``): a pool, group reference or model with call
+    defaults. ``chat``/``stream`` take the same arguments as :meth:`Router.chat`; values you
+    pass win over the wrapper's defaults."""
+
+    def __init__(self, router: Router, name: str, config: Dict[str, Any]) -> None:
+        self._router = router
+        self.name = name
+        self.config: Dict[str, Any] = config
+        """The resolved definition: ``kind``, ``target``, ``parameters``, ``timeout``,
+        ``fallback_groups``, ``max_instance_attempts``, ``description``, ``source``."""
+
+    async def chat(self, messages: Messages, **kwargs: Any) -> Response:
+        """:meth:`Router.chat` through this wrapper."""
+        return await self._router.chat(messages, wrapper=self.name, **kwargs)
+
+    def stream(self, messages: Messages, **kwargs: Any) -> Stream:
+        """:meth:`Router.stream` through this wrapper."""
+        return self._router.stream(messages, wrapper=self.name, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Wrapper({self.name!r} -> {self.config.get('kind')}:{self.config.get('target')})"

@@ -203,6 +203,38 @@ pub fn render_check(cfg: &Config) -> String {
         let _ = writeln!(out, "  {}", model_line(&m.name, Some(m)));
     }
 
+    if !cfg.wrappers.is_empty() {
+        let _ = writeln!(out, "\nWrappers:");
+        for w in cfg.wrappers.values() {
+            let mut extra = String::new();
+            if let Some(t) = w.timeout {
+                let _ = write!(extra, "  timeout={}", secs(t));
+            }
+            if let Some(n) = w.max_instance_attempts {
+                let _ = write!(extra, "  attempts={n}");
+            }
+            if let Some(fb) = &w.fallback_groups {
+                let _ = write!(extra, "  fallback_groups={}", fb.join(", "));
+            }
+            let p = &w.parameters;
+            let mut params: Vec<String> = Vec::new();
+            if let Some(t) = p.temperature {
+                params.push(format!("temperature={t}"));
+            }
+            if let Some(m) = p.max_tokens {
+                params.push(format!("max_tokens={m}"));
+            }
+            if let Some(t) = p.top_p {
+                params.push(format!("top_p={t}"));
+            }
+            params.extend(p.extra.keys().map(|k| format!("{k}=…")));
+            if !params.is_empty() {
+                let _ = write!(extra, "  parameters: {}", params.join(" "));
+            }
+            let _ = writeln!(out, "  {} -> {} {}{extra}", w.name, w.kind.as_str(), w.target);
+        }
+    }
+
     let g = &cfg.global;
     let _ = writeln!(
         out,
@@ -216,6 +248,19 @@ pub fn render_check(cfg: &Config) -> String {
         opt_secs(g.request_timeout),
         rate(&g.rate_limit)
     );
+
+    if !g.alerts.is_empty() {
+        let _ = writeln!(out, "\nAlerts (every {}):", secs(g.alert_interval));
+        for a in &g.alerts {
+            let cond = match a.kind {
+                super::model::AlertKind::BreakerOpen => format!("open longer than {}s", a.threshold),
+                super::model::AlertKind::P99Latency => format!("p99 > {}s over {}", a.threshold, secs(a.window)),
+                super::model::AlertKind::ErrorRatio => format!("error ratio > {} over {} (min {} requests)", a.threshold, secs(a.window), a.min_requests),
+                super::model::AlertKind::Capacity => format!("fill > {}", a.threshold),
+            };
+            let _ = writeln!(out, "  {}  {} on {}: {cond}", a.name, a.kind.as_str(), a.scope.as_deref().unwrap_or("all instances"));
+        }
+    }
 
     let warnings = collect_warnings(cfg);
     if !warnings.is_empty() {

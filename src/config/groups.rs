@@ -527,6 +527,7 @@ pub(crate) fn read_global(kind: GlobalKind, doc: &Doc, g: &mut GlobalConfig, sin
                 if let Some(cc) = t.table("concurrency_control") {
                     read_concurrency(cc);
                 }
+                super::wrappers::read_alerts(&mut t, g);
             }
             t.done();
         }

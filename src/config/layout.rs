@@ -48,6 +48,8 @@ pub(crate) struct RawTree {
     pub models: Vec<Doc>,
     pub groups: Vec<Doc>,
     pub pools: Vec<Doc>,
+    /// Named wrappers (`wrappers/<name>.toml`, dict key `wrappers`).
+    pub wrappers: Vec<Doc>,
     pub globals: Vec<(GlobalKind, Doc)>,
     pub root: Option<PathBuf>,
 }
@@ -384,6 +386,16 @@ pub(crate) fn read_dir_tree(root: &Path, env: EnvLookup<'_>, sink: &Sink, warn: 
             }
         }
     }
+    for f in config_files(&llms.join("wrappers")) {
+        if let Some(v) = fl.load(&f) {
+            let name = name_of(&v, &f);
+            tree.wrappers.push(Doc {
+                loc: Loc::new(Some(f), ""),
+                name,
+                value: v,
+            });
+        }
+    }
     // Generation-2 combined files: `[task_groups.<name>]` / `[pools.<name>]`.
     for (file, key, is_group) in [
         ("task_groups", "task_groups", true),
@@ -714,6 +726,15 @@ pub(crate) fn read_json_tree(
                     }
                 }
             }
+        }
+    }
+    if let Some(wt) = t.table("wrappers") {
+        for (name, wv) in wt.map() {
+            tree.wrappers.push(Doc {
+                loc: wt.loc.child(name),
+                name: name.clone(),
+                value: wv.clone(),
+            });
         }
     }
     for (key, kind) in [

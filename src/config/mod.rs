@@ -24,6 +24,7 @@ mod providers;
 mod reader;
 mod source;
 mod validate;
+mod wrappers;
 
 #[cfg(test)]
 mod tests;
@@ -123,6 +124,16 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
         pool_locs.insert(p.name.clone(), doc.loc.clone());
         cfg.pools.insert(p.name.clone(), p);
     }
+    let mut wrapper_locs: HashMap<String, reader::Loc> = HashMap::new();
+    for doc in &tree.wrappers {
+        let Some(w) = wrappers::read_wrapper(doc, &sink) else { continue };
+        if let Some(prev) = wrapper_locs.get(&w.name) {
+            sink.push(doc.loc.file.as_deref(), &doc.loc.key("name"), Some(format!("\"{}\"", w.name)), format!("duplicate wrapper `{}` (also defined in {})", w.name, origin(prev)));
+            continue;
+        }
+        wrapper_locs.insert(w.name.clone(), doc.loc.clone());
+        cfg.wrappers.insert(w.name.clone(), w);
+    }
     let mut global_loc = None;
     for (kind, doc) in &tree.globals {
         groups::read_global(*kind, doc, &mut cfg.global, &sink);
@@ -132,6 +143,7 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
     }
 
     validate::check_references(&cfg, &group_srcs, &pool_locs, global_loc.as_ref(), &sink);
+    wrappers::check(&cfg, &wrapper_locs, global_loc.as_ref(), &sink);
 
     if !sink.is_empty() {
         let mut issues = sink.take();

@@ -434,6 +434,11 @@ pub struct GlobalConfig {
     #[serde(serialize_with = "ser_opt_secs")]
     pub request_timeout: Option<Duration>,
     pub rate_limit: Option<RateLimitConfig>,
+    /// `[[alerts]]`: rules evaluated periodically over instance and pool snapshots.
+    pub alerts: Vec<AlertRule>,
+    /// How often alert rules are evaluated (`alert_interval`, default 0.2 s).
+    #[serde(serialize_with = "ser_secs")]
+    pub alert_interval: Duration,
 }
 
 impl Default for GlobalConfig {
@@ -446,8 +451,108 @@ impl Default for GlobalConfig {
             default_route: None,
             request_timeout: None,
             rate_limit: None,
+            alerts: Vec::new(),
+            alert_interval: Duration::from_millis(200),
         }
     }
+}
+
+/// What an alert rule measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Failed / total requests over `window` (needs `min_requests` in the window).
+    ErrorRatio,
+    /// 99th percentile latency (seconds) of successful calls in `window`.
+    P99Latency,
+    /// In-flight / concurrency limit, or queue length / queue size, whichever is fuller.
+    Capacity,
+    /// Seconds the longest-open breaker in scope has been open (fires after `for`).
+    BreakerOpen,
+}
+
+impl AlertKind {
+    /// The config spellings.
+    pub const NAMES: [&'static str; 4] = ["error_ratio", "p99_latency", "capacity", "breaker_open"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "error_ratio" => Some(Self::ErrorRatio),
+            "p99_latency" => Some(Self::P99Latency),
+            "capacity" => Some(Self::Capacity),
+            "breaker_open" => Some(Self::BreakerOpen),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// One `[[alerts]]` rule of `global.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlertRule {
+    /// Rule name used in alert events (default `"<kind>:<scope>"`).
+    pub name: String,
+    pub kind: AlertKind,
+    /// A pool, group or instance name (`pool:`/`group:`/`instance:` prefixes disambiguate);
+    /// `None` = every instance of the router.
+    pub scope: Option<String>,
+    /// error_ratio and capacity: a fraction in (0, 1]; p99_latency: seconds; breaker_open: the
+    /// `for` duration in seconds.
+    pub threshold: f64,
+    #[serde(serialize_with = "ser_secs")]
+    pub window: Duration,
+    pub min_requests: u32,
+    /// Where the rule was defined (`alerts[2]`), for error messages.
+    pub key: String,
+}
+
+/// What a named wrapper routes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WrapperKind {
+    /// `target` is a pool name.
+    PollingPool,
+    /// `target` is a group reference (`group` or `group.echelon`).
+    TaskGroup,
+    /// `target` is a model reference (logical name or `provider:model`).
+    Direct,
+}
+
+impl WrapperKind {
+    /// The config spellings.
+    pub const NAMES: [&'static str; 3] = ["polling_pool", "task_group", "direct"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "polling_pool" => Some(Self::PollingPool),
+            "task_group" => Some(Self::TaskGroup),
+            "direct" => Some(Self::Direct),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// A named wrapper (`configs/llms/wrappers/<name>.toml` or the dict key `wrappers`): a target
+/// plus call defaults. Values given by the caller win over these.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WrapperConfig {
+    pub name: String,
+    pub description: String,
+    pub kind: WrapperKind,
+    pub target: String,
+    /// Generation parameters merged under the caller's.
+    pub parameters: Params,
+    /// Deadline of a whole call.
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub timeout: Option<Duration>,
+    pub fallback_groups: Option<Vec<String>>,
+    pub max_instance_attempts: Option<u32>,
+    pub source: Option<PathBuf>,
 }
 
 /// A provider's defaults (`provider/<name>/common.toml`), used to resolve `provider:model` refs.
@@ -466,6 +571,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub groups: BTreeMap<String, GroupConfig>,
     pub pools: BTreeMap<String, PoolConfig>,
+    /// Named wrappers (`wrappers/<name>.toml`).
+    pub wrappers: BTreeMap<String, WrapperConfig>,
     pub global: GlobalConfig,
     /// The directory the config was loaded from, if any.
     pub root: Option<PathBuf>,

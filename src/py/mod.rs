@@ -9,6 +9,7 @@ use crate::runtime;
 pub mod completer;
 pub mod config;
 pub mod convert;
+pub mod events;
 pub mod router;
 pub mod types;
 
@@ -16,7 +17,9 @@ pub mod types;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Route the core's `log` records into Python's `logging` ("echelon" logger hierarchy).
-    let _ = pyo3_log::try_init();
+    if let Ok(handle) = pyo3_log::try_init() {
+        let _ = events::LOG_RESET.set(handle);
+    }
     // One runtime for everything; pyo3-async-runtimes hands futures to it.
     let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime::get());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -28,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::PyAttempt>()?;
     m.add_class::<types::PyChunk>()?;
     config::register(m)?;
+    events::register(m)?;
     m.add_class::<mock::MockServer>()?;
     Ok(())
 }

@@ -21,7 +21,9 @@ use crate::runtime;
 use crate::types::ChatRequest;
 
 /// The route named by the arguments, by precedence: an explicit `route` string, then
-/// `pool`, `group`, `model`, then the same keys (or a route string) in `metadata`.
+/// `pool`, `group`, `model`, then the same keys (or a route string) in `metadata`, where
+/// `wrapper`/`wrapperName` take precedence over the others. (`wrapper=` of the Python API
+/// arrives here as the route string `wrapper:<name>`.)
 pub fn route_from(
     route: Option<&str>,
     pool: Option<String>,
@@ -47,7 +49,9 @@ pub fn route_from(
                     _ => Ok(None),
                 }
             };
-            if let Some(s) = get("route")? {
+            if let Some(w) = get("wrapper")?.or(get("wrapperName")?) {
+                Some(Ok(Route::Wrapper(w)))
+            } else if let Some(s) = get("route")? {
                 Some(Route::parse(&s))
             } else if let Some(p) = get("pool")?.or(get("poolName")?) {
                 Some(Ok(Route::Pool(p)))
@@ -230,6 +234,8 @@ impl PyRouter {
                 };
                 let messages = take("messages")?.ok_or_else(|| pyo3::exceptions::PyValueError::new_err("batch request has no 'messages'"))?;
                 let route_s: Option<String> = take("route")?.map(|v| v.extract()).transpose()?;
+                let wrapper: Option<String> = take("wrapper")?.map(|v| v.extract()).transpose()?;
+                let route_s = wrapper.map(|w| format!("wrapper:{w}")).or(route_s);
                 let pool: Option<String> = take("pool")?.map(|v| v.extract()).transpose()?;
                 let group: Option<String> = take("group")?.map(|v| v.extract()).transpose()?;
                 let model: Option<String> = take("model")?.map(|v| v.extract()).transpose()?;

@@ -10,6 +10,7 @@ from .exceptions import (
     WrapperExecutionError,
     WrapperFactoryError,
 )
+from .direct_wrapper import DirectWrapper
 from .polling_pool_wrapper import PollingPoolWrapper
 from .task_group_wrapper import TaskGroupWrapper
 from .wrapper_factory import LLMWrapperFactory
@@ -18,6 +19,7 @@ __all__ = [
     "BaseLLMWrapper",
     "PollingPoolWrapper",
     "TaskGroupWrapper",
+    "DirectWrapper",
     "LLMWrapperFactory",
     "LLMWrapperError",
     "WrapperError",

@@ -45,7 +45,8 @@ class PollingPoolWrapper(BaseLLMWrapper):
 
     def _get_pool(self) -> Any:
         if self._pool is None and self.polling_pool_manager is not None:
-            self._pool = self.polling_pool_manager.get_pool(self.name)
+            # `target` (the named-wrapper form) names the pool; the original used the wrapper name.
+            self._pool = self.polling_pool_manager.get_pool(self.config.get("target") or self.name)
         return self._pool
 
     async def generate_async(self, messages: List[Any], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> LLMResponse:

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Type
 
 from ..exceptions import WrapperFactoryError
 from .base_wrapper import BaseLLMWrapper, run_sync
+from .direct_wrapper import DirectWrapper
 from .polling_pool_wrapper import PollingPoolWrapper
 from .task_group_wrapper import TaskGroupWrapper
 
@@ -24,7 +25,7 @@ class LLMWrapperFactory:
         self.polling_pool_manager = polling_pool_manager
         self.fallback_manager = fallback_manager
         self._wrappers: Dict[str, BaseLLMWrapper] = {}
-        self._wrapper_types: Dict[str, Type[BaseLLMWrapper]] = {"task_group": TaskGroupWrapper, "polling_pool": PollingPoolWrapper}
+        self._wrapper_types: Dict[str, Type[BaseLLMWrapper]] = {"task_group": TaskGroupWrapper, "polling_pool": PollingPoolWrapper, "direct": DirectWrapper}
 
     def create_task_group_wrapper(self, name: str, config: Optional[Dict[str, Any]] = None) -> TaskGroupWrapper:
         try:
@@ -44,11 +45,26 @@ class LLMWrapperFactory:
         self._wrappers[name] = w
         return w
 
+    def create_direct_wrapper(self, name: str, config: Optional[Dict[str, Any]] = None) -> DirectWrapper:
+        """A wrapper over one model reference (``config["target"]``, else the name)."""
+        try:
+            w = DirectWrapper(name=name, task_group_manager=self.task_group_manager, config=config)
+        except Exception as e:
+            raise WrapperFactoryError(f"创建直连包装器失败 {name}: {e}") from e
+        self._wrappers[name] = w
+        return w
+
     def create_wrapper_from_config(self, name: str, wrapper_type: str, config: Optional[Dict[str, Any]] = None) -> BaseLLMWrapper:
+        """Create a wrapper of ``wrapper_type``: ``task_group`` / ``polling_pool`` / ``direct``
+        (``config["target"]`` names the group reference, pool or model, as in the router's
+        ``wrappers/<name>.toml``; without it the wrapper name is the target), or a registered
+        type."""
         if wrapper_type == "task_group":
             return self.create_task_group_wrapper(name, config)
         if wrapper_type == "polling_pool":
             return self.create_polling_pool_wrapper(name, config)
+        if wrapper_type == "direct":
+            return self.create_direct_wrapper(name, config)
         cls = self._wrapper_types.get(wrapper_type)
         if cls is None:
             raise WrapperFactoryError(f"不支持的包装器类型: {wrapper_type}")
@@ -60,6 +76,9 @@ class LLMWrapperFactory:
         return w
 
     def create_wrappers_from_config(self, wrappers_config: Dict[str, Dict[str, Any]]) -> Dict[str, BaseLLMWrapper]:
+        """Create every ``{name: {"type": …, "target": …, …}}`` entry (the same definitions as
+        the router's named wrappers). Entries without a type, or that fail, are skipped (the
+        original's contract)."""
         out: Dict[str, BaseLLMWrapper] = {}
         for name, cfg in (wrappers_config or {}).items():
             t = (cfg or {}).get("type")
