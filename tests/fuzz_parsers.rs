@@ -242,7 +242,7 @@ proptest! {
 
     #[test]
     fn sse_parser_is_total_and_split_invariant(bytes in prop_oneof![sse_like(), prop::collection::vec(any::<u8>(), 0..512)], cuts in prop::collection::vec(any::<usize>(), 0..16)) {
-        let whole = parse_all(&[bytes.clone()]);
+        let whole = parse_all(std::slice::from_ref(&bytes));
         let pieces = parse_all(&split(&bytes, &cuts));
         // Same events whichever way the bytes arrive (an error may come at a different event).
         if let (Ok(a), Ok(b)) = (&whole, &pieces) {
