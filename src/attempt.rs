@@ -284,10 +284,19 @@ impl ChatStream {
     }
 }
 
+/// Tool calls one streamed response may assemble. The index comes from the provider: a
+/// fragment claiming a larger one is dropped rather than allocating that many calls.
+const MAX_TOOL_CALLS: u64 = 1024;
+
 /// Fold an OpenAI-shape tool-call delta (`{index, id?, function: {name?, arguments?}}`) into
 /// the calls assembled so far.
 fn merge_tool_call(calls: &mut Vec<ToolCall>, delta: &serde_json::Value) {
-    let index = delta.get("index").and_then(|v| v.as_u64()).unwrap_or(calls.len().saturating_sub(1) as u64) as usize;
+    let index = delta.get("index").and_then(|v| v.as_u64()).unwrap_or(calls.len().saturating_sub(1) as u64);
+    if index >= MAX_TOOL_CALLS {
+        log::warn!("dropped a streamed tool-call fragment with index {index} (more than {MAX_TOOL_CALLS} calls)");
+        return;
+    }
+    let index = index as usize;
     while calls.len() <= index {
         calls.push(ToolCall::default());
     }
@@ -302,5 +311,25 @@ fn merge_tool_call(calls: &mut Vec<ToolCall>, delta: &serde_json::Value) {
         if let Some(a) = f.get("arguments").and_then(|v| v.as_str()) {
             call.arguments.push_str(a);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tool_call_fragments_merge_and_a_huge_index_allocates_nothing() {
+        let mut calls = Vec::new();
+        merge_tool_call(&mut calls, &json!({"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{\"a\""}}));
+        merge_tool_call(&mut calls, &json!({"index": 0, "function": {"arguments": ":1}"}}));
+        merge_tool_call(&mut calls, &json!({"index": 1, "id": "c2", "function": {"name": "g"}}));
+        assert_eq!(calls.len(), 2);
+        assert_eq!((calls[0].id.as_str(), calls[0].name.as_str(), calls[0].arguments.as_str()), ("c1", "f", "{\"a\":1}"));
+        // A provider claiming call number 2^62 must not make us allocate that many.
+        merge_tool_call(&mut calls, &json!({"index": 1u64 << 62, "id": "x"}));
+        merge_tool_call(&mut calls, &json!({"index": u64::MAX}));
+        assert_eq!(calls.len(), 2);
     }
 }

@@ -112,7 +112,7 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
             let outcome = match plan.hedge_after {
                 Some(h) if trace.attempts.is_empty() && tries == 1 => {
                     let hedge_target = plan.targets.get(1).unwrap_or(target);
-                    let (res, winner, loser) = hedged(lease, hedge_target, h, req, deadline, stream, est).await;
+                    let (res, winner, winner_started, loser) = hedged(lease, hedge_target, h, req, deadline, stream, est).await;
                     if let Some(l) = loser {
                         trace.push(&l.target, Some(&l.instance), AttemptRole::Hedge, l.started, Some(&l.error));
                     }
@@ -120,7 +120,7 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                         // The hedge won: report it under its own target.
                         match res {
                             Ok(Success::Chat(mut resp)) => {
-                                trace.push(&hedge_target.label, Some(&winner), AttemptRole::Hedge, t0, None);
+                                trace.push(&hedge_target.label, Some(&winner), AttemptRole::Hedge, winner_started, None);
                                 resp.attempts = trace.attempts;
                                 return Ok(Walked::Chat(resp));
                             }
@@ -163,6 +163,7 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                         }
                     };
                     let mut announced = false;
+                    let kind = error_kind;
                     last_err = Some(e);
                     role = AttemptRole::Retry;
                     match step {
@@ -176,7 +177,22 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                         }
                         Next::OtherInstance => {
                             if !untried(target, &tried) {
-                                break;
+                                // A 429 without Retry-After on the target's last instance: back
+                                // off (full jitter; the selector also waits out the 429
+                                // cooldown) and retry it, budget permitting, then fall back.
+                                // With a Retry-After, fall back at once instead.
+                                if kind != ErrorKind::RateLimited || retry_after.is_some() {
+                                    break;
+                                }
+                                let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                                match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, None, remaining) {
+                                    Some(d) if tries < target.max_tries => {
+                                        retry_event(d);
+                                        announced = true;
+                                        tokio::time::sleep(d).await;
+                                    }
+                                    _ => break,
+                                }
                             }
                         }
                         Next::Retry => {
@@ -240,7 +256,7 @@ struct Loser {
 /// Run `lease`'s attempt; if it has not succeeded after `after`, also start one on `hedge`
 /// (another instance) and keep whichever succeeds first. The loser is dropped, which aborts its
 /// HTTP request and releases its slot as neutral. Returns the outcome, the instance it came
-/// from, and the loser for the trace.
+/// from, when that instance's attempt started, and the loser for the trace.
 #[allow(clippy::too_many_arguments)]
 async fn hedged(
     lease: crate::instance::Lease,
@@ -250,19 +266,20 @@ async fn hedged(
     deadline: Option<Instant>,
     stream: bool,
     est: u64,
-) -> (Result<Success, Error>, Arc<Instance>, Option<Loser>) {
+) -> (Result<Success, Error>, Arc<Instance>, Instant, Option<Loser>) {
     let a_inst = lease.instance().clone();
+    let ta = Instant::now();
     let fut_a = attempt::run(lease, req, deadline, stream);
     tokio::pin!(fut_a);
     tokio::select! {
-        r = &mut fut_a => return (r, a_inst, None),
+        r = &mut fut_a => return (r, a_inst, ta, None),
         _ = tokio::time::sleep(after) => {}
     }
     // Only hedge onto capacity that is free now; never queue for it.
     let avoid = [a_inst.clone()];
     let hedge_lease = match hedge.selector.acquire(est, Some(Instant::now()), Filter::Avoid(&avoid)).await {
         Ok(l) if !Arc::ptr_eq(l.instance(), &a_inst) => l,
-        _ => return (fut_a.await, a_inst, None),
+        _ => return (fut_a.await, a_inst, ta, None),
     };
     let b_inst = hedge_lease.instance().clone();
     let tb = Instant::now();
@@ -276,18 +293,18 @@ async fn hedged(
     };
     tokio::select! {
         ra = &mut fut_a => match ra {
-            Ok(s) => (Ok(s), a_inst, Some(lost(&b_inst, &hedge.label, tb))),
+            Ok(s) => (Ok(s), a_inst, ta, Some(lost(&b_inst, &hedge.label, tb))),
             Err(ea) => {
                 let rb = fut_b.await;
                 match rb {
-                    Ok(s) => (Ok(s), b_inst, Some(Loser { target: a_inst.group.clone() + "." + &a_inst.echelon, instance: a_inst, started: tb, error: ea })),
-                    Err(eb) => (Err(ea), a_inst, Some(Loser { target: hedge.label.clone(), instance: b_inst, started: tb, error: eb })),
+                    Ok(s) => (Ok(s), b_inst, tb, Some(Loser { target: a_inst.group.clone() + "." + &a_inst.echelon, instance: a_inst, started: ta, error: ea })),
+                    Err(eb) => (Err(ea), a_inst, ta, Some(Loser { target: hedge.label.clone(), instance: b_inst, started: tb, error: eb })),
                 }
             }
         },
         rb = &mut fut_b => match rb {
-            Ok(s) => (Ok(s), b_inst, Some(lost(&a_inst, &(a_inst.group.clone() + "." + &a_inst.echelon), tb))),
-            Err(eb) => (fut_a.await, a_inst, Some(Loser { target: hedge.label.clone(), instance: b_inst, started: tb, error: eb })),
+            Ok(s) => (Ok(s), b_inst, tb, Some(lost(&a_inst, &(a_inst.group.clone() + "." + &a_inst.echelon), ta))),
+            Err(eb) => (fut_a.await, a_inst, ta, Some(Loser { target: hedge.label.clone(), instance: b_inst, started: tb, error: eb })),
         },
     }
 }

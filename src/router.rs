@@ -110,6 +110,17 @@ fn instance_params(model: &ModelConfig, e: &EchelonConfig) -> Params {
     p.or(&model.parameters)
 }
 
+/// Health settings for an instance no pool health-checks: its passive ejection follows its
+/// breaker (same threshold, same rest), so the breaker's half-open probes are not blocked by a
+/// hidden default rest of 60 s that no active check would ever cut short.
+fn passive_health(breaker: &crate::config::BreakerConfig) -> HealthCheckConfig {
+    HealthCheckConfig {
+        failure_threshold: breaker.failure_threshold,
+        recovery_time: breaker.recovery_time,
+        ..HealthCheckConfig::default()
+    }
+}
+
 struct Builder<'a> {
     cfg: &'a Config,
     store: &'a Arc<dyn StateStore>,
@@ -230,7 +241,8 @@ impl Engine {
         let mut instances = BTreeMap::new();
         let mut groups = BTreeMap::new();
         for g in b.cfg.groups.values() {
-            let health = health_of.get(g.name.as_str()).copied().unwrap_or_default();
+            let breaker = g.fallback.as_ref().and_then(|f| f.circuit_breaker).unwrap_or(g.circuit_breaker);
+            let health = health_of.get(g.name.as_str()).copied().unwrap_or_else(|| passive_health(&breaker));
             let mut echelons = Vec::new();
             for e in g.echelons_by_priority() {
                 let mut members = Vec::new();
@@ -411,7 +423,7 @@ impl Engine {
         };
         let id = format!("direct.{reference}");
         let mut b = Builder { cfg: &self.config, store: &self.store, http: &self.http, events: &self.events, live: HashSet::new() };
-        let inst = b.instance(id.clone(), &group, None, model, &HealthCheckConfig::default());
+        let inst = b.instance(id.clone(), &group, None, model, &passive_health(&group.circuit_breaker));
         let sel = Arc::new(Selector::new(id, vec![inst.clone()], RotationStrategy::RoundRobin, ECHELON_QUEUE));
         sel.set_event_bus(self.events.clone());
         inst.set_domains(vec![sel.notifier()]);

@@ -79,6 +79,28 @@ class Stream:
             pass
 
 
+def _groups_arg(fallback_groups: Optional[Union[str, Sequence[str]]]) -> Optional[List[str]]:
+    """The caller's ``fallback_groups`` as a list (a single reference string is one group, not
+    a sequence of one-letter names)."""
+    if fallback_groups is None:
+        return None
+    if isinstance(fallback_groups, str):
+        return [fallback_groups]
+    return list(fallback_groups)
+
+
+def _attempts_arg(max_instance_attempts: Optional[int]) -> Optional[int]:
+    """Validate ``max_instance_attempts``: a positive int (ValueError/TypeError otherwise, not
+    the OverflowError the core's u32 conversion would raise)."""
+    if max_instance_attempts is None:
+        return None
+    if isinstance(max_instance_attempts, bool) or not isinstance(max_instance_attempts, int):
+        raise TypeError(f"max_instance_attempts must be an int, got {type(max_instance_attempts).__name__}")
+    if not 1 <= max_instance_attempts <= 0xFFFFFFFF:
+        raise ValueError(f"max_instance_attempts must be between 1 and 4294967295, got {max_instance_attempts}")
+    return max_instance_attempts
+
+
 class Router:
     """Routes chat calls to polling pools, task groups or models.
 
@@ -140,7 +162,7 @@ class Router:
         model: Optional[str] = None,
         route: Optional[str] = None,
         metadata: Optional[Union[str, Mapping[str, Any]]] = None,
-        fallback_groups: Optional[Sequence[str]] = None,
+        fallback_groups: Optional[Union[str, Sequence[str]]] = None,
         timeout: Optional[float] = None,
         max_instance_attempts: Optional[int] = None,
         wrapper: Optional[str] = None,
@@ -171,9 +193,9 @@ class Router:
             group,
             model,
             metadata,
-            list(fallback_groups) if fallback_groups is not None else None,
+            _groups_arg(fallback_groups),
             timeout,
-            max_instance_attempts,
+            _attempts_arg(max_instance_attempts),
             params,
         )
         try:
@@ -191,7 +213,7 @@ class Router:
         model: Optional[str] = None,
         route: Optional[str] = None,
         metadata: Optional[Union[str, Mapping[str, Any]]] = None,
-        fallback_groups: Optional[Sequence[str]] = None,
+        fallback_groups: Optional[Union[str, Sequence[str]]] = None,
         timeout: Optional[float] = None,
         max_instance_attempts: Optional[int] = None,
         wrapper: Optional[str] = None,
@@ -213,9 +235,9 @@ class Router:
                 group,
                 model,
                 metadata,
-                list(fallback_groups) if fallback_groups is not None else None,
+                _groups_arg(fallback_groups),
                 timeout,
-                max_instance_attempts,
+                _attempts_arg(max_instance_attempts),
                 params,
             )
         )

@@ -241,10 +241,17 @@ pub fn request_from(messages: &Bound<'_, PyAny>, params: Option<&Bound<'_, PyDic
 }
 
 /// Seconds as a `Duration`, rejecting negatives and NaN.
+/// Longest timeout accepted from Python (about 31 years).
+pub const MAX_TIMEOUT_SECS: f64 = 1e9;
+
 pub fn duration_from(name: &str, secs: Option<f64>) -> PyResult<Option<Duration>> {
     match secs {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        // Bounded so that `now + timeout` cannot overflow an Instant (which would panic).
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_TIMEOUT_SECS => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Err(PyValueError::new_err(format!("{name} must be at most {MAX_TIMEOUT_SECS:e} seconds, got {s}")))
+        }
         Some(s) => Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {s}"))),
     }
 }
