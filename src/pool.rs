@@ -146,9 +146,8 @@ impl Pool {
                         if self.admission_waiting.load(Ordering::Relaxed) >= self.selector.queue_size() {
                             return Err(Error::new(ErrorKind::PoolExhausted, format!("{}: rate limited and the queue is full", self.name)));
                         }
-                        self.admission_waiting.fetch_add(1, Ordering::Relaxed);
+                        let _waiting = Waiting::enter(&self.admission_waiting);
                         tokio::time::sleep(wait).await;
-                        self.admission_waiting.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -163,12 +162,12 @@ impl Pool {
                 format!("{}: {} requests in flight and the queue is full", self.name, self.config.max_concurrent_requests),
             ));
         }
-        self.admission_waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting::enter(&self.admission_waiting);
         let waited = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), sem.clone().acquire_owned()).await.ok(),
             None => Some(sem.clone().acquire_owned().await),
         };
-        self.admission_waiting.fetch_sub(1, Ordering::Relaxed);
+        drop(waiting);
         match waited {
             Some(Ok(p)) => Ok(Some(p)),
             _ => Err(Error::new(ErrorKind::QueueTimeout, format!("{}: no free slot before the deadline", self.name))),
@@ -280,5 +279,21 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.health_stop.cancel();
+    }
+}
+
+/// Counts a request waiting for pool admission for as long as it lives (cancellation-safe).
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn enter(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -160,56 +160,52 @@ impl Selector {
     /// instances down or open — `CircuitOpen` when it is breakers), `QueueTimeout` when the
     /// deadline passes while waiting.
     pub async fn acquire(&self, est_tokens: u64, deadline: Option<Instant>, filter: Filter<'_>) -> Result<Lease, Error> {
-        let mut queued = false;
-        let result = loop {
+        let mut slot: Option<QueueSlot<'_>> = None;
+        loop {
+            // Register as a waiter *before* looking: a slot released between the look and the
+            // wait must still wake us (Notify keeps at most one stored permit).
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let now = Instant::now();
             let outcome = match self.try_once(now, est_tokens, filter) {
                 // Avoiding tried instances is a preference, not a rule.
                 Outcome::Never if matches!(filter, Filter::Avoid(_)) => self.try_once(now, est_tokens, Filter::Any),
                 o => o,
             };
-            match outcome {
-                Outcome::Leased(lease) => break Ok(lease),
-                Outcome::Never => break Err(self.never_error(now)),
-                Outcome::Wait { until, busy } => {
-                    if deadline.is_some_and(|d| d <= now) {
-                        break Err(Error::new(ErrorKind::QueueTimeout, format!("{}: no free slot before the deadline", self.name)));
-                    }
-                    if !queued {
-                        if self.waiting.load(Ordering::Relaxed) >= self.queue_size {
-                            break Err(Error::new(
-                                ErrorKind::PoolExhausted,
-                                format!("{}: every instance is saturated and the queue is full ({} waiting)", self.name, self.queue_size),
-                            ));
-                        }
-                        let len = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
-                        self.queue_changed(len);
-                        queued = true;
-                    }
-                    let wake_at = match (until, deadline) {
-                        (Some(u), Some(d)) => Some(u.min(d)),
-                        (u, d) => u.or(d),
-                    };
-                    let notified = self.notify.notified();
-                    match (busy, wake_at) {
-                        (true, Some(t)) => {
-                            tokio::select! {
-                                _ = notified => {}
-                                _ = tokio::time::sleep_until(t.into()) => {}
-                            }
-                        }
-                        (true, None) => notified.await,
-                        (false, Some(t)) => tokio::time::sleep_until(t.into()).await,
-                        (false, None) => unreachable!("Wait without busy or time"),
+            let (until, busy) = match outcome {
+                Outcome::Leased(lease) => return Ok(lease),
+                Outcome::Never | Outcome::Wait { until: None, busy: false } => return Err(self.never_error(now)),
+                Outcome::Wait { until, busy } => (until, busy),
+            };
+            if deadline.is_some_and(|d| d <= now) {
+                return Err(Error::new(ErrorKind::QueueTimeout, format!("{}: no free slot before the deadline", self.name)));
+            }
+            if slot.is_none() {
+                if self.waiting.load(Ordering::Relaxed) >= self.queue_size {
+                    return Err(Error::new(
+                        ErrorKind::PoolExhausted,
+                        format!("{}: every instance is saturated and the queue is full ({} waiting)", self.name, self.queue_size),
+                    ));
+                }
+                slot = Some(QueueSlot::enter(self));
+            }
+            let wake_at = match (until, deadline) {
+                (Some(u), Some(d)) => Some(u.min(d)),
+                (u, d) => u.or(d),
+            };
+            match (busy, wake_at) {
+                (true, Some(t)) => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep_until(t.into()) => {}
                     }
                 }
+                (true, None) => notified.await,
+                (false, Some(t)) => tokio::time::sleep_until(t.into()).await,
+                (false, None) => unreachable!("handled above"),
             }
-        };
-        if queued {
-            let len = self.waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-            self.queue_changed(len);
         }
-        result
     }
 
     fn never_error(&self, now: Instant) -> Error {
@@ -219,5 +215,26 @@ impl Selector {
         } else {
             Error::new(ErrorKind::PoolExhausted, format!("{}: no instance is available (all unhealthy, failed or open)", self.name))
         }
+    }
+}
+
+/// A place in a selector's wait queue; leaving it (on success, error or cancellation) is
+/// counted when it is dropped, so a cancelled waiter never leaks a place.
+struct QueueSlot<'a> {
+    sel: &'a Selector,
+}
+
+impl<'a> QueueSlot<'a> {
+    fn enter(sel: &'a Selector) -> Self {
+        let len = sel.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        sel.queue_changed(len);
+        Self { sel }
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        let len = self.sel.waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        self.sel.queue_changed(len);
     }
 }

@@ -93,19 +93,40 @@ impl Completer {
     /// Deliver every finished result to its future. Called by the loop when `fileno()` is
     /// readable.
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
-        self.shared.signalled.store(false, Ordering::Release);
+        // Order matters: consume the wake-up bytes first, then re-arm, then take the queue.
+        // Re-arming before reading could swallow the byte of a push that lands in between and
+        // leave the flag set with nothing to wake the loop.
         let mut buf = [0u8; 256];
         while let Ok(n) = (&self.reader).read(&mut buf) {
             if n < buf.len() {
                 break;
             }
         }
+        self.shared.signalled.store(false, Ordering::Release);
         let items = std::mem::take(&mut *self.shared.queue.lock());
+        let mut first_err: Option<PyErr> = None;
         for (id, outcome) in items {
             let Some((fut, _)) = self.pending.lock().remove(&id) else { continue };
-            let fut = fut.bind(py);
+            if let Err(e) = Self::deliver(py, fut.bind(py), outcome) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Abort the task behind request `id` (its future was cancelled).
+    fn cancel(&self, id: u64) {
+        if let Some((_, abort)) = self.pending.lock().remove(&id) {
+            abort.abort();
+        }
+    }
+}
+
+impl Completer {
+    fn deliver(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: Outcome) -> PyResult<()> {
+        {
             if fut.call_method0("done")?.is_truthy()? {
-                continue; // cancelled by the caller meanwhile
+                return Ok(()); // cancelled by the caller meanwhile
             }
             match outcome {
                 Outcome::Chat(Ok(r)) => {
@@ -132,15 +153,6 @@ impl Completer {
         Ok(())
     }
 
-    /// Abort the task behind request `id` (its future was cancelled).
-    fn cancel(&self, id: u64) {
-        if let Some((_, abort)) = self.pending.lock().remove(&id) {
-            abort.abort();
-        }
-    }
-}
-
-impl Completer {
     /// Start `work` on the runtime; its outcome will be delivered to the returned future.
     /// Returns `(future, id)`; pass `id` to [`Completer::cancel`] if the future is cancelled.
     pub fn spawn<F>(&self, py: Python<'_>, work: F) -> PyResult<(Py<PyAny>, u64)>
