@@ -53,7 +53,13 @@ class Stream:
         return self
 
     async def __anext__(self) -> StreamChunk:
-        return await self._inner.__anext__()
+        completer = _completer()
+        fut, rid = self._inner.next_via(completer)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            completer.cancel(rid)
+            raise
 
     async def aclose(self) -> None:
         """Abort the stream (idempotent)."""

@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use tokio::task::AbortHandle;
 
 use super::convert::error_to_py;
-use super::types::PyResponse;
+use super::types::{PyChunk, PyResponse};
 use crate::error::Error;
 use crate::types::ChatResponse;
 
@@ -31,6 +31,8 @@ pub enum Outcome {
     Chat(Result<ChatResponse, Error>),
     /// A batch: each item a response or an error.
     Batch(Vec<Result<ChatResponse, Error>>),
+    /// The next item of a stream (`None`: the stream is over).
+    Chunk(Result<Option<crate::attempt::StreamChunk>, Error>),
     /// A Python error prepared on the Rust side without the GIL (rare paths).
     Failure(String),
 }
@@ -144,6 +146,20 @@ impl Completer {
                         }
                     }
                     fut.call_method1("set_result", (list,))?;
+                }
+                Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Delta { text, tool_call }))) => {
+                    fut.call_method1("set_result", (Py::new(py, PyChunk::delta(text, tool_call))?,))?;
+                }
+                Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Final(resp)))) => {
+                    let chunk = PyChunk::final_(Py::new(py, PyResponse::from(resp))?);
+                    fut.call_method1("set_result", (Py::new(py, chunk)?,))?;
+                }
+                Outcome::Chunk(Ok(None)) => {
+                    let stop = pyo3::exceptions::PyStopAsyncIteration::new_err(());
+                    fut.call_method1("set_exception", (stop.into_value(py),))?;
+                }
+                Outcome::Chunk(Err(e)) => {
+                    fut.call_method1("set_exception", (error_to_py(py, e).into_value(py),))?;
                 }
                 Outcome::Failure(msg) => {
                     fut.call_method1("set_exception", (pyo3::exceptions::PyRuntimeError::new_err(msg).into_value(py),))?;

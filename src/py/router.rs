@@ -387,6 +387,37 @@ impl PyStream {
         })
     }
 
+    /// Like `__anext__`, delivering through `completer`. Returns `(future, id)`; the future
+    /// resolves to a `StreamChunk` or raises (`StopAsyncIteration` at the end).
+    fn next_via(&self, py: Python<'_>, completer: &Bound<'_, Completer>) -> PyResult<(Py<PyAny>, u64)> {
+        let state = self.state.clone();
+        completer.get().spawn(py, async move {
+            let mut guard = state.lock().await;
+            if let StreamState::Pending { .. } = &*guard {
+                let StreamState::Pending { router, route, req, opts } = std::mem::replace(&mut *guard, StreamState::Done) else {
+                    unreachable!()
+                };
+                match router.run(route.as_ref(), &req, &opts, true).await {
+                    Ok(Walked::Stream(s)) => *guard = StreamState::Open(s),
+                    Ok(Walked::Chat(_)) => return Outcome::Failure("internal: chat result for a stream".into()),
+                    Err(e) => return Outcome::Chunk(Err(e)),
+                }
+            }
+            let StreamState::Open(s) = &mut *guard else {
+                return Outcome::Chunk(Ok(None));
+            };
+            let item = s.next().await;
+            if !matches!(item, Some(Ok(StreamChunk::Delta { .. }))) {
+                *guard = StreamState::Done;
+            }
+            match item {
+                Some(Ok(chunk)) => Outcome::Chunk(Ok(Some(chunk))),
+                Some(Err(e)) => Outcome::Chunk(Err(e)),
+                None => Outcome::Chunk(Ok(None)),
+            }
+        })
+    }
+
     /// Abort the stream now: the upstream request is cancelled and the slot freed.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.state.clone();
