@@ -95,14 +95,15 @@ pub async fn run(lease: Lease, req: &ChatRequest, deadline: Option<Instant>, str
     let inst = lease.instance().clone();
     let (timeouts, clamped) = inst.timeouts_until(deadline, started);
     let req = with_defaults(req, &inst.params);
-    let opened = async {
+    // Boxed so a non-streaming call does not carry the stream-opening state inline.
+    let opened = Box::pin(async {
         let mut s = inst.client.stream(&req, &timeouts).await?;
         match s.next().await {
             Some(Ok(ev)) => Ok((s, ev)),
             Some(Err(e)) => Err(e),
             None => Err(Error::new(ErrorKind::InvalidResponse, "stream ended before any event")),
         }
-    }
+    })
     .await;
     match opened {
         Ok((stream, first)) => Ok(Success::Stream(OpenStream { lease, stream, first, started, ttft: started.elapsed() })),

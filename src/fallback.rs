@@ -112,7 +112,8 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
             let outcome = match plan.hedge_after {
                 Some(h) if trace.attempts.is_empty() && tries == 1 => {
                     let hedge_target = plan.targets.get(1).unwrap_or(target);
-                    let (res, winner, winner_started, loser) = hedged(lease, hedge_target, h, req, deadline, stream, est).await;
+                    // Boxed: the two-attempt race is rare and would otherwise double every walk's size.
+                    let (res, winner, winner_started, loser) = Box::pin(hedged(lease, hedge_target, h, req, deadline, stream, est)).await;
                     if let Some(l) = loser {
                         trace.push(&l.target, Some(&l.instance), AttemptRole::Hedge, l.started, Some(&l.error));
                     }

@@ -1,0 +1,19 @@
+//! Guards the per-request memory of the engine: every in-flight call holds one `Router::run`
+//! future in its tokio task, so its size is paid once per concurrent request. Rare paths
+//! (hedging, stream opening) are boxed to keep it small; this test fails if that regresses.
+
+use _core::config::Config;
+use _core::router::{CallOptions, Route, Router};
+use _core::types::{ChatRequest, Message};
+
+#[test]
+fn the_per_request_future_stays_small() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let router = Router::new(Config::default(), rt.handle().clone());
+    let req = ChatRequest { messages: vec![Message::text("user", "hi")], params: Default::default() };
+    let opts = CallOptions::default();
+    let route = Route::Pool("p".into());
+    let fut = router.run(Some(&route), &req, &opts, false);
+    let size = std::mem::size_of_val(&fut);
+    assert!(size <= 4096, "Router::run future grew to {size} bytes");
+}
