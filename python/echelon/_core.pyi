@@ -121,19 +121,6 @@ class Router:
     @staticmethod
     def from_dict(obj: Dict[str, Any]) -> "Router": ...
     def reload(self, source: Union[str, Dict[str, Any]]) -> None: ...
-    def chat(
-        self,
-        messages: Any,
-        route: Optional[str] = None,
-        pool: Optional[str] = None,
-        group: Optional[str] = None,
-        model: Optional[str] = None,
-        metadata: Any = None,
-        fallback_groups: Optional[List[str]] = None,
-        timeout: Optional[float] = None,
-        max_instance_attempts: Optional[int] = None,
-        params: Optional[Dict[str, Any]] = None,
-    ) -> "asyncio.Future[Response]": ...
     def submit_chat(
         self,
         completer: Completer,

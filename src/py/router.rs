@@ -129,37 +129,9 @@ impl PyRouter {
         Ok(())
     }
 
-    #[pyo3(signature = (messages, route=None, pool=None, group=None, model=None, metadata=None, fallback_groups=None, timeout=None, max_instance_attempts=None, params=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn chat<'py>(
-        &self,
-        py: Python<'py>,
-        messages: &Bound<'py, PyAny>,
-        route: Option<&str>,
-        pool: Option<String>,
-        group: Option<String>,
-        model: Option<String>,
-        metadata: Option<&Bound<'py, PyAny>>,
-        fallback_groups: Option<Vec<String>>,
-        timeout: Option<f64>,
-        max_instance_attempts: Option<u32>,
-        params: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let req = request_from(messages, params)?;
-        let route = route_from(route, pool, group, model, metadata)?;
-        let opts = options(timeout, fallback_groups, max_instance_attempts)?;
-        let router = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            match router.run(route.as_ref(), &req, &opts, false).await {
-                Ok(Walked::Chat(r)) => Ok(PyResponse::from(r)),
-                Ok(Walked::Stream(_)) => Err(PyRuntimeError::new_err("internal: stream result for a chat call")),
-                Err(e) => Err(err_py(e)),
-            }
-        })
-    }
-
-    /// Like `chat`, delivering through `completer` (batched loop wake-ups). Returns
-    /// `(future, id)`; call `completer.cancel(id)` if the future is cancelled.
+    /// Route one chat request; the result is delivered through `completer` (batched loop
+    /// wake-ups, see `completer.rs`). Returns `(future, id)`; call `completer.cancel(id)` if
+    /// the future is cancelled.
     #[pyo3(signature = (completer, messages, route=None, pool=None, group=None, model=None, metadata=None, fallback_groups=None, timeout=None, max_instance_attempts=None, params=None))]
     #[allow(clippy::too_many_arguments)]
     fn submit_chat(
