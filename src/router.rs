@@ -33,6 +33,12 @@ pub enum Route {
     Model(String),
     /// A named wrapper (`wrappers/<name>.toml`): its target with its defaults applied.
     Wrapper(String),
+    /// Exactly one instance by id (`"<group>.<echelon>_<model>"`), with its own breaker,
+    /// limits and statistics, retried on itself only. Used by the compat layer, whose Python
+    /// schedulers pick the instance.
+    Instance(String),
+    /// Exactly one echelon (`"<group>.<echelon>"`), without walking down to the next ones.
+    Echelon(String),
 }
 
 impl std::fmt::Display for Route {
@@ -42,6 +48,8 @@ impl std::fmt::Display for Route {
             Route::Group(n) => write!(f, "group:{n}"),
             Route::Model(n) => write!(f, "model:{n}"),
             Route::Wrapper(n) => write!(f, "wrapper:{n}"),
+            Route::Instance(n) => write!(f, "instance:{n}"),
+            Route::Echelon(n) => write!(f, "echelon:{n}"),
         }
     }
 }
@@ -60,6 +68,8 @@ impl Route {
             "group" => Ok(Route::Group(rest.to_string())),
             "model" => Ok(Route::Model(rest.to_string())),
             "wrapper" => Ok(Route::Wrapper(rest.to_string())),
+            "instance" => Ok(Route::Instance(rest.to_string())),
+            "echelon" if rest.contains('.') => Ok(Route::Echelon(rest.to_string())),
             "direct" => {
                 if rest.split_once(':').is_some_and(|(p, m)| !p.is_empty() && !m.is_empty()) {
                     Ok(Route::Model(rest.to_string()))
@@ -91,6 +101,8 @@ pub struct Engine {
     pub pools: BTreeMap<String, Arc<Pool>>,
     direct: Mutex<HashMap<String, Arc<Selector>>>,
     direct_stats: PoolStats,
+    /// One single-instance selector per instance, for `Route::Instance`.
+    instance_selectors: BTreeMap<String, Arc<Selector>>,
     store: Arc<dyn StateStore>,
     http: HttpPool,
     /// The router's event bus (shared by every engine of one router).
@@ -301,6 +313,13 @@ impl Engine {
                 domains.entry(i.id.clone()).or_default().push(p.selector.notifier());
             }
         }
+        let mut instance_selectors = BTreeMap::new();
+        for (id, i) in &instances {
+            let sel = Arc::new(Selector::new(id.clone(), vec![i.clone()], RotationStrategy::RoundRobin, ECHELON_QUEUE));
+            sel.set_event_bus(events.clone());
+            domains.entry(id.clone()).or_default().push(sel.notifier());
+            instance_selectors.insert(id.clone(), sel);
+        }
         for (id, d) in domains {
             if let Some(i) = instances.get(&id) {
                 i.set_domains(d);
@@ -315,6 +334,7 @@ impl Engine {
             pools,
             direct: Mutex::new(HashMap::new()),
             direct_stats: PoolStats::default(),
+            instance_selectors,
             store,
             http,
             events,
@@ -490,6 +510,40 @@ impl Engine {
                     self.direct_stats.record(true, r.latency);
                 } else if res.is_err() {
                     self.direct_stats.record(false, Duration::ZERO);
+                }
+                res
+            }
+            Route::Instance(id) => {
+                let sel = self.instance_selectors.get(id).cloned().ok_or_else(|| self.unknown("instance", id, self.instance_selectors.keys()))?;
+                let tries = 1 + sel.instances.first().map_or(0, |i| i.retry.max_retries);
+                let plan = Plan {
+                    targets: vec![Target { label: id.clone(), selector: sel, max_tries: tries }],
+                    retry_delay: Duration::ZERO,
+                    content_filter_fallback: false,
+                    provider_failover: false,
+                    hedge_after: None,
+                };
+                walk(&plan, req, start, timeout.map(|t| start + t), stream).await
+            }
+            Route::Echelon(reference) => {
+                let (gname, ename) = Config::parse_group_reference(reference);
+                let group = self.groups.get(gname).cloned().ok_or_else(|| self.unknown("group", gname, self.groups.keys()))?;
+                let ename = ename.unwrap_or_default();
+                let echelon = group.echelon(ename).cloned().ok_or_else(|| Error::routing(format!("group '{gname}' has no echelon '{ename}'")))?;
+                let fb = group.config.effective_fallback();
+                let retries = echelon.config.max_retries.unwrap_or_else(|| echelon.selector.instances.first().map_or(0, |i| i.retry.max_retries));
+                let plan = Plan {
+                    targets: vec![Target { label: echelon.reference(), selector: echelon.selector.clone(), max_tries: 1 + retries }],
+                    retry_delay: Duration::ZERO,
+                    content_filter_fallback: fb.on_content_filter,
+                    provider_failover: false,
+                    hedge_after: None,
+                };
+                let res = walk(&plan, req, start, timeout.map(|t| start + t), stream).await;
+                match &res {
+                    Ok(Walked::Chat(r)) => group.record(reference, &r.attempts, None),
+                    Ok(Walked::Stream(_)) => {}
+                    Err(e) => group.record(reference, &e.attempts, Some(e)),
                 }
                 res
             }

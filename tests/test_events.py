@@ -166,6 +166,11 @@ async def test_overflow_counts_drops_and_never_fails_requests(mock):
         assert later[1]["type"] == "config_reloaded"
         await slow.aclose()
         handle.unsubscribe()
+        # A pending next_batch lets go of its subscription once it sees the close.
+        for _ in range(100):
+            if router.status()["events"]["subscribers"] == 0:
+                break
+            await asyncio.sleep(0.01)
         assert router.status()["events"]["subscribers"] == 0
 
 

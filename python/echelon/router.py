@@ -327,6 +327,12 @@ class Router:
         return list(self._core.pool_names())
 
     @property
+    def instances(self) -> List[str]:
+        """Ids of every instance (``"<group>.<echelon>_<model>"``); ``route="instance:<id>"``
+        sends a call to exactly that one."""
+        return list(self._core.instance_ids())
+
+    @property
     def groups(self) -> List[str]:
         """Names of the configured groups."""
         return list(self._core.group_names())

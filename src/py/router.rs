@@ -295,6 +295,10 @@ impl PyRouter {
     fn pool_names(&self) -> Vec<String> {
         self.inner.engine().pools.keys().cloned().collect()
     }
+    /// Ids of every instance (`"<group>.<echelon>_<model>"`), routable as `instance:<id>`.
+    fn instance_ids(&self) -> Vec<String> {
+        self.inner.engine().instances.keys().cloned().collect()
+    }
     fn group_names(&self) -> Vec<String> {
         self.inner.engine().groups.keys().cloned().collect()
     }

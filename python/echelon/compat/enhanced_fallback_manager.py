@@ -219,7 +219,9 @@ class EnhancedFallbackManager:
         from ..errors import EchelonError
 
         try:
-            resp = await self.task_group_manager.get_router().chat(prompt, group=target, fallback_groups=[], **kwargs)
+            # "group.echelon" runs that echelon only: walking further is this manager's job.
+            route = {"route": f"echelon:{target}"} if "." in target else {"group": target, "fallback_groups": []}
+            resp = await self.task_group_manager.get_router().chat(prompt, **route, **kwargs)
         except EchelonError as e:
             raise from_echelon_error(e) from e
         return resp.content

@@ -423,7 +423,7 @@ class PollingPool:
         finally:
             self.release_instance(instance)
 
-    def instance_params(self, instance: LLMInstance) -> Dict[str, Any]:
+    def instance_params(self, instance: LLMInstance) -> Dict[str, Any]:  # noqa: D401
         """Generation defaults of the instance's echelon (``temperature``, ``max_tokens``) and
         its per-call ``timeout``, as keyword arguments for :meth:`echelon.Router.chat`."""
         cfg = instance.config or {}
@@ -437,7 +437,7 @@ class PollingPool:
         timeouts, breaker and connection pool) and return the text."""
         params = {**self.instance_params(instance), **kwargs}
         try:
-            resp = await self._router().chat(prompt, model=instance.model_name, **params)
+            resp = await self._router().chat(prompt, **engine_route(self._router(), instance), **params)
         except LLMError:
             raise
         except Exception as e:
@@ -522,3 +522,22 @@ class PollingPoolManager(IPollingPoolManager):
         for p in list(self.pools.values()):
             await p.shutdown()
         self.pools.clear()
+
+
+def engine_route(router: Any, instance: Any) -> Dict[str, Any]:
+    """Routing keywords that send a call to exactly ``instance`` in the engine: its own
+    breaker, limits and statistics (``route="instance:<id>"``), or the model directly when
+    the engine has no instance of that id (instances built by hand)."""
+    cached = getattr(instance, "_engine_route", None)
+    if cached is not None:
+        return cached
+    ids = getattr(router, "instances", None)
+    if ids is not None and instance.instance_id in ids:
+        route: Dict[str, Any] = {"route": f"instance:{instance.instance_id}"}
+    else:
+        route = {"model": instance.model_name}
+    try:
+        instance._engine_route = route
+    except AttributeError:
+        pass
+    return route

@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 
 from ..exceptions import LLMError, PollingPoolWrapperError, from_echelon_error
 from ..models import LLMResponse, TokenUsage
+from ..polling_pool import engine_route
 from .base_wrapper import BaseLLMWrapper, run_sync
 
 __all__ = ["PollingPoolWrapper"]
@@ -130,7 +131,8 @@ class PollingPoolWrapper(BaseLLMWrapper):
         from ...errors import EchelonError
 
         try:
-            return await pool.task_group_manager.get_router().chat(prompt, model=instance.model_name, **params)
+            router = pool.task_group_manager.get_router()
+            return await router.chat(prompt, **engine_route(router, instance), **params)
         except EchelonError as e:
             raise from_echelon_error(e, instance.model_name) from e
 
@@ -149,7 +151,8 @@ class PollingPoolWrapper(BaseLLMWrapper):
         from ...errors import EchelonError
 
         try:
-            stream = pool.task_group_manager.get_router().stream(self._messages_to_prompt(messages), model=instance.model_name, **params)
+            router = pool.task_group_manager.get_router()
+            stream = router.stream(self._messages_to_prompt(messages), **engine_route(router, instance), **params)
             try:
                 async for chunk in stream:
                     if chunk.text:
