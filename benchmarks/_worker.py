@@ -1,0 +1,321 @@
+"""One benchmark process: one client on one event loop for one figure.
+
+Started by ``run.py`` (fresh process per client × loop × figure, so imports and RSS are
+clean). Protocol: the worker prints one JSON line ``{"ready": ...}`` (or ``{"unavailable":
+reason}``) and then answers each JSON command read from stdin with one JSON line, so the
+orchestrator can interleave rounds of every client while the idle ones wait on stdin with
+their loop stopped. P3 and P5 are one-shot (RSS and import time are only clean once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import sys
+import time
+import traceback
+import urllib.request
+from typing import Any, Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def _emit(obj: Dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _pct(sorted_vals: List[float], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))
+    return sorted_vals[i]
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+# ---------------------------------------------------------------------------------------------
+# figures (each returns a JSON-able dict)
+
+
+async def warmup(c: Any, concurrency: int, duration: float) -> Dict[str, Any]:
+    r = await p2(c, concurrency, duration)
+    return {"warm": True, "rps": r["rps"], "errors": r["errors"]}
+
+
+async def p1(c: Any, n: int) -> Dict[str, Any]:
+    lat: List[float] = []
+    errors = 0
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        try:
+            await c.call()
+        except Exception:
+            errors += 1
+            continue
+        lat.append((time.perf_counter_ns() - t0) / 1e3)
+    lat.sort()
+    return {"p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "n": len(lat), "errors": errors}
+
+
+async def p2(c: Any, concurrency: int, duration: float) -> Dict[str, Any]:
+    lat: List[float] = []
+    errors = 0
+    done = 0
+    deadline = time.perf_counter() + duration
+    if getattr(c, "name", "") == "echelon_batch":
+        # Closed loop of batches: each batch keeps `concurrency` requests in flight.
+        t0 = time.perf_counter()
+        while time.perf_counter() < deadline:
+            n = concurrency * 8
+            ok = await c.batch(n, concurrency)
+            done += ok
+            errors += n - ok
+        el = time.perf_counter() - t0
+        return {"rps": done / el, "p50_us": None, "p99_us": None, "n": done, "errors": errors, "elapsed": el}
+
+    async def worker() -> None:
+        nonlocal errors, done
+        while time.perf_counter() < deadline:
+            t = time.perf_counter_ns()
+            try:
+                await c.call()
+            except Exception:
+                errors += 1
+                continue
+            lat.append((time.perf_counter_ns() - t) / 1e3)
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    el = time.perf_counter() - t0
+    lat.sort()
+    return {"rps": done / el, "p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "n": done, "errors": errors, "elapsed": el}
+
+
+async def p4(c: Any, rate: float, duration: float) -> Dict[str, Any]:
+    """Open loop at a fixed rate; process CPU time (all threads) per completed request."""
+    n = max(1, int(rate * duration))
+    results: List[bool] = []
+
+    async def one() -> None:
+        try:
+            await c.call()
+            results.append(True)
+        except Exception:
+            results.append(False)
+
+    tasks = []
+    gc.collect()
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    max_lag = 0.0
+    for i in range(n):
+        target = t0 + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            max_lag = max(max_lag, -delay)
+        tasks.append(asyncio.ensure_future(one()))
+    await asyncio.gather(*tasks)
+    el = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    ok = sum(results)
+    return {
+        "cpu_us_per_req": cpu / max(ok, 1) * 1e6,
+        "cpu_s": cpu,
+        "n": ok,
+        "errors": n - ok,
+        "offered_rps": rate,
+        "achieved_rps": ok / el,
+        "max_send_lag_ms": max_lag * 1e3,
+    }
+
+
+async def p6(c: Any, n: int, concurrency: int) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    ok = await c.batch(n, concurrency)
+    el = time.perf_counter() - t0
+    return {"rps": ok / el, "n": ok, "errors": n - ok, "elapsed": el}
+
+
+async def ttft(c: Any, n: int) -> Dict[str, Any]:
+    vals: List[float] = []
+    errors = 0
+    for _ in range(n):
+        try:
+            vals.append(await c.ttft() * 1e6)
+        except Exception:
+            errors += 1
+    vals.sort()
+    return {"p50_us": _pct(vals, 0.5), "p99_us": _pct(vals, 0.99), "n": len(vals), "errors": errors}
+
+
+def _mock_in_flight(admin: str) -> int:
+    with urllib.request.urlopen(admin + "/_mock/counters", timeout=2) as r:
+        return int(json.loads(r.read()).get("in_flight", 0))
+
+
+async def p3(c: Any, n: int, hold_s: float, admin: str) -> Dict[str, Any]:
+    """RSS growth while `n` requests are held open by the mock, per in-flight request."""
+    # The worker warmed up (session, pools, lazy imports) before the orchestrator switched the
+    # mock to holding responses; that one-time cost is not part of the per-request figure.
+    gc.collect()
+    await asyncio.sleep(0.2)
+    base = _rss()
+    loop = asyncio.get_running_loop()
+    first_done = asyncio.Event()
+    state = {"ok": 0, "err": 0}
+
+    def _done(fut: "asyncio.Future[Any]") -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            state["err"] += 1
+        else:
+            state["ok"] += 1
+        first_done.set()
+
+    t0 = time.perf_counter()
+    if getattr(c, "name", "") == "echelon_batch":
+        futs = [asyncio.ensure_future(c.batch(n, n))]
+    else:
+        futs = [asyncio.ensure_future(c.call()) for _ in range(n)]
+    for f in futs:
+        f.add_done_callback(_done)
+    launched_s = time.perf_counter() - t0
+    samples = []
+    while not first_done.is_set() and time.perf_counter() - t0 < hold_s * 0.95:
+        try:
+            inflight = await loop.run_in_executor(None, _mock_in_flight, admin)
+        except Exception:
+            inflight = -1
+        samples.append((inflight, _rss(), time.perf_counter() - t0))
+        try:
+            await asyncio.wait_for(first_done.wait(), 0.1)
+        except asyncio.TimeoutError:
+            pass
+    await asyncio.gather(*futs, return_exceptions=True)
+    total_s = time.perf_counter() - t0
+    good = [s for s in samples if s[0] > 0]
+    if not good:
+        return {"error": "no sample with requests in flight", "samples": samples[:5]}
+    peak_if = max(s[0] for s in good)
+    at = [s for s in good if s[0] == peak_if][-1]
+    ok = state["ok"] if getattr(c, "name", "") != "echelon_batch" else n
+    return {
+        "kb_per_req": (at[1] - base) / peak_if / 1024,
+        "in_flight": peak_if,
+        "requested": n,
+        "rss_base_mb": base / 2**20,
+        "rss_peak_mb": at[1] / 2**20,
+        "launch_s": launched_s,
+        "total_s": total_s,
+        "ok": ok,
+        "errors": state["err"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_p5(client: str, base_url: str, loop_kind: str) -> None:
+    """Import time and idle RSS. Must be the first thing this process imports."""
+    from _clients import IMPORTS  # stdlib-only module body
+
+    t0 = time.perf_counter()
+    import importlib
+
+    for mod in IMPORTS[client]:
+        importlib.import_module(mod)
+    import_ms = (time.perf_counter() - t0) * 1e3
+    from _clients import CLIENTS, Unavailable
+
+    c = CLIENTS[client](base_url)
+    loop = _new_loop(loop_kind)
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(c.setup(16))
+        loop.run_until_complete(c.call())  # one request: a client that is ready to serve
+    except Unavailable as e:
+        _emit({"unavailable": str(e)})
+        return
+    gc.collect()
+    loop.run_until_complete(asyncio.sleep(0.2))
+    _emit({"import_ms": import_ms, "idle_rss_mb": _rss() / 2**20})
+    loop.run_until_complete(c.close())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--client", required=True)
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument("--figure", required=True)
+    ap.add_argument("--base-url", required=True)
+    ap.add_argument("--max-conns", type=int, default=256)
+    a = ap.parse_args()
+
+    if a.figure == "p5":
+        try:
+            run_p5(a.client, a.base_url, a.loop)
+        except ImportError as e:
+            _emit({"unavailable": f"import failed: {e}"})
+        return
+
+    from _clients import CLIENTS, Unavailable
+
+    loop = _new_loop(a.loop)
+    asyncio.set_event_loop(loop)
+    c = CLIENTS[a.client](a.base_url)
+    try:
+        loop.run_until_complete(c.setup(a.max_conns))
+        loop.run_until_complete(c.call())
+    except Unavailable as e:
+        _emit({"unavailable": str(e)})
+        return
+    except ImportError as e:
+        _emit({"unavailable": f"import failed: {e}"})
+        return
+    except Exception as e:
+        _emit({"unavailable": f"setup failed: {type(e).__name__}: {e}"})
+        return
+
+    if a.figure == "p3":
+        for _ in range(20):
+            loop.run_until_complete(c.call())
+
+    _emit({"ready": True, "pid": os.getpid()})
+    ops = {"warmup": warmup, "p1": p1, "p2": p2, "p4": p4, "p6": p6, "ttft": ttft, "p3": p3}
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "quit":
+            break
+        try:
+            res = loop.run_until_complete(ops[op](c, **cmd))
+        except Exception as e:
+            res = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-800:]}
+        _emit(res)
+    try:
+        loop.run_until_complete(asyncio.wait_for(c.close(), 10))
+    except Exception:
+        pass
+
+
+if __name__ == "__main__":
+    main()
