@@ -1,9 +1,13 @@
 //! Circuit breaker: closed → open after consecutive failures → half-open probes → closed.
 //!
-//! INTERFACE (implementation pending in this file): see the doc on each item.
+//! Time is passed in by the caller (`now: Instant`) so the breaker is testable without sleeping
+//! and costs no clock read of its own. All state sits behind one `parking_lot::Mutex`: every
+//! operation is a handful of comparisons, so an uncontended lock (~10–20 ns) is cheaper and far
+//! easier to keep exact than a lock-free multi-word state machine.
 
 use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::BreakerConfig;
@@ -43,6 +47,7 @@ pub enum Admission {
 #[derive(Clone, Debug, Serialize)]
 pub struct BreakerSnapshot {
     pub state: BreakerState,
+    /// Consecutive counted failures (while open: the run that opened it, plus failed probes).
     pub failure_count: u32,
     pub failure_threshold: u32,
     /// Wall-clock time of the last counted failure.
@@ -61,56 +66,551 @@ pub struct BreakerSnapshot {
 /// are admitted at once; when that many succeed it closes; any probe failure reopens it.
 /// Neutral outcomes (cancellation, caller deadline, request-shaped 4xx) free the admission
 /// without counting either way.
+///
+/// Outcomes of `Normal` admissions that arrive after the breaker left `Closed` (requests that
+/// were in flight when it opened) do not change the state: only probes decide how it closes.
+/// A Retry-After carried by such a late failure still extends an open period.
 pub struct Breaker {
     cfg: BreakerConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+struct Inner {
+    phase: Phase,
+    /// Consecutive counted failures.
+    failures: u32,
+    last_failure: Option<SystemTime>,
+    /// While `Open`: when probes may start.
+    open_until: Instant,
+    probes_in_flight: u32,
+    probe_successes: u32,
+    /// Probes admitted in an earlier half-open period that have not reported back yet. Their
+    /// outcomes are swallowed so they cannot close (or reopen) a later half-open period.
+    stale_probes: u32,
+    /// Present only when `failure_ratio` is configured.
+    ratio: Option<RatioWindow>,
 }
 
 impl Breaker {
     /// A closed breaker with the given settings.
     pub fn new(cfg: BreakerConfig) -> Self {
-        Self { cfg }
+        let ratio = cfg.failure_ratio.map(|_| RatioWindow::new(cfg.window));
+        Self {
+            cfg,
+            inner: Mutex::new(Inner {
+                phase: Phase::Closed,
+                failures: 0,
+                last_failure: None,
+                open_until: Instant::now(),
+                probes_in_flight: 0,
+                probe_successes: 0,
+                stale_probes: 0,
+                ratio,
+            }),
+        }
     }
     /// The settings it was built with.
     pub fn config(&self) -> &BreakerConfig {
         &self.cfg
     }
+
+    /// Probe slots; a config of 0 would wedge the breaker open forever, so it means 1.
+    fn probe_slots(&self) -> u32 {
+        self.cfg.half_open_requests.max(1)
+    }
+
     /// Admit a request now, or refuse it (`None`) while open or while all probe slots are taken.
     pub fn try_admit(&self, now: Instant) -> Option<Admission> {
-        let _ = now;
-        unimplemented!()
+        let mut g = self.inner.lock();
+        match g.phase {
+            Phase::Closed => Some(Admission::Normal),
+            Phase::Open => {
+                if now < g.open_until {
+                    return None;
+                }
+                g.phase = Phase::HalfOpen;
+                g.probes_in_flight = 1;
+                g.probe_successes = 0;
+                log::debug!("circuit breaker half-open: admitting probes");
+                Some(Admission::Probe)
+            }
+            Phase::HalfOpen => {
+                if g.probes_in_flight + g.probe_successes >= self.probe_slots() {
+                    // All slots taken, or enough probes already succeeded this period and only
+                    // in-flight ones remain; admitting more would exceed "exactly N probes".
+                    return None;
+                }
+                g.probes_in_flight += 1;
+                Some(Admission::Probe)
+            }
+        }
     }
+
     /// Whether `try_admit` would admit now, without taking a slot (for candidate filtering).
     pub fn would_admit(&self, now: Instant) -> bool {
-        let _ = now;
-        unimplemented!()
+        let g = self.inner.lock();
+        match g.phase {
+            Phase::Closed => true,
+            Phase::Open => now >= g.open_until,
+            Phase::HalfOpen => g.probes_in_flight + g.probe_successes < self.probe_slots(),
+        }
     }
+
     /// Record a success of an admitted request.
     pub fn on_success(&self, admission: Admission, now: Instant) {
-        let _ = (admission, now);
-        unimplemented!()
+        let mut g = self.inner.lock();
+        let stale = g.take_stale(admission);
+        match (g.phase, admission) {
+            (Phase::Closed, _) => {
+                g.failures = 0;
+                if let Some(r) = g.ratio.as_mut() {
+                    r.record(now, false);
+                }
+            }
+            (_, Admission::Normal) => {}
+            _ if stale => {}
+            (Phase::HalfOpen, Admission::Probe) => {
+                g.probes_in_flight = g.probes_in_flight.saturating_sub(1);
+                g.probe_successes += 1;
+                if g.probe_successes >= self.probe_slots() {
+                    log::debug!("circuit breaker closed after {} successful probes", g.probe_successes);
+                    g.close();
+                }
+            }
+            (Phase::Open, Admission::Probe) => {}
+        }
     }
+
     /// Record a failure; `min_open` (a Retry-After) extends the open period if longer.
     pub fn on_failure(&self, admission: Admission, now: Instant, min_open: Option<Duration>) {
-        let _ = (admission, now, min_open);
-        unimplemented!()
+        let mut g = self.inner.lock();
+        let stale = g.take_stale(admission);
+        match (g.phase, admission) {
+            (Phase::Closed, _) => {
+                g.failures = g.failures.saturating_add(1);
+                g.last_failure = Some(SystemTime::now());
+                let ratio_trips = match (g.ratio.as_mut(), self.cfg.failure_ratio) {
+                    (Some(r), Some(limit)) => {
+                        r.record(now, true);
+                        r.trips(now, limit, self.cfg.min_requests)
+                    }
+                    _ => false,
+                };
+                if g.failures >= self.cfg.failure_threshold.max(1) || ratio_trips {
+                    log::debug!("circuit breaker opened after {} consecutive failures", g.failures);
+                    self.open(&mut g, now, min_open);
+                }
+            }
+            (Phase::Open, Admission::Normal) | (Phase::HalfOpen, Admission::Normal) => {
+                // A straggler from before the breaker opened: its Retry-After is still news.
+                if let (Phase::Open, Some(d)) = (g.phase, min_open) {
+                    g.open_until = g.open_until.max(now + d);
+                }
+            }
+            _ if stale => {}
+            (Phase::HalfOpen, Admission::Probe) => {
+                g.probes_in_flight = g.probes_in_flight.saturating_sub(1);
+                g.failures = g.failures.saturating_add(1);
+                g.last_failure = Some(SystemTime::now());
+                log::debug!("circuit breaker probe failed: reopening");
+                self.open(&mut g, now, min_open);
+            }
+            (Phase::Open, Admission::Probe) => {}
+        }
     }
+
     /// Release an admission whose outcome says nothing about health.
     pub fn on_neutral(&self, admission: Admission) {
-        let _ = admission;
-        unimplemented!()
+        let mut g = self.inner.lock();
+        if !g.take_stale(admission) && admission == Admission::Probe && g.phase == Phase::HalfOpen {
+            g.probes_in_flight = g.probes_in_flight.saturating_sub(1);
+        }
     }
+
     /// Current state (an open breaker whose time is up reads as half-open).
     pub fn state(&self, now: Instant) -> BreakerState {
-        let _ = now;
-        unimplemented!()
+        let g = self.inner.lock();
+        g.visible_state(now)
     }
+
     /// State and counters for status output.
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
-        let _ = now;
-        unimplemented!()
+        let g = self.inner.lock();
+        let state = g.visible_state(now);
+        BreakerSnapshot {
+            state,
+            failure_count: g.failures,
+            failure_threshold: self.cfg.failure_threshold,
+            last_failure_time: g.last_failure,
+            open_for: (state == BreakerState::Open).then(|| g.open_until.saturating_duration_since(now)),
+            probes_in_flight: if g.phase == Phase::HalfOpen { g.probes_in_flight } else { 0 },
+        }
     }
+
     /// Back to closed with zero counts.
     pub fn reset(&self) {
-        unimplemented!()
+        let mut g = self.inner.lock();
+        g.close();
+        g.last_failure = None;
+        g.stale_probes = 0;
+    }
+
+    fn open(&self, g: &mut Inner, now: Instant, min_open: Option<Duration>) {
+        let dur = self.cfg.recovery_time.max(min_open.unwrap_or(Duration::ZERO));
+        g.phase = Phase::Open;
+        g.open_until = now + dur;
+        g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
+        g.probes_in_flight = 0;
+        g.probe_successes = 0;
+        if let Some(r) = g.ratio.as_mut() {
+            r.clear();
+        }
+    }
+}
+
+impl Inner {
+    /// Whether this outcome belongs to a probe of an earlier half-open period (and forget it).
+    /// Which in-flight probe is the stale one cannot be told apart, so the first outcomes to come
+    /// back are taken as the stale ones; the accounting stays balanced either way.
+    fn take_stale(&mut self, admission: Admission) -> bool {
+        if admission == Admission::Probe && self.stale_probes > 0 {
+            self.stale_probes -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn visible_state(&self, now: Instant) -> BreakerState {
+        match self.phase {
+            Phase::Closed => BreakerState::Closed,
+            Phase::Open if now >= self.open_until => BreakerState::HalfOpen,
+            Phase::Open => BreakerState::Open,
+            Phase::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+
+    fn close(&mut self) {
+        self.phase = Phase::Closed;
+        self.failures = 0;
+        self.probes_in_flight = 0;
+        self.probe_successes = 0;
+        if let Some(r) = self.ratio.as_mut() {
+            r.clear();
+        }
+    }
+}
+
+/// Outcome counts over a sliding window, kept as a ring of fixed-width time buckets so recording
+/// is O(1) and never allocates after construction.
+struct RatioWindow {
+    epoch: Instant,
+    width: Duration,
+    /// (bucket number since `epoch`, successes, failures)
+    buckets: Vec<(u64, u32, u32)>,
+}
+
+impl RatioWindow {
+    fn new(window: Duration) -> Self {
+        // About one bucket per second, at least 10 (so short windows still slide smoothly) and at
+        // most 120 (so a long window stays cheap to sum).
+        let n = (window.as_secs_f64().ceil() as usize).clamp(10, 120);
+        let width = (window / n as u32).max(Duration::from_micros(1));
+        Self { epoch: Instant::now(), width, buckets: vec![(u64::MAX, 0, 0); n] }
+    }
+
+    fn bucket_no(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.epoch).as_nanos() / self.width.as_nanos()) as u64
+    }
+
+    fn record(&mut self, now: Instant, failed: bool) {
+        let no = self.bucket_no(now);
+        let n = self.buckets.len();
+        let b = &mut self.buckets[(no % n as u64) as usize];
+        if b.0 != no {
+            *b = (no, 0, 0);
+        }
+        if failed {
+            b.2 = b.2.saturating_add(1);
+        } else {
+            b.1 = b.1.saturating_add(1);
+        }
+    }
+
+    fn trips(&self, now: Instant, limit: f64, min_requests: u32) -> bool {
+        let cur = self.bucket_no(now);
+        let n = self.buckets.len() as u64;
+        let (mut ok, mut bad) = (0u64, 0u64);
+        for &(no, s, f) in &self.buckets {
+            if no != u64::MAX && no <= cur && cur - no < n {
+                ok += s as u64;
+                bad += f as u64;
+            }
+        }
+        let total = ok + bad;
+        total > 0 && total >= min_requests.max(1) as u64 && (bad as f64 / total as f64) >= limit
+    }
+
+    fn clear(&mut self) {
+        for b in &mut self.buckets {
+            *b = (u64::MAX, 0, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    fn cfg(threshold: u32, recovery_ms: u64, probes: u32) -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold: threshold,
+            recovery_time: Duration::from_millis(recovery_ms),
+            half_open_requests: probes,
+            ..Default::default()
+        }
+    }
+
+    fn fail_n(b: &Breaker, n: u32, now: Instant) {
+        for _ in 0..n {
+            if let Some(a) = b.try_admit(now) {
+                b.on_failure(a, now, None);
+            }
+        }
+    }
+
+    #[test]
+    fn opens_at_threshold_from_config() {
+        let b = Breaker::new(BreakerConfig::default());
+        let t = Instant::now();
+        fail_n(&b, 4, t);
+        assert_eq!(b.state(t), BreakerState::Closed);
+        assert_eq!(b.snapshot(t).failure_count, 4);
+        fail_n(&b, 2, t); // the 5th opens it; the 6th is refused
+        assert_eq!(b.state(t), BreakerState::Open);
+        assert_eq!(b.try_admit(t), None);
+        assert!(!b.would_admit(t));
+        let s = b.snapshot(t);
+        assert_eq!(s.failure_count, 5);
+        assert_eq!(s.failure_threshold, 5);
+        assert!(s.last_failure_time.is_some());
+        assert_eq!(s.open_for, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn success_resets_consecutive_count() {
+        let b = Breaker::new(cfg(3, 1000, 1));
+        let t = Instant::now();
+        fail_n(&b, 2, t);
+        b.on_success(b.try_admit(t).unwrap(), t);
+        fail_n(&b, 2, t);
+        assert_eq!(b.state(t), BreakerState::Closed);
+        fail_n(&b, 1, t);
+        assert_eq!(b.state(t), BreakerState::Open);
+    }
+
+    #[test]
+    fn open_for_recovery_time_then_half_open_then_closes() {
+        let b = Breaker::new(cfg(2, 1000, 2));
+        let t = Instant::now();
+        fail_n(&b, 2, t);
+        let before = t + Duration::from_millis(999);
+        assert_eq!(b.state(before), BreakerState::Open);
+        assert_eq!(b.try_admit(before), None);
+        let after = t + Duration::from_millis(1000);
+        assert_eq!(b.state(after), BreakerState::HalfOpen);
+        assert!(b.would_admit(after));
+        let p1 = b.try_admit(after).unwrap();
+        let p2 = b.try_admit(after).unwrap();
+        assert_eq!((p1, p2), (Admission::Probe, Admission::Probe));
+        assert_eq!(b.try_admit(after), None, "only 2 probes at once");
+        assert_eq!(b.snapshot(after).probes_in_flight, 2);
+        b.on_success(p1, after);
+        assert_eq!(b.state(after), BreakerState::HalfOpen, "one success of two is not enough");
+        b.on_success(p2, after);
+        assert_eq!(b.state(after), BreakerState::Closed);
+        assert_eq!(b.snapshot(after).failure_count, 0);
+        assert_eq!(b.try_admit(after), Some(Admission::Normal));
+    }
+
+    #[test]
+    fn probe_failure_reopens_for_a_fresh_period() {
+        let b = Breaker::new(cfg(1, 100, 1));
+        let t = Instant::now();
+        fail_n(&b, 1, t);
+        let t1 = t + Duration::from_millis(150);
+        let p = b.try_admit(t1).unwrap();
+        assert_eq!(p, Admission::Probe);
+        b.on_failure(p, t1, None);
+        assert_eq!(b.state(t1), BreakerState::Open);
+        assert_eq!(b.state(t1 + Duration::from_millis(99)), BreakerState::Open);
+        assert_eq!(b.state(t1 + Duration::from_millis(100)), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn retry_after_extends_open_period() {
+        let b = Breaker::new(cfg(1, 100, 1));
+        let t = Instant::now();
+        let a = b.try_admit(t).unwrap();
+        b.on_failure(a, t, Some(Duration::from_secs(5)));
+        assert_eq!(b.state(t + Duration::from_millis(200)), BreakerState::Open);
+        assert_eq!(b.snapshot(t).open_for, Some(Duration::from_secs(5)));
+        assert_eq!(b.state(t + Duration::from_secs(5)), BreakerState::HalfOpen);
+        // A shorter hint than recovery_time changes nothing.
+        let b = Breaker::new(cfg(1, 100, 1));
+        let a = b.try_admit(t).unwrap();
+        b.on_failure(a, t, Some(Duration::from_millis(10)));
+        assert_eq!(b.state(t + Duration::from_millis(50)), BreakerState::Open);
+        // A late straggler's hint extends an already open period.
+        let b = Breaker::new(cfg(1, 100, 1));
+        let a1 = b.try_admit(t).unwrap();
+        let a2 = b.try_admit(t).unwrap();
+        b.on_failure(a1, t, None);
+        b.on_failure(a2, t, Some(Duration::from_secs(2)));
+        assert_eq!(b.state(t + Duration::from_secs(1)), BreakerState::Open);
+    }
+
+    #[test]
+    fn neutral_outcomes_do_not_count() {
+        let b = Breaker::new(cfg(2, 100, 1));
+        let t = Instant::now();
+        fail_n(&b, 1, t);
+        for _ in 0..10 {
+            b.on_neutral(b.try_admit(t).unwrap());
+        }
+        assert_eq!(b.snapshot(t).failure_count, 1, "neutral neither counts nor resets");
+        fail_n(&b, 1, t);
+        assert_eq!(b.state(t), BreakerState::Open);
+        // A neutral probe frees its slot without closing or reopening.
+        let t1 = t + Duration::from_millis(100);
+        let p = b.try_admit(t1).unwrap();
+        assert_eq!(b.try_admit(t1), None);
+        b.on_neutral(p);
+        assert_eq!(b.state(t1), BreakerState::HalfOpen);
+        let p = b.try_admit(t1).unwrap();
+        b.on_success(p, t1);
+        assert_eq!(b.state(t1), BreakerState::Closed);
+    }
+
+    #[test]
+    fn reset_closes_with_zero_counts() {
+        let b = Breaker::new(cfg(1, 60_000, 1));
+        let t = Instant::now();
+        fail_n(&b, 1, t);
+        assert_eq!(b.state(t), BreakerState::Open);
+        b.reset();
+        let s = b.snapshot(t);
+        assert_eq!(s.state, BreakerState::Closed);
+        assert_eq!(s.failure_count, 0);
+        assert!(s.last_failure_time.is_none());
+        assert_eq!(b.try_admit(t), Some(Admission::Normal));
+    }
+
+    #[test]
+    fn late_normal_outcomes_do_not_close_or_reopen() {
+        let b = Breaker::new(cfg(1, 100, 1));
+        let t = Instant::now();
+        let a1 = b.try_admit(t).unwrap();
+        let a2 = b.try_admit(t).unwrap();
+        b.on_failure(a1, t, None);
+        b.on_success(a2, t);
+        assert_eq!(b.state(t), BreakerState::Open, "a straggler's success does not close it");
+    }
+
+    #[test]
+    fn stale_probe_outcome_does_not_affect_next_half_open() {
+        let b = Breaker::new(cfg(1, 100, 2));
+        let t = Instant::now();
+        fail_n(&b, 1, t);
+        let t1 = t + Duration::from_millis(100);
+        let p1 = b.try_admit(t1).unwrap();
+        let p2 = b.try_admit(t1).unwrap();
+        b.on_failure(p1, t1, None); // reopens; p2 is now stale
+        let t2 = t1 + Duration::from_millis(100);
+        let p3 = b.try_admit(t2).unwrap();
+        b.on_success(p2, t2); // swallowed
+        assert_eq!(b.state(t2), BreakerState::HalfOpen);
+        let p4 = b.try_admit(t2).unwrap();
+        assert_eq!(b.try_admit(t2), None);
+        b.on_success(p3, t2);
+        b.on_success(p4, t2);
+        assert_eq!(b.state(t2), BreakerState::Closed);
+    }
+
+    #[test]
+    fn failure_ratio_mode_opens_over_window() {
+        let c = BreakerConfig {
+            failure_threshold: 100,
+            failure_ratio: Some(0.5),
+            window: Duration::from_secs(10),
+            min_requests: 10,
+            ..cfg(100, 1000, 1)
+        };
+        let b = Breaker::new(c);
+        let t = Instant::now();
+        // Alternate: never 100 consecutive failures, ratio reaches 0.5 only once 10 samples exist.
+        for i in 0..9 {
+            let a = b.try_admit(t).unwrap();
+            if i % 2 == 0 {
+                b.on_failure(a, t, None);
+            } else {
+                b.on_success(a, t);
+            }
+        }
+        assert_eq!(b.state(t), BreakerState::Closed, "9 samples < min_requests");
+        let a = b.try_admit(t).unwrap();
+        b.on_failure(a, t, None); // 6 failures / 10
+        assert_eq!(b.state(t), BreakerState::Open);
+
+        // Old samples slide out of the window.
+        let b = Breaker::new(c);
+        for _ in 0..9 {
+            let a = b.try_admit(t).unwrap();
+            b.on_failure(a, t, None);
+        }
+        let later = t + Duration::from_secs(11);
+        let a = b.try_admit(later).unwrap();
+        b.on_success(a, later);
+        let a = b.try_admit(later).unwrap();
+        b.on_failure(a, later, None);
+        assert_eq!(b.state(later), BreakerState::Closed, "old failures expired");
+    }
+
+    #[test]
+    fn half_open_admits_exactly_n_under_contention() {
+        let b = Arc::new(Breaker::new(cfg(1, 10, 3)));
+        let t = Instant::now();
+        fail_n(&b, 1, t);
+        let t1 = t + Duration::from_millis(10);
+        let admitted = Arc::new(AtomicU32::new(0));
+        let barrier = Arc::new(Barrier::new(100));
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let (b, admitted, barrier) = (b.clone(), admitted.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for _ in 0..10 {
+                        if let Some(a) = b.try_admit(t1) {
+                            assert_eq!(a, Admission::Probe);
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(admitted.load(Ordering::SeqCst), 3);
+        assert_eq!(b.snapshot(t1).probes_in_flight, 3);
     }
 }

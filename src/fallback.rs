@@ -34,6 +34,9 @@ pub struct Plan {
     pub content_filter_fallback: bool,
     /// After a failure on a provider, prefer instances of other providers.
     pub provider_failover: bool,
+    /// Start a second attempt on the next target when the first has not answered (or, when
+    /// streaming, produced its first token) after this long; keep the first to succeed.
+    pub hedge_after: Option<Duration>,
 }
 
 /// What a successful walk produced.
@@ -96,7 +99,33 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                 }
             };
             let inst = lease.instance().clone();
-            match attempt::run(lease, req, deadline, stream).await {
+            let outcome = match plan.hedge_after {
+                Some(h) if trace.attempts.is_empty() && tries == 1 => {
+                    let hedge_target = plan.targets.get(1).unwrap_or(target);
+                    let (res, winner, loser) = hedged(lease, hedge_target, h, req, deadline, stream, est).await;
+                    if let Some(l) = loser {
+                        trace.push(&l.target, Some(&l.instance), AttemptRole::Hedge, l.started, Some(&l.error));
+                    }
+                    if !Arc::ptr_eq(&winner, &inst) {
+                        // The hedge won: report it under its own target.
+                        match res {
+                            Ok(Success::Chat(mut resp)) => {
+                                trace.push(&hedge_target.label, Some(&winner), AttemptRole::Hedge, t0, None);
+                                resp.attempts = trace.attempts;
+                                return Ok(Walked::Chat(resp));
+                            }
+                            Ok(Success::Stream(open)) => {
+                                return Ok(Walked::Stream(ChatStream::new(open, trace, hedge_target.label.clone(), AttemptRole::Hedge)));
+                            }
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        res
+                    }
+                }
+                _ => attempt::run(lease, req, deadline, stream).await,
+            };
+            match outcome {
                 Ok(Success::Chat(mut resp)) => {
                     trace.push(&target.label, Some(&inst), role, t0, None);
                     resp.attempts = trace.attempts;
@@ -169,5 +198,68 @@ fn next_step_of(e: &Error, plan: &Plan) -> Option<Next> {
         ErrorKind::BadRequest | ErrorKind::Cancelled | ErrorKind::Routing | ErrorKind::Config => Some(Next::Stop),
         ErrorKind::ContentFiltered if !plan.content_filter_fallback => Some(Next::Stop),
         _ => None,
+    }
+}
+
+/// The attempt that lost a hedge race (cancelled, or failed while the other won).
+struct Loser {
+    target: String,
+    instance: Arc<Instance>,
+    started: Instant,
+    error: Error,
+}
+
+/// Run `lease`'s attempt; if it has not succeeded after `after`, also start one on `hedge`
+/// (another instance) and keep whichever succeeds first. The loser is dropped, which aborts its
+/// HTTP request and releases its slot as neutral. Returns the outcome, the instance it came
+/// from, and the loser for the trace.
+#[allow(clippy::too_many_arguments)]
+async fn hedged(
+    lease: crate::instance::Lease,
+    hedge: &Target,
+    after: Duration,
+    req: &ChatRequest,
+    deadline: Option<Instant>,
+    stream: bool,
+    est: u64,
+) -> (Result<Success, Error>, Arc<Instance>, Option<Loser>) {
+    let a_inst = lease.instance().clone();
+    let fut_a = attempt::run(lease, req, deadline, stream);
+    tokio::pin!(fut_a);
+    tokio::select! {
+        r = &mut fut_a => return (r, a_inst, None),
+        _ = tokio::time::sleep(after) => {}
+    }
+    // Only hedge onto capacity that is free now; never queue for it.
+    let avoid = [a_inst.clone()];
+    let hedge_lease = match hedge.selector.acquire(est, Some(Instant::now()), Filter::Avoid(&avoid)).await {
+        Ok(l) if !Arc::ptr_eq(l.instance(), &a_inst) => l,
+        _ => return (fut_a.await, a_inst, None),
+    };
+    let b_inst = hedge_lease.instance().clone();
+    let tb = Instant::now();
+    let fut_b = attempt::run(hedge_lease, req, deadline, stream);
+    tokio::pin!(fut_b);
+    let lost = |inst: &Arc<Instance>, target: &str, started: Instant| Loser {
+        target: target.to_string(),
+        instance: inst.clone(),
+        started,
+        error: Error::new(ErrorKind::Cancelled, "cancelled: the other hedged attempt answered first"),
+    };
+    tokio::select! {
+        ra = &mut fut_a => match ra {
+            Ok(s) => (Ok(s), a_inst, Some(lost(&b_inst, &hedge.label, tb))),
+            Err(ea) => {
+                let rb = fut_b.await;
+                match rb {
+                    Ok(s) => (Ok(s), b_inst, Some(Loser { target: a_inst.group.clone() + "." + &a_inst.echelon, instance: a_inst, started: tb, error: ea })),
+                    Err(eb) => (Err(ea), a_inst, Some(Loser { target: hedge.label.clone(), instance: b_inst, started: tb, error: eb })),
+                }
+            }
+        },
+        rb = &mut fut_b => match rb {
+            Ok(s) => (Ok(s), b_inst, Some(lost(&a_inst, &(a_inst.group.clone() + "." + &a_inst.echelon), tb))),
+            Err(eb) => (fut_a.await, a_inst, Some(Loser { target: hedge.label.clone(), instance: b_inst, started: tb, error: eb })),
+        },
     }
 }

@@ -1,34 +1,62 @@
 //! Limits: in-flight concurrency, and request/token rates over time.
 //!
-//! INTERFACE (implementation pending in this file): see the doc on each item.
+//! Rate limiters take the caller's `now` instead of reading a clock, so tests drive time
+//! explicitly and one clock read per request serves every limiter it passes through.
+//!
+//! Why `TokenBucket` is hand-written rather than built on `governor`: governor's limiter owns
+//! its clock (`Clock::now()` takes no argument), so feeding it the caller's `Instant` would need
+//! a shared mutable fake clock set before each call, which races between threads. It also
+//! refuses a cost above the burst size forever (`InsufficientCapacity`), cannot give tokens back
+//! (our negative `adjust`) and does not expose the remaining capacity for status output. The
+//! bucket below is ~40 lines behind one mutex.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 
-/// A cap on requests in flight. `limit == 0` means unlimited. Lock-free.
+use crate::config::RateLimitConfig;
+
+/// Longest wait a limiter reports. Keeps `now + wait` far from `Instant` overflow when a bucket
+/// never refills (a zero refill rate).
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A cap on requests in flight. `limit == 0` means unlimited (in-flight is still counted).
+/// Lock-free: one CAS per acquire.
 pub struct ConcurrencyLimit {
     limit: u32,
+    in_flight: AtomicU32,
 }
 
 impl ConcurrencyLimit {
+    /// A limit of `limit` requests in flight (0 = unlimited).
     pub fn new(limit: u32) -> Self {
-        Self { limit }
+        Self { limit, in_flight: AtomicU32::new(0) }
     }
     /// Take a slot if one is free.
     pub fn try_acquire(&self) -> bool {
-        unimplemented!()
+        let limit = if self.limit == 0 { u32::MAX } else { self.limit };
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .is_ok()
     }
     /// Give a slot back (never below zero).
     pub fn release(&self) {
-        unimplemented!()
+        let r = self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if r.is_err() {
+            log::warn!("ConcurrencyLimit::release without a matching acquire (ignored)");
+        }
     }
     /// Whether a slot is free now.
     pub fn has_room(&self) -> bool {
-        unimplemented!()
+        self.limit == 0 || self.in_flight.load(Ordering::Acquire) < self.limit
     }
+    /// Requests in flight now.
     pub fn in_flight(&self) -> u32 {
-        unimplemented!()
+        self.in_flight.load(Ordering::Acquire)
     }
     /// 0 = unlimited.
     pub fn limit(&self) -> u32 {
@@ -62,69 +90,444 @@ pub trait RateLimiter: Send + Sync {
     /// Correct a previous acquisition by `delta` units (positive: more were used than
     /// estimated; negative: fewer). Used for TPM once the real usage is known.
     fn adjust(&self, delta: i64, now: Instant);
+    /// Capacity and what is left at `now`, for status output.
     fn status(&self, now: Instant) -> RateStatus;
+}
+
+/// The limiter a `[rate_limiting]` table asks for.
+pub fn limiter_for(spec: &RateLimitConfig) -> Arc<dyn RateLimiter> {
+    match *spec {
+        RateLimitConfig::TokenBucket { bucket_size, refill_rate } => Arc::new(TokenBucket::new(bucket_size, refill_rate)),
+        RateLimitConfig::SlidingWindow { window_size, max_requests } => {
+            Arc::new(SlidingWindow::new(max_requests as u64, window_size))
+        }
+    }
 }
 
 /// At most `limit` units in any window of `window` (exact: a log of timestamped costs).
 /// Use for RPM/TPM, where "never more than N in any minute" is the promise.
+///
+/// An entry taken at `t` counts until `t + window` (exclusive). Memory is one 24-byte entry per
+/// acquisition still inside the window (entries taken at the same `Instant` are merged).
 pub struct SlidingWindow {
     limit: u64,
     window: Duration,
+    state: Mutex<WindowLog>,
+}
+
+struct WindowLog {
+    /// (when, units), oldest first.
+    log: VecDeque<(Instant, u64)>,
+    /// Sum of units in `log`.
+    used: u64,
+    /// Latest `now` that changed the log. Threads may arrive with slightly older instants; they
+    /// are treated as this one so the log stays in time order.
+    latest: Option<Instant>,
 }
 
 impl SlidingWindow {
+    /// At most `limit` units in any `window`.
     pub fn new(limit: u64, window: Duration) -> Self {
-        Self { limit, window }
+        Self { limit, window, state: Mutex::new(WindowLog { log: VecDeque::new(), used: 0, latest: None }) }
+    }
+
+    /// Drop expired entries and return the effective (never decreasing) time.
+    fn advance(&self, s: &mut WindowLog, now: Instant) -> Instant {
+        let now = s.latest.map_or(now, |l| l.max(now));
+        s.latest = Some(now);
+        while let Some(&(t, units)) = s.log.front() {
+            if t + self.window > now {
+                break;
+            }
+            s.used -= units;
+            s.log.pop_front();
+        }
+        now
+    }
+
+    /// `Ok` if `cost` fits at `now`, else how long until enough of the oldest entries expire.
+    /// Read-only: entries already expired at `now` are skipped rather than removed, so `check`
+    /// at any instant leaves no trace.
+    fn decide(&self, s: &WindowLog, cost: u64, now: Instant) -> Result<(), Duration> {
+        let now = s.latest.map_or(now, |l| l.max(now));
+        let expired = s.log.iter().take_while(|(t, _)| *t + self.window <= now);
+        let (skip, gone) = expired.fold((0usize, 0u64), |(n, u), &(_, units)| (n + 1, u + units));
+        let used = s.used - gone;
+        if used.saturating_add(cost) <= self.limit || used == 0 {
+            return Ok(());
+        }
+        // Units that must leave the window before `cost` fits (all of them for an oversized cost).
+        let must_free = if cost > self.limit { used } else { used + cost - self.limit };
+        let mut freed = 0u64;
+        for &(t, units) in s.log.iter().skip(skip) {
+            freed += units;
+            if freed >= must_free {
+                return Err((t + self.window).saturating_duration_since(now));
+            }
+        }
+        // Unreachable while `used` equals the sum of the log; be safe rather than panic.
+        Err(self.window)
     }
 }
 
 impl RateLimiter for SlidingWindow {
     fn try_acquire(&self, cost: u64, now: Instant) -> Result<(), Duration> {
-        let _ = (cost, now, self.limit, self.window);
-        unimplemented!()
+        let mut s = self.state.lock();
+        let now = self.advance(&mut s, now);
+        self.decide(&s, cost, now)?;
+        if cost > 0 {
+            match s.log.back_mut() {
+                Some((t, units)) if *t == now => *units += cost,
+                _ => s.log.push_back((now, cost)),
+            }
+            s.used += cost;
+        }
+        Ok(())
     }
     fn check(&self, cost: u64, now: Instant) -> Result<(), Duration> {
-        let _ = (cost, now);
-        unimplemented!()
+        let s = self.state.lock();
+        self.decide(&s, cost, now)
     }
+    /// Positive: recorded as used now (the usage happened, even past the limit). Negative:
+    /// taken off the *oldest* entries still in the window. That is the conservative choice:
+    /// every future window that contains an older entry also contains the newer acquisition
+    /// being corrected, so window sums never drop below the true usage.
     fn adjust(&self, delta: i64, now: Instant) {
-        let _ = (delta, now);
-        unimplemented!()
+        let mut s = self.state.lock();
+        let now = self.advance(&mut s, now);
+        if delta > 0 {
+            let d = delta as u64;
+            match s.log.back_mut() {
+                Some((t, units)) if *t == now => *units += d,
+                _ => s.log.push_back((now, d)),
+            }
+            s.used += d;
+        } else {
+            let mut give_back = delta.unsigned_abs();
+            while give_back > 0 {
+                let Some(front) = s.log.front_mut() else { break };
+                let take = front.1.min(give_back);
+                front.1 -= take;
+                give_back -= take;
+                if front.1 == 0 {
+                    s.log.pop_front();
+                }
+                s.used -= take;
+            }
+        }
     }
     fn status(&self, now: Instant) -> RateStatus {
-        let _ = now;
-        unimplemented!()
+        let mut s = self.state.lock();
+        self.advance(&mut s, now);
+        RateStatus {
+            algorithm: "sliding_window",
+            limit: self.limit,
+            remaining: self.limit.saturating_sub(s.used),
+            period: self.window,
+        }
     }
 }
 
 /// A token bucket of `bucket_size` refilled at `refill_rate` units per second, starting full.
 /// Use for the pool-level `rate_limiting.token_bucket` table (bursty but bounded on average).
+///
+/// A cost above `bucket_size` is admitted when the bucket is full and drives it negative (a debt
+/// repaid by refill). A non-positive or non-finite `refill_rate` never refills.
 pub struct TokenBucket {
     bucket_size: u32,
     refill_rate: f64,
+    state: Mutex<Bucket>,
 }
 
+struct Bucket {
+    /// May be negative (debt after an oversized cost or a positive `adjust`).
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+/// Float slack so a wait computed as `need / rate` is enough when the caller comes back exactly
+/// at `now + wait` (rounding must never make that retry fail).
+const EPS: f64 = 1e-9;
+
 impl TokenBucket {
+    /// A full bucket of `bucket_size`, refilled at `refill_rate` per second.
     pub fn new(bucket_size: u32, refill_rate: f64) -> Self {
-        Self { bucket_size, refill_rate }
+        Self { bucket_size, refill_rate, state: Mutex::new(Bucket { tokens: bucket_size as f64, last: None }) }
+    }
+
+    fn rate(&self) -> f64 {
+        if self.refill_rate.is_finite() && self.refill_rate > 0.0 {
+            self.refill_rate
+        } else {
+            0.0
+        }
+    }
+
+    /// Tokens available at `now`, without storing anything.
+    fn tokens_at(&self, b: &Bucket, now: Instant) -> f64 {
+        match b.last {
+            Some(last) => {
+                let dt = now.saturating_duration_since(last).as_secs_f64();
+                (b.tokens + dt * self.rate()).min(self.bucket_size as f64)
+            }
+            None => b.tokens,
+        }
+    }
+
+    fn refill(&self, b: &mut Bucket, now: Instant) {
+        b.tokens = self.tokens_at(b, now);
+        // Time never runs backwards for the bucket (callers may pass slightly older instants).
+        b.last = Some(b.last.map_or(now, |l| l.max(now)));
+    }
+
+    fn decide(&self, tokens: f64, cost: u64) -> Result<(), Duration> {
+        let size = self.bucket_size as f64;
+        // An oversized cost needs a full bucket rather than an impossible amount.
+        let need = (cost as f64).min(size);
+        if tokens + EPS >= need {
+            return Ok(());
+        }
+        let rate = self.rate();
+        if rate == 0.0 {
+            return Err(MAX_WAIT);
+        }
+        let secs = (need - tokens) / rate;
+        Err(Duration::try_from_secs_f64(secs).unwrap_or(MAX_WAIT).min(MAX_WAIT))
     }
 }
 
 impl RateLimiter for TokenBucket {
     fn try_acquire(&self, cost: u64, now: Instant) -> Result<(), Duration> {
-        let _ = (cost, now, self.bucket_size, self.refill_rate);
-        unimplemented!()
+        let mut b = self.state.lock();
+        self.refill(&mut b, now);
+        self.decide(b.tokens, cost)?;
+        b.tokens -= cost as f64;
+        Ok(())
     }
     fn check(&self, cost: u64, now: Instant) -> Result<(), Duration> {
-        let _ = (cost, now);
-        unimplemented!()
+        let b = self.state.lock();
+        self.decide(self.tokens_at(&b, now), cost)
     }
+    /// Positive: taken from the bucket (possibly into debt). Negative: given back, up to full.
     fn adjust(&self, delta: i64, now: Instant) {
-        let _ = (delta, now);
-        unimplemented!()
+        let mut b = self.state.lock();
+        self.refill(&mut b, now);
+        b.tokens = (b.tokens - delta as f64).min(self.bucket_size as f64);
     }
     fn status(&self, now: Instant) -> RateStatus {
-        let _ = now;
-        unimplemented!()
+        let mut b = self.state.lock();
+        self.refill(&mut b, now);
+        let rate = self.rate();
+        RateStatus {
+            algorithm: "token_bucket",
+            limit: self.bucket_size as u64,
+            remaining: (b.tokens + EPS).max(0.0).floor() as u64,
+            period: if rate > 0.0 {
+                Duration::try_from_secs_f64(1.0 / rate).unwrap_or(MAX_WAIT).min(MAX_WAIT)
+            } else {
+                MAX_WAIT
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn concurrency_limit_basics() {
+        let c = ConcurrencyLimit::new(2);
+        assert!(c.try_acquire() && c.try_acquire());
+        assert!(!c.try_acquire());
+        assert!(!c.has_room());
+        assert_eq!(c.in_flight(), 2);
+        c.release();
+        assert!(c.has_room());
+        c.release();
+        c.release(); // extra release never goes below zero
+        assert_eq!(c.in_flight(), 0);
+
+        let u = ConcurrencyLimit::new(0);
+        for _ in 0..1000 {
+            assert!(u.try_acquire());
+        }
+        assert!(u.has_room());
+        assert_eq!(u.in_flight(), 1000, "unlimited still counts");
+    }
+
+    #[test]
+    fn concurrency_limit_never_exceeded_under_threads() {
+        use std::sync::atomic::AtomicU32;
+        let limit = 5;
+        let c = Arc::new(ConcurrencyLimit::new(limit));
+        let observed_max = Arc::new(AtomicU32::new(0));
+        let holders = Arc::new(AtomicU32::new(0));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (c, observed_max, holders) = (c.clone(), observed_max.clone(), holders.clone());
+                std::thread::spawn(move || {
+                    let mut got = 0u32;
+                    for _ in 0..10_000 {
+                        if c.try_acquire() {
+                            got += 1;
+                            let h = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                            observed_max.fetch_max(h, Ordering::SeqCst);
+                            assert!(c.in_flight() <= limit);
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            c.release();
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let total: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(total > 0);
+        let m = observed_max.load(Ordering::SeqCst);
+        assert!(m <= limit, "saw {m} holders with limit {limit}");
+        assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn sliding_window_refuses_then_reports_exact_wait() {
+        let w = SlidingWindow::new(3, Duration::from_secs(1));
+        let t = Instant::now();
+        assert!(w.try_acquire(1, t).is_ok());
+        assert!(w.try_acquire(1, t + 100 * MS).is_ok());
+        assert!(w.try_acquire(1, t + 200 * MS).is_ok());
+        assert_eq!(w.try_acquire(1, t + 300 * MS), Err(700 * MS));
+        assert_eq!(w.check(2, t + 300 * MS), Err(800 * MS));
+        assert!(w.try_acquire(1, t + 1000 * MS).is_ok(), "first entry expired at t+1s");
+        assert_eq!(w.status(t + 1000 * MS).remaining, 0);
+        assert_eq!(w.status(t + 1100 * MS).remaining, 1);
+    }
+
+    #[test]
+    fn sliding_window_oversized_cost_only_when_empty() {
+        let w = SlidingWindow::new(10, Duration::from_secs(1));
+        let t = Instant::now();
+        assert!(w.try_acquire(1, t).is_ok());
+        assert_eq!(w.try_acquire(50, t + 100 * MS), Err(900 * MS), "waits for the window to empty");
+        assert!(w.try_acquire(50, t + 1000 * MS).is_ok());
+        assert_eq!(w.try_acquire(1, t + 1500 * MS), Err(500 * MS));
+        assert_eq!(w.status(t + 1500 * MS).remaining, 0);
+    }
+
+    #[test]
+    fn sliding_window_tpm_adjust() {
+        let w = SlidingWindow::new(1000, Duration::from_secs(60));
+        let t = Instant::now();
+        // Estimated 400 tokens per request; two fit, the third does not.
+        assert!(w.try_acquire(400, t).is_ok());
+        assert!(w.try_acquire(400, t + MS).is_ok());
+        assert!(w.check(400, t + 2 * MS).is_err());
+        // Real usage of the first was 100: give 300 back, and now the third fits.
+        w.adjust(-300, t + 2 * MS);
+        assert_eq!(w.status(t + 2 * MS).remaining, 500);
+        assert!(w.try_acquire(400, t + 2 * MS).is_ok());
+        // Under-estimated by 250: the window is now over the limit until entries expire.
+        w.adjust(250, t + 3 * MS);
+        assert_eq!(w.status(t + 3 * MS).remaining, 0);
+        assert!(w.check(1, t + 4 * MS).is_err());
+        // Giving back more than was used never goes below empty.
+        w.adjust(-1_000_000, t + 5 * MS);
+        assert_eq!(w.status(t + 5 * MS).remaining, 1000);
+    }
+
+    proptest! {
+        /// Over a long random sequence of acquisitions (with gaps, bursts, and costs larger than
+        /// the limit), no window of length `window` ever holds more than `limit` units, except
+        /// a window holding a single oversized acquisition. Every refusal's wait is exact:
+        /// the same cost fits at `now + wait` and not a nanosecond earlier.
+        #[test]
+        fn sliding_window_never_exceeds_limit(
+            limit in 1u64..20,
+            window_ms in 1u64..200,
+            ops in prop::collection::vec((0u64..60, 1u64..25), 1..400),
+        ) {
+            let window = Duration::from_millis(window_ms);
+            let w = SlidingWindow::new(limit, window);
+            let base = Instant::now();
+            let mut now = base;
+            let mut admitted: Vec<(Instant, u64)> = Vec::new();
+            for (dt, cost) in ops {
+                now += Duration::from_millis(dt) / 3;
+                match w.try_acquire(cost, now) {
+                    Ok(()) => admitted.push((now, cost)),
+                    Err(wait) => {
+                        prop_assert!(wait > Duration::ZERO && wait <= window);
+                        prop_assert!(w.check(cost, now + wait).is_ok());
+                        prop_assert!(w.check(cost, now + wait - Duration::from_nanos(1)).is_err());
+                    }
+                }
+            }
+            for (i, &(start, _)) in admitted.iter().enumerate() {
+                let inside: Vec<u64> =
+                    admitted[i..].iter().take_while(|(t, _)| *t < start + window).map(|&(_, c)| c).collect();
+                let sum: u64 = inside.iter().sum();
+                prop_assert!(
+                    sum <= limit || inside.len() == 1,
+                    "window at {:?} holds {} > {} in {:?}", start - base, sum, limit, inside
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn token_bucket_starts_full_and_refills() {
+        let b = TokenBucket::new(10, 5.0); // 5 tokens/s
+        let t = Instant::now();
+        for _ in 0..10 {
+            assert!(b.try_acquire(1, t).is_ok());
+        }
+        assert_eq!(b.try_acquire(1, t), Err(200 * MS));
+        assert_eq!(b.check(3, t), Err(600 * MS));
+        assert!(b.try_acquire(1, t + 199 * MS).is_err());
+        assert!(b.try_acquire(1, t + 200 * MS).is_ok());
+        assert_eq!(b.status(t + 200 * MS).remaining, 0);
+        // Refill is capped at the bucket size.
+        let s = b.status(t + Duration::from_secs(100));
+        assert_eq!((s.remaining, s.limit, s.period, s.algorithm), (10, 10, 200 * MS, "token_bucket"));
+    }
+
+    #[test]
+    fn token_bucket_oversized_cost_and_adjust() {
+        let b = TokenBucket::new(10, 10.0);
+        let t = Instant::now();
+        assert!(b.try_acquire(25, t).is_ok(), "a full bucket admits an oversized cost");
+        // 15 tokens of debt + 10 to be full again = 2.5 s.
+        assert_eq!(b.check(25, t), Err(2500 * MS));
+        assert!(b.check(1, t + 1500 * MS).is_err());
+        assert!(b.check(1, t + 1600 * MS).is_ok());
+        b.adjust(-100, t + 3 * Duration::from_secs(1));
+        assert_eq!(b.status(t + 3 * Duration::from_secs(1)).remaining, 10, "give back is capped at full");
+        b.adjust(4, t + 3 * Duration::from_secs(1));
+        assert_eq!(b.status(t + 3 * Duration::from_secs(1)).remaining, 6);
+    }
+
+    #[test]
+    fn token_bucket_without_refill_never_hangs_callers_forever() {
+        let b = TokenBucket::new(1, 0.0);
+        let t = Instant::now();
+        assert!(b.try_acquire(1, t).is_ok());
+        assert_eq!(b.try_acquire(1, t + Duration::from_secs(1000)), Err(MAX_WAIT));
+        assert_eq!(b.status(t).period, MAX_WAIT);
+    }
+
+    #[test]
+    fn limiter_for_builds_the_configured_algorithm() {
+        let t = Instant::now();
+        let l = limiter_for(&RateLimitConfig::SlidingWindow { window_size: Duration::from_secs(60), max_requests: 2 });
+        assert!(l.try_acquire(1, t).is_ok() && l.try_acquire(1, t).is_ok());
+        assert!(l.try_acquire(1, t).is_err());
+        let s = l.status(t);
+        assert_eq!((s.algorithm, s.limit, s.period), ("sliding_window", 2, Duration::from_secs(60)));
+        let l = limiter_for(&RateLimitConfig::TokenBucket { bucket_size: 3, refill_rate: 1.0 });
+        assert_eq!(l.status(t).algorithm, "token_bucket");
+        assert_eq!(l.status(t).remaining, 3);
     }
 }

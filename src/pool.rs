@@ -120,6 +120,7 @@ impl Pool {
             retry_delay: Duration::ZERO,
             content_filter_fallback: false,
             provider_failover: false,
+            hedge_after: None,
         }
     }
 

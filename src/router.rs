@@ -329,6 +329,7 @@ impl Engine {
             retry_delay: fb.retry_delay,
             content_filter_fallback: fb.on_content_filter,
             provider_failover: fb.strategy == crate::config::FallbackStrategy::ProviderFailover,
+            hedge_after: fb.hedge_after,
         };
         Ok((group, plan))
     }
@@ -402,6 +403,7 @@ impl Engine {
                     retry_delay: Duration::ZERO,
                     content_filter_fallback: false,
                     provider_failover: false,
+                    hedge_after: None,
                 };
                 let res = walk(&plan, req, start, timeout.map(|t| start + t), stream).await;
                 if let Ok(Walked::Chat(r)) = &res {

@@ -1,10 +1,24 @@
 //! Instance selection strategies (round robin, LRU, weighted, least busy, latency/P2C).
 //!
-//! INTERFACE (implementation pending in this file): see the doc on each item.
+//! Selection runs on every request, so it never locks and never allocates for pools of up to
+//! [`STACK_CANDIDATES`] instances: the eligibility predicate is evaluated once per candidate into
+//! a stack buffer, and randomness comes from a per-thread `SmallRng` (no shared RNG state).
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
 use crate::config::RotationStrategy;
+
+/// Pools up to this size are selected from without any heap allocation.
+pub const STACK_CANDIDATES: usize = 64;
+
+/// Scores above this are clamped so a weighted draw stays well-defined (an infinite weight would
+/// make the running sum NaN).
+const MAX_SCORE: f64 = 1e12;
 
 /// What a strategy may read about a candidate instance. Implemented by `instance::Instance`.
 pub trait Candidate {
@@ -20,7 +34,9 @@ pub trait Candidate {
     fn avg_latency(&self) -> f64;
     /// Exponentially weighted moving average of latency in seconds, `None` until measured.
     fn ewma_latency(&self) -> Option<f64>;
+    /// Successful calls so far (reliability term of the weighted score).
     fn success_count(&self) -> u64;
+    /// Failed calls so far (reliability term of the weighted score).
     fn failure_count(&self) -> u64;
 }
 
@@ -31,6 +47,9 @@ pub trait Candidate {
 /// can take a request now. Strategy rules:
 /// - `RoundRobin`: a cursor over the *full* list; returns the first eligible at or after the
 ///   cursor and moves the cursor past it, so a change in availability never skips or repeats.
+///   Precisely: each pick is the first eligible index cyclically after the previous pick, so
+///   an instance that stays eligible is reached within one turn of the list, and no instance is
+///   picked twice in a turn while another eligible one is waiting.
 /// - `LeastRecentlyUsed`: oldest `last_used` (never used first); ties broken randomly. The
 ///   caller stamps `last_used` at selection, so concurrent requests spread.
 /// - `Weighted`: the original formula `max(0.1, weight × perf × reliability × load)` with
@@ -41,24 +60,417 @@ pub trait Candidate {
 ///   on `ewma_latency`.
 pub struct Scheduler {
     strategy: RotationStrategy,
+    /// Round robin: the index the next scan starts at.
+    cursor: AtomicUsize,
+}
+
+thread_local! {
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
+/// Uniform in `0..n` (`n > 0`) from this thread's RNG.
+fn rand_below(n: usize) -> usize {
+    RNG.with(|r| r.borrow_mut().random_range(0..n))
+}
+
+/// Uniform in `[0, 1)` from this thread's RNG.
+fn rand_unit() -> f64 {
+    RNG.with(|r| r.borrow_mut().random::<f64>())
+}
+
+/// A scratch slice of `n` elements: on the stack up to [`STACK_CANDIDATES`], else on the heap.
+macro_rules! scratch {
+    ($name:ident, $heap:ident, $t:ty, $zero:expr, $n:expr) => {
+        let mut stack_buf = [$zero; STACK_CANDIDATES];
+        let mut $heap: Vec<$t>;
+        let $name: &mut [$t] = if $n <= STACK_CANDIDATES {
+            &mut stack_buf[..$n]
+        } else {
+            $heap = vec![$zero; $n];
+            &mut $heap[..]
+        };
+    };
 }
 
 impl Scheduler {
+    /// A scheduler for `strategy` with its cursor at the start of the list.
     pub fn new(strategy: RotationStrategy) -> Self {
-        Self { strategy }
+        Self { strategy, cursor: AtomicUsize::new(0) }
     }
+    /// The strategy it was built with.
     pub fn strategy(&self) -> RotationStrategy {
         self.strategy
     }
     /// Index into `candidates` of the chosen one, or `None` if none is eligible.
     pub fn select<C: Candidate>(&self, candidates: &[C], eligible: impl Fn(usize) -> bool) -> Option<usize> {
-        let _ = (candidates.len(), eligible(0));
-        unimplemented!()
+        let n = candidates.len();
+        if n == 0 {
+            return None;
+        }
+        if self.strategy == RotationStrategy::RoundRobin {
+            return self.round_robin(n, &eligible);
+        }
+        // Evaluate the predicate exactly once per candidate: it may read breakers and limits
+        // that change concurrently, and two passes could disagree.
+        scratch!(idx, heap, u32, 0u32, n);
+        let mut m = 0;
+        for i in 0..n {
+            if eligible(i) {
+                idx[m] = i as u32;
+                m += 1;
+            }
+        }
+        let idx = &mut idx[..m];
+        if idx.is_empty() {
+            return None;
+        }
+        let pick = match self.strategy {
+            RotationStrategy::RoundRobin => unreachable!("handled above"),
+            RotationStrategy::LeastRecentlyUsed => pick_min_random_tie(idx, |i| candidates[i].last_used()),
+            RotationStrategy::LeastBusy => pick_min_random_tie(idx, |i| candidates[i].in_flight()),
+            RotationStrategy::Weighted => weighted_pick(candidates, idx),
+            RotationStrategy::Latency => latency_pick(candidates, idx),
+        };
+        Some(pick)
+    }
+
+    fn round_robin(&self, n: usize, eligible: &impl Fn(usize) -> bool) -> Option<usize> {
+        loop {
+            let cur = self.cursor.load(Ordering::Acquire);
+            let start = cur % n;
+            let found = (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))?;
+            // CAS so two concurrent callers never both take `found`: the loser rescans from the
+            // winner's new cursor. Someone always wins, so this is lock-free.
+            if self
+                .cursor
+                .compare_exchange(cur, (found + 1) % n, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(found);
+            }
+        }
+    }
+}
+
+/// The candidate with the smallest key, uniformly among ties. Compacts the tied indices to the
+/// front of `idx` in one pass, then draws once.
+fn pick_min_random_tie<K: Ord>(idx: &mut [u32], key: impl Fn(usize) -> K) -> usize {
+    let mut best = key(idx[0] as usize);
+    let mut ties = 1;
+    for r in 1..idx.len() {
+        let i = idx[r];
+        let k = key(i as usize);
+        match k.cmp(&best) {
+            std::cmp::Ordering::Less => {
+                best = k;
+                idx[0] = i;
+                ties = 1;
+            }
+            std::cmp::Ordering::Equal => {
+                idx[ties] = i;
+                ties += 1;
+            }
+            std::cmp::Ordering::Greater => {}
+        }
+    }
+    let k = if ties == 1 { 0 } else { rand_below(ties) };
+    idx[k] as usize
+}
+
+fn weighted_pick<C: Candidate>(candidates: &[C], idx: &[u32]) -> usize {
+    scratch!(scores, heap, f64, 0.0f64, idx.len());
+    let mut total = 0.0;
+    for (s, &i) in scores.iter_mut().zip(idx) {
+        *s = weighted_score(&candidates[i as usize]).min(MAX_SCORE);
+        total += *s;
+    }
+    let r = rand_unit() * total;
+    let mut run = 0.0;
+    for (&s, &i) in scores.iter().zip(idx) {
+        run += s;
+        if run > r {
+            return i as usize;
+        }
+    }
+    // Float rounding can leave `run` a hair under `r`; the last one is the right answer then.
+    idx[idx.len() - 1] as usize
+}
+
+fn latency_pick<C: Candidate>(candidates: &[C], idx: &mut [u32]) -> usize {
+    // Compact unmeasured candidates to the front: they must be tried before any comparison.
+    let mut unmeasured = 0;
+    for r in 0..idx.len() {
+        if candidates[idx[r] as usize].ewma_latency().is_none() {
+            idx.swap(unmeasured, r);
+            unmeasured += 1;
+        }
+    }
+    if unmeasured > 0 {
+        return idx[rand_below(unmeasured)] as usize;
+    }
+    let m = idx.len();
+    if m == 1 {
+        return idx[0] as usize;
+    }
+    // Two distinct random candidates; the faster wins (the first drawn on a tie).
+    let a = rand_below(m);
+    let mut b = rand_below(m - 1);
+    if b >= a {
+        b += 1;
+    }
+    let (ia, ib) = (idx[a] as usize, idx[b] as usize);
+    let la = candidates[ia].ewma_latency().unwrap_or(f64::INFINITY);
+    let lb = candidates[ib].ewma_latency().unwrap_or(f64::INFINITY);
+    if lb < la {
+        ib
+    } else {
+        ia
     }
 }
 
 /// The original `WeightedScheduler.calculate_weight` formula (floor 0.1).
 pub fn weighted_score<C: Candidate>(c: &C) -> f64 {
-    let _ = c;
-    unimplemented!()
+    let avg = c.avg_latency();
+    let perf = if avg > 0.0 { 1.0 / avg } else { 1.0 };
+    let (s, f) = (c.success_count(), c.failure_count());
+    let reliability = if s + f > 0 { s as f64 / (s + f) as f64 } else { 1.0 };
+    let max = c.max_concurrency();
+    let load = if max > 0 { 1.0 - c.in_flight() as f64 / max as f64 } else { 1.0 };
+    // `f64::max` ignores a NaN operand, so a NaN weight also lands on the floor.
+    (c.weight() * perf * reliability * load).max(0.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    #[derive(Clone, Default)]
+    struct Cand {
+        in_flight: u32,
+        max: u32,
+        last_used: Cell<Option<Instant>>,
+        weight: f64,
+        avg: f64,
+        ewma: Option<f64>,
+        ok: u64,
+        bad: u64,
+    }
+
+    impl Candidate for Cand {
+        fn in_flight(&self) -> u32 {
+            self.in_flight
+        }
+        fn max_concurrency(&self) -> u32 {
+            self.max
+        }
+        fn last_used(&self) -> Option<Instant> {
+            self.last_used.get()
+        }
+        fn weight(&self) -> f64 {
+            self.weight
+        }
+        fn avg_latency(&self) -> f64 {
+            self.avg
+        }
+        fn ewma_latency(&self) -> Option<f64> {
+            self.ewma
+        }
+        fn success_count(&self) -> u64 {
+            self.ok
+        }
+        fn failure_count(&self) -> u64 {
+            self.bad
+        }
+    }
+
+    fn plain(n: usize) -> Vec<Cand> {
+        (0..n).map(|_| Cand { weight: 1.0, ..Default::default() }).collect()
+    }
+
+    fn counts(s: &Scheduler, c: &[Cand], rounds: usize, eligible: impl Fn(usize) -> bool) -> Vec<usize> {
+        let mut n = vec![0; c.len()];
+        for _ in 0..rounds {
+            n[s.select(c, &eligible).expect("some eligible")] += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn empty_or_nothing_eligible_is_none() {
+        for st in [
+            RotationStrategy::RoundRobin,
+            RotationStrategy::LeastRecentlyUsed,
+            RotationStrategy::Weighted,
+            RotationStrategy::LeastBusy,
+            RotationStrategy::Latency,
+        ] {
+            let s = Scheduler::new(st);
+            assert_eq!(s.select::<Cand>(&[], |_| true), None);
+            assert_eq!(s.select(&plain(5), |_| false), None);
+            assert_eq!(s.select(&plain(5), |i| i == 3), Some(3), "{st:?}");
+            // Above the stack size the heap path is used; same answers.
+            assert_eq!(s.select(&plain(100), |i| i == 77), Some(77), "{st:?}");
+        }
+    }
+
+    #[test]
+    fn round_robin_is_exactly_fair() {
+        let s = Scheduler::new(RotationStrategy::RoundRobin);
+        let c = plain(7);
+        assert_eq!(counts(&s, &c, 7 * 1000, |_| true), vec![1000; 7]);
+        let picks: Vec<_> = (0..9).map(|_| s.select(&c, |_| true).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 3, 4, 5, 6, 0, 1]);
+    }
+
+    #[test]
+    fn round_robin_never_skips_or_repeats_when_availability_changes() {
+        let s = Scheduler::new(RotationStrategy::RoundRobin);
+        let c = plain(4);
+        let seq = |e: &dyn Fn(usize) -> bool| s.select(&c, e).unwrap();
+        assert_eq!(seq(&|_| true), 0);
+        assert_eq!(seq(&|i| i != 2), 1);
+        assert_eq!(seq(&|i| i != 2), 3, "2 is unavailable: the next eligible after 1");
+        assert_eq!(seq(&|_| true), 0);
+        assert_eq!(seq(&|_| true), 1, "2 coming back does not make 1 repeat or 0 skip");
+        assert_eq!(seq(&|_| true), 2);
+
+        // Randomized: every pick is the first eligible index cyclically after the previous pick
+        // (the original scheduler indexed the *filtered* list and broke this).
+        let s = Scheduler::new(RotationStrategy::RoundRobin);
+        let c = plain(9);
+        let mut prev: Option<usize> = None;
+        for _ in 0..5000 {
+            let mask: u32 = rand_below(1 << 9) as u32;
+            let got = s.select(&c, |i| mask & (1 << i) != 0);
+            if mask == 0 {
+                assert_eq!(got, None);
+                continue;
+            }
+            let start = prev.map_or(0, |p| p + 1);
+            let want = (0..9).map(|k| (start + k) % 9).find(|&i| mask & (1 << i) != 0);
+            assert_eq!(got, want);
+            prev = got;
+        }
+    }
+
+    #[test]
+    fn round_robin_concurrent_callers_share_fairly() {
+        use std::sync::Arc;
+        let s = Arc::new(Scheduler::new(RotationStrategy::RoundRobin));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let c = plain(8);
+                    let mut n = [0usize; 8];
+                    for _ in 0..2000 {
+                        n[s.select(&c, |_| true).unwrap()] += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = [0usize; 8];
+        for h in handles {
+            for (t, x) in total.iter_mut().zip(h.join().unwrap()) {
+                *t += x;
+            }
+        }
+        assert_eq!(total, [1000; 8], "8000 picks over 8 instances with no pick lost or doubled");
+    }
+
+    #[test]
+    fn weighted_is_proportional() {
+        let s = Scheduler::new(RotationStrategy::Weighted);
+        let mut c = plain(3);
+        c[0].weight = 1.0;
+        c[1].weight = 2.0;
+        c[2].weight = 7.0;
+        let n = counts(&s, &c, 10_000, |_| true);
+        // Expected 1000/2000/7000; binomial sd ≤ 46, so ±300 is > 6 sd and cannot flake.
+        for (got, want) in n.iter().zip([1000, 2000, 7000]) {
+            assert!(got.abs_diff(want) <= 300, "{n:?}");
+        }
+        // Ineligible ones get nothing, and the rest keep their ratio.
+        let n = counts(&s, &c, 10_000, |i| i != 2);
+        assert_eq!(n[2], 0);
+        assert!(n[0].abs_diff(3333) <= 300, "{n:?}");
+    }
+
+    #[test]
+    fn weighted_score_is_the_original_formula() {
+        let c = Cand { weight: 2.0, avg: 0.5, ok: 3, bad: 1, in_flight: 2, max: 8, ..Default::default() };
+        // 2 × (1/0.5) × 0.75 × (1 − 2/8)
+        assert!((weighted_score(&c) - 2.25).abs() < 1e-12);
+        let fresh = Cand { weight: 1.5, ..Default::default() };
+        assert_eq!(weighted_score(&fresh), 1.5);
+        let saturated = Cand { weight: 5.0, in_flight: 10, max: 10, ..Default::default() };
+        assert_eq!(weighted_score(&saturated), 0.1);
+        let nan = Cand { weight: f64::NAN, ..Default::default() };
+        assert_eq!(weighted_score(&nan), 0.1);
+    }
+
+    #[test]
+    fn least_busy_picks_min_and_spreads_ties() {
+        let s = Scheduler::new(RotationStrategy::LeastBusy);
+        let mut c = plain(6);
+        for (x, f) in c.iter_mut().zip([3, 1, 4, 1, 5, 1]) {
+            x.in_flight = f;
+        }
+        let n = counts(&s, &c, 10_000, |_| true);
+        assert_eq!(n[0] + n[2] + n[4], 0, "{n:?}");
+        // Three-way tie: expected 3333 each, sd ≈ 47.
+        for i in [1, 3, 5] {
+            assert!(n[i].abs_diff(3333) <= 300, "{n:?}");
+        }
+        // The minimum among the eligible only.
+        assert_eq!(s.select(&c, |i| i % 2 == 0), Some(0));
+    }
+
+    #[test]
+    fn lru_prefers_never_used_then_oldest_and_spreads_when_stamped() {
+        let s = Scheduler::new(RotationStrategy::LeastRecentlyUsed);
+        let t = Instant::now();
+        let c = plain(4);
+        c[0].last_used.set(Some(t + Duration::from_secs(2)));
+        c[1].last_used.set(Some(t + Duration::from_secs(1)));
+        c[3].last_used.set(Some(t + Duration::from_secs(3)));
+        assert_eq!(s.select(&c, |_| true), Some(2), "never used first");
+        assert_eq!(s.select(&c, |i| i != 2), Some(1), "then the oldest stamp");
+
+        // Stamping at selection (as the pool does) spreads 10k picks evenly over 8 instances.
+        let c = plain(8);
+        let mut n = [0usize; 8];
+        for k in 0..10_000u64 {
+            let i = s.select(&c, |_| true).unwrap();
+            c[i].last_used.set(Some(t + Duration::from_nanos(k + 1)));
+            n[i] += 1;
+        }
+        assert!(n.iter().all(|&x| x == 1250), "{n:?}");
+
+        // All tied (never used): random among all of them, not always the first.
+        let c = plain(4);
+        let n = counts(&s, &c, 10_000, |_| true);
+        assert!(n.iter().all(|&x| x.abs_diff(2500) <= 300), "{n:?}");
+    }
+
+    #[test]
+    fn latency_probes_unmeasured_first_then_prefers_faster() {
+        let s = Scheduler::new(RotationStrategy::Latency);
+        let mut c = plain(3);
+        c[0].ewma = Some(0.010);
+        c[2].ewma = Some(0.001);
+        assert_eq!(counts(&s, &c, 1000, |_| true), vec![0, 1000, 0], "unmeasured is tried first");
+        // Two measured: P2C always compares both, so the faster always wins.
+        c[1].ewma = Some(0.5);
+        let n = counts(&s, &c, 10_000, |i| i != 1);
+        assert_eq!(n, vec![0, 0, 10_000]);
+        // Three measured: the slowest never wins a pair; the fastest wins every pair it is in
+        // (2 of 3 pairs), the middle one wins the remaining third.
+        let n = counts(&s, &c, 10_000, |_| true);
+        assert_eq!(n[1], 0, "{n:?}");
+        assert!(n[2].abs_diff(6667) <= 300 && n[0].abs_diff(3333) <= 300, "{n:?}");
+    }
 }

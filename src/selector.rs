@@ -196,8 +196,7 @@ impl Selector {
     }
 
     fn never_error(&self, now: Instant) -> Error {
-        let all_open = !self.instances.is_empty()
-            && self.instances.iter().all(|i| i.status(now).is_available() && !i.breaker.would_admit(now));
+        let all_open = !self.instances.is_empty() && self.instances.iter().all(|i| !i.breaker.would_admit(now));
         if all_open {
             Error::new(ErrorKind::CircuitOpen, format!("{}: every instance's circuit breaker is open", self.name))
         } else {

@@ -18,8 +18,10 @@ use crate::types::Params;
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// OpenAI chat completions at `https://api.openai.com/v1` (or a given base_url).
+    #[serde(rename = "openai")]
     OpenAi,
     /// Any host speaking the OpenAI chat-completions protocol at its own base_url.
+    #[serde(rename = "openai_compatible")]
     OpenAiCompatible,
     /// Anthropic messages API.
     Anthropic,
@@ -52,12 +54,16 @@ impl ProviderKind {
 /// Per-call timeouts. `None` disables that timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Timeouts {
+    #[serde(serialize_with = "ser_opt_secs")]
     pub connect: Option<Duration>,
     /// Time to first token (streaming) or to response headers (non-streaming).
+    #[serde(serialize_with = "ser_opt_secs")]
     pub first_token: Option<Duration>,
     /// Whole request.
+    #[serde(serialize_with = "ser_opt_secs")]
     pub total: Option<Duration>,
     /// Silence between two stream chunks.
+    #[serde(serialize_with = "ser_opt_secs")]
     pub idle: Option<Duration>,
 }
 
@@ -77,7 +83,9 @@ impl Default for Timeouts {
 pub struct RetryConfig {
     /// Extra tries on the same target after the first one (0 = no retry).
     pub max_retries: u32,
+    #[serde(serialize_with = "ser_secs")]
     pub base_delay: Duration,
+    #[serde(serialize_with = "ser_secs")]
     pub max_delay: Duration,
 }
 
@@ -128,12 +136,25 @@ pub struct ModelConfig {
     /// Static weight for the weighted strategy.
     pub weight: f64,
     /// Minimum cooldown after a 429 (the Retry-After hint is used when longer).
+    #[serde(serialize_with = "ser_secs")]
     pub rate_limit_cooldown: Duration,
     /// `anthropic-version` header value (Anthropic only).
     pub api_version: Option<String>,
     pub probe: ProbeMode,
     /// Where this model was defined.
     pub source: Option<PathBuf>,
+}
+
+/// Durations serialize as float seconds (the unit every config file uses).
+fn ser_secs<S: serde::Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, ser: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser.serialize_some(&d.as_secs_f64()),
+        None => ser.serialize_none(),
+    }
 }
 
 fn ser_secret<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
@@ -146,11 +167,13 @@ pub struct BreakerConfig {
     /// Consecutive failures that open the breaker.
     pub failure_threshold: u32,
     /// How long the breaker stays open before admitting probes (`reset_timeout` is an alias).
+    #[serde(serialize_with = "ser_secs")]
     pub recovery_time: Duration,
     /// Probes admitted at once in half-open; that many successes close it.
     pub half_open_requests: u32,
     /// Optional: open when the failure ratio over `window` reaches this (with `min_requests`).
     pub failure_ratio: Option<f64>,
+    #[serde(serialize_with = "ser_secs")]
     pub window: Duration,
     pub min_requests: u32,
 }
@@ -211,12 +234,14 @@ pub struct FallbackConfig {
     /// Bounds the number of attempts of the whole chain (retries included).
     pub max_attempts: u32,
     /// Waited between two targets.
+    #[serde(serialize_with = "ser_secs")]
     pub retry_delay: Duration,
     /// Per-target breaker override; `None` uses the group's `[circuit_breaker]`.
     pub circuit_breaker: Option<BreakerConfig>,
     /// Route around `ContentFiltered` instead of surfacing it (default false).
     pub on_content_filter: bool,
     /// Start the next target if the first has no first token after this long (streaming and not).
+    #[serde(serialize_with = "ser_opt_secs")]
     pub hedge_after: Option<Duration>,
 }
 
@@ -255,6 +280,7 @@ pub struct EchelonConfig {
     /// Per-instance requests per minute (0 = unlimited).
     pub rpm_limit: u32,
     /// Per-attempt total timeout override.
+    #[serde(serialize_with = "ser_opt_secs")]
     pub timeout: Option<Duration>,
     /// Retries on this echelon before falling back (overrides the model's retry setting).
     pub max_retries: Option<u32>,
@@ -334,10 +360,12 @@ impl RotationStrategy {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct HealthCheckConfig {
     pub enabled: bool,
+    #[serde(serialize_with = "ser_secs")]
     pub interval: Duration,
     /// Consecutive failures (passive or active) that make an instance unhealthy.
     pub failure_threshold: u32,
     /// How long an unhealthy/failed instance rests before it is tried again (recovering).
+    #[serde(serialize_with = "ser_secs")]
     pub recovery_time: Duration,
     pub probe: Option<ProbeMode>,
 }
@@ -361,7 +389,11 @@ pub enum RateLimitConfig {
     /// `bucket_size` tokens, refilled at `refill_rate` per second; one token per request.
     TokenBucket { bucket_size: u32, refill_rate: f64 },
     /// At most `max_requests` in any `window_size`.
-    SlidingWindow { window_size: Duration, max_requests: u32 },
+    SlidingWindow {
+        #[serde(serialize_with = "ser_secs")]
+        window_size: Duration,
+        max_requests: u32,
+    },
 }
 
 /// One polling pool.
@@ -383,6 +415,7 @@ pub struct PoolConfig {
     /// Requests allowed to wait when everything is saturated.
     pub queue_size: u32,
     /// Default deadline of a call through this pool.
+    #[serde(serialize_with = "ser_opt_secs")]
     pub request_timeout: Option<Duration>,
     pub source: Option<PathBuf>,
 }
@@ -392,11 +425,13 @@ pub struct PoolConfig {
 pub struct GlobalConfig {
     pub fallback_enabled: bool,
     pub max_attempts: u32,
+    #[serde(serialize_with = "ser_secs")]
     pub retry_delay: Duration,
     pub circuit_breaker: BreakerConfig,
     /// Default route when a call names nothing: `"pool:<name>"`, `"group:<ref>"`, `"direct:p:m"`.
     pub default_route: Option<String>,
     /// Default deadline for a whole call.
+    #[serde(serialize_with = "ser_opt_secs")]
     pub request_timeout: Option<Duration>,
     pub rate_limit: Option<RateLimitConfig>,
 }
@@ -434,16 +469,27 @@ pub struct Config {
     pub global: GlobalConfig,
     /// The directory the config was loaded from, if any.
     pub root: Option<PathBuf>,
+    /// Non-fatal findings of the load (environment variables that were unset and replaced by
+    /// ""). Added by the loader; [`crate::config::warnings`] reports these plus missing keys.
+    #[serde(skip)]
+    pub load_warnings: Vec<crate::error::ConfigIssue>,
 }
 
 impl Config {
-    /// Resolve a model reference: a logical model name, or `provider:model` (provider defaults
-    /// plus that wire model). `None` when it resolves nowhere.
+    /// Resolve a model reference: a logical model name, or `provider:model`. A `provider:model`
+    /// reference uses the logical model of that provider with that wire model when one is
+    /// configured (so its file's context window, limits etc. apply), else the provider defaults
+    /// plus that wire model. `None` when it resolves nowhere.
     pub fn resolve_model(&self, reference: &str) -> Option<ModelConfig> {
         if let Some(m) = self.models.get(reference) {
             return Some(m.clone());
         }
         let (provider, wire) = reference.split_once(':')?;
+        if let Some(m) = self.models.values().find(|m| m.provider == provider && m.model == wire) {
+            let mut m = m.clone();
+            m.name = reference.to_string();
+            return Some(m);
+        }
         let p = self.providers.get(provider)?;
         let mut m = p.defaults.clone();
         m.name = reference.to_string();

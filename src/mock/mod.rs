@@ -2,4 +2,210 @@
 //! streaming and not, and misbehaves on demand (scripted per model). Used by the tests, the
 //! demo and the benchmarks.
 //!
-//! INTERFACE (implementation pending).
+//! # Routes
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/chat/completions` | OpenAI chat (model in body; `stream`, `stream_options.include_usage`); header `x-request-id` |
+//! | `POST /v1/messages` | Anthropic messages (model in body; `stream`); header `request-id` |
+//! | `POST /v1beta/models/{model}:generateContent` | Gemini |
+//! | `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` | Gemini streaming |
+//! | `GET /v1/models`, `GET /v1beta/models`, `HEAD /` (`/v1`, `/v1beta`), `GET /health` | health probes, counted globally |
+//! | `GET /v1/models/{m}`, `GET /v1beta/models/{m}` | health probes counted for model `m` |
+//! | `POST /_mock/script` | install scripts: body `{model: script, ...}` |
+//! | `GET /_mock/counters` | the counters as JSON (see [`MockServer::counters`]) |
+//! | `POST /_mock/reset` | zero the counters; `?scripts=1` or body `{"scripts": true}` also drops the scripts |
+//!
+//! When started with `require_key`, chat requests and the model-list probes must carry that key
+//! (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or `?key=`), else they get the
+//! provider's 401 body. `HEAD` probes, `/health` and `/_mock/*` never need a key.
+//!
+//! # Content
+//!
+//! `"Hello from <model>. "` then deterministic filler words (some non-ASCII, e.g. "café") up to
+//! exactly `content_chars` characters, streamed in `chunks` pieces split on char boundaries.
+//! Usage: prompt tokens = characters of all message contents / 4 (at least 1); completion
+//! tokens = words of the content (1 for a tool call).
+//!
+//! # Scripts (JSON)
+//!
+//! Scripts are keyed by model name; `"*"` applies to models without their own script, and
+//! `"_health"` is the server-wide health script (probes that name no model). A script is a fault
+//! name string (`"hang"`) or an object:
+//!
+//! ```json
+//! {
+//!   "latency_ms": 0,          "ttft_ms": 0,        "chunk_delay_ms": 0,
+//!   "tokens_per_second": null, "content_chars": 200, "chunks": 8,  "tool_call": false,
+//!   "fault": "ok",            // plus the fault's knobs, see below (used when steps run out)
+//!   "steps": [                // consumed in order, one request each, `times` times
+//!     {"fault": "server_error", "status": 503, "times": 3},
+//!     {"fault": "rate_limit", "retry_after": "1"},
+//!     {"fault": "cut_after", "after": 2, "chunk_delay_ms": 5},
+//!     "hang"
+//!   ],
+//!   "then": "ok",             // after the steps (default: the script's own `fault`)
+//!   "max_prompt_tokens": 100, // longer prompts get the context-window error (no step used)
+//!   "health": {"fault": "server_error", "status": 503}  // probes naming this model
+//! }
+//! ```
+//!
+//! A step (and `then`) is a fault name or an object with `fault` plus knobs and any behaviour
+//! key above as an override for that step. Faults and their knobs:
+//!
+//! - `ok`; `status` (`status` or `code` = the HTTP code, required); `rate_limit` (429);
+//!   `server_error` (`status`, default 500); `down` (= server_error 503); `overloaded`
+//!   (Anthropic 529 `overloaded_error`, others 503); `auth` (401); `context_window` (400, the
+//!   provider's exact context-length error); `content_filter` (OpenAI/Anthropic 400, Gemini 200
+//!   with `promptFeedback.blockReason` and `finishReason` `"SAFETY"`). Each error fault takes
+//!   `body` (string sent as-is, or JSON) to replace the provider body, `retry_after` (header
+//!   value, string or number) and `retry_after_ms`.
+//! - `hang`: read the request, never answer (until the client disconnects).
+//! - `reset`: close the connection with a TCP RST, no answer.
+//! - `cut_after` (`after` = N): stream N content chunks then cut the connection without the
+//!   terminal event; non-stream: announce the full Content-Length, send half, cut.
+//!   Shorthand: `{"cut_after": 2}`.
+//! - `stall_after` (`after` = N): like `cut_after` but go silent until the client disconnects.
+//! - `malformed` (`after` = N): 200 with invalid JSON; streaming: N good chunks then one event
+//!   whose data is invalid JSON, then the stream ends.
+//!
+//! Installing a script (even an identical one) restarts its steps for every model.
+//!
+//! # Counters
+//!
+//! [`MockServer::counters`] returns the totals at the top level and per model under `models`:
+//! `requests`, `ok`, `faults` (`{name: n}`, including `bad_request` and `auth_rejected`),
+//! `statuses` (`{"503": n}`), `streams_started`, `streams_completed`, `in_flight`,
+//! `max_in_flight`, `client_disconnects` (the client went away before the mock finished:
+//! during latency, a hang, a stall or a paced stream), `probes`; per model also `last_request`
+//! `{body, headers}` (headers without any key).
+
+mod counters;
+mod script;
+mod server;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use script::{Behaviour, BehaviourPatch, Fault, FaultSpec, Script, Step, DEFAULT_CHUNKS, DEFAULT_CONTENT_CHARS};
+pub use wire::{content_text, split_chars};
+
+use crate::secret::Secret;
+
+/// How to start a [`MockServer`].
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// When set, requests must carry this key (see the module doc).
+    pub require_key: Option<Secret>,
+    /// Scripts installed before the first request (`{model: script}` JSON, or `Null`).
+    pub scripts: Value,
+    /// How long [`MockServer::shutdown`] lets in-flight requests finish before dropping them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self { require_key: None, scripts: Value::Null, shutdown_grace: Duration::from_millis(500) }
+    }
+}
+
+/// A running mock provider server on one TCP port.
+///
+/// Runs on the tokio runtime that called [`MockServer::start`]. Dropping it stops accepting at
+/// once (open connections are closed in the background); [`MockServer::shutdown`] also waits
+/// for that.
+pub struct MockServer {
+    addr: SocketAddr,
+    shared: Arc<server::Shared>,
+    stop: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for MockServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockServer").field("addr", &self.addr).finish()
+    }
+}
+
+impl MockServer {
+    /// Bind `addr` (port 0 picks a free port) and start serving. Invalid `config.scripts` give
+    /// an `InvalidInput` error naming the offending key.
+    pub async fn start(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer> {
+        let shared = Arc::new(server::Shared::new(config.require_key.clone()));
+        if !config.scripts.is_null() {
+            shared
+                .set_scripts(&config.scripts)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server::accept_loop(listener, shared.clone(), stop.clone(), config.shutdown_grace));
+        log::debug!("mock provider listening on http://{addr}");
+        Ok(MockServer { addr, shared, stop, task: Mutex::new(Some(task)) })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT` (no trailing slash): the Anthropic base URL. OpenAI's is `+ "/v1"`,
+    /// Gemini's `+ "/v1beta"`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Install or replace the script of `model` (`"*"` = default, `"_health"` = server health).
+    /// Takes effect for the next request.
+    pub fn set_script(&self, model: &str, script: Script) {
+        self.shared.set_script(model, script);
+    }
+
+    /// Install several scripts from `{model: script}` JSON. All or nothing: on error nothing
+    /// changes and the message names the offending key.
+    pub fn set_scripts(&self, json: &Value) -> Result<(), String> {
+        self.shared.set_scripts(json)
+    }
+
+    /// Remove every script (every model answers normally again).
+    pub fn clear_scripts(&self) {
+        self.shared.clear_scripts();
+    }
+
+    /// The counters as JSON (shape in the module doc).
+    pub fn counters(&self) -> Value {
+        self.shared.counters.snapshot()
+    }
+
+    /// Zero the counters and restart every script's steps (scripts stay installed).
+    pub fn reset(&self) {
+        self.shared.counters.reset();
+    }
+
+    /// Stop accepting, let in-flight requests finish within the grace period, close the rest.
+    /// The port is free when this returns. Idempotent.
+    pub async fn shutdown(&self) {
+        self.shared.counters.shutting_down.store(true, Ordering::Relaxed);
+        self.stop.cancel();
+        let task = self.task.lock().take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.shared.counters.shutting_down.store(true, Ordering::Relaxed);
+        self.stop.cancel();
+    }
+}

@@ -1,29 +1,98 @@
 //! Provider clients: OpenAI chat completions (and OpenAI-compatible hosts), Anthropic messages,
 //! Gemini generateContent; non-streaming and SSE streaming; error classification.
 //!
-//! INTERFACE (implementation pending): see the doc on each item.
+//! Layout: [`openai`], [`anthropic`], [`gemini`] translate requests and responses; [`sse`] parses
+//! event streams; [`stream`] drives a streaming body under the timers; [`classify`] turns
+//! statuses, bodies and transport failures into [`Error`]s. This file owns the HTTP plumbing.
+//!
+//! Timeouts are enforced here with `tokio::time` (not reqwest's global timeout) so each kind is
+//! distinguishable: connect (reqwest `connect_timeout`), first token (response headers for
+//! `chat`, first delta for `stream`), idle (between stream chunks after the first delta) and
+//! total (the whole request, body included).
 
+// `Error` is the crate-wide error contract (large by design, returned once per call).
+#![allow(clippy::result_large_err)]
+
+pub mod anthropic;
+pub mod classify;
+pub mod gemini;
+pub mod openai;
+pub mod sse;
+pub mod stream;
+
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use parking_lot::Mutex;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
 
-use crate::config::{ModelConfig, ProbeMode, Timeouts};
-use crate::error::Error;
-use crate::types::{ChatRequest, ChatResponse, StreamEvent};
+use crate::config::{ModelConfig, ProbeMode, ProviderKind, Timeouts};
+use crate::error::{Error, ErrorKind, TimeoutKind};
+use crate::types::{ChatRequest, ChatResponse, Message, Params, StreamEvent};
+use classify::{classify_send, classify_status, ErrCtx};
+use stream::{StreamDecoder, StreamSetup};
 
 /// A stream of deltas then exactly one `Done`, or an error item (after which it ends).
 /// Dropping it aborts the upstream HTTP request.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, Error>> + Send>>;
 
+/// Largest successful response body accepted (non-streaming).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Largest error body read (only its message is kept).
+const MAX_ERROR_BODY: usize = 256 * 1024;
+
+type PoolKey = (String, Option<Duration>);
+
 /// Shared HTTP connection pools, one `reqwest::Client` per (origin, connect timeout).
 /// One per router; cheap to clone.
 #[derive(Clone, Default)]
-pub struct HttpPool {}
+pub struct HttpPool {
+    clients: Arc<Mutex<HashMap<PoolKey, reqwest::Client>>>,
+}
 
 impl HttpPool {
+    /// An empty pool; clients are created on first use of each origin.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The client for `origin` with `connect` timeout, created on first use (keep-alive,
+    /// `tcp_nodelay`, up to 256 idle connections per host, no proxy lookup, no redirects).
+    pub fn client(&self, origin: &str, connect: Option<Duration>) -> Result<reqwest::Client, String> {
+        let key = (origin.to_string(), connect);
+        let mut map = self.clients.lock();
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("echelon/", env!("CARGO_PKG_VERSION")));
+        if let Some(c) = connect {
+            b = b.connect_timeout(c);
+        }
+        let client = b.build().map_err(|e| classify::error_chain(&e))?;
+        map.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// How many distinct clients (origin × connect timeout) exist; for tests and status output.
+    pub fn len(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    /// True when no client has been created yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -31,13 +100,35 @@ impl HttpPool {
 #[derive(Clone)]
 pub struct ProviderClient {
     model: Arc<ModelConfig>,
+    pool: HttpPool,
+    /// `"<provider>/<model>"`, the prefix of every error message.
+    label: Arc<str>,
+    /// `scheme://host:port` of base_url, or why base_url is unusable.
+    origin: Result<Arc<str>, String>,
+    /// Auth + configured headers, or why they are unusable (checked at call time).
+    headers: Result<HeaderMap, String>,
+}
+
+/// A prepared request: URL, serialized body, headers.
+struct Prepared {
+    url: String,
+    body: Vec<u8>,
+    headers: HeaderMap,
 }
 
 impl ProviderClient {
     /// Build a client for `model`, reusing `pool`'s connections to the same host.
+    /// A malformed base_url or header is reported by the first call (`ErrorKind::Config`).
     pub fn new(model: ModelConfig, pool: &HttpPool) -> Self {
-        let _ = pool;
-        Self { model: Arc::new(model) }
+        let label: Arc<str> = format!("{}/{}", model.provider, model.name).into();
+        let origin = reqwest::Url::parse(&model.base_url)
+            .map_err(|e| format!("base_url {:?} is not a valid URL: {e}", model.base_url))
+            .and_then(|u| match u.scheme() {
+                "http" | "https" => Ok(u.origin().ascii_serialization().into()),
+                s => Err(format!("base_url {:?} has unsupported scheme {s:?}", model.base_url)),
+            });
+        let headers = base_headers(&model);
+        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers }
     }
 
     /// The model this client calls.
@@ -45,12 +136,117 @@ impl ProviderClient {
         &self.model
     }
 
+    fn ctx(&self) -> ErrCtx<'_> {
+        ErrCtx { label: &self.label, secret: &self.model.api_key }
+    }
+
+    fn client(&self, timeouts: &Timeouts) -> Result<reqwest::Client, Error> {
+        let ctx = self.ctx();
+        if self.model.api_key.is_missing() {
+            let var = self.model.api_key.var().unwrap_or("?");
+            return Err(ctx.error(ErrorKind::AuthError, &format!("API key variable ${{{var}}} is not set")));
+        }
+        let origin = self.origin.as_ref().map_err(|m| ctx.error(ErrorKind::Config, m))?;
+        self.pool.client(origin, timeouts.connect).map_err(|m| ctx.error(ErrorKind::Config, &format!("HTTP client: {m}")))
+    }
+
+    fn prepare(&self, req: &ChatRequest, stream: bool) -> Result<Prepared, Error> {
+        let ctx = self.ctx();
+        let mut headers = self.headers.clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
+        let params = req.params.clone().or(&self.model.parameters);
+        let m = &self.model;
+        let (url, body) = match m.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                (openai::chat_url(&m.base_url), openai::build_body(&m.model, req, &params, stream))
+            }
+            ProviderKind::Anthropic => (anthropic::chat_url(&m.base_url), anthropic::build_body(&m.model, req, &params, stream)),
+            ProviderKind::Gemini => (gemini::chat_url(&m.base_url, &m.model, stream), gemini::build_body(req, &params)),
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| ctx.error(ErrorKind::BadRequest, &format!("cannot serialize request: {e}")))?;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ACCEPT, HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }));
+        Ok(Prepared { url, body, headers })
+    }
+
+    /// Send and wait for the response headers under min(first_token, total).
+    async fn send(&self, rb: RequestBuilder, timeouts: &Timeouts, started: Instant) -> Result<Response, Error> {
+        let ctx = self.ctx();
+        let (deadline, which) = header_deadline(timeouts, started);
+        let fut = rb.send();
+        let res = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let limit = if which == TimeoutKind::FirstToken { timeouts.first_token } else { timeouts.total };
+                    let mut e = ctx.error(ErrorKind::Timeout, &format!("no response headers within {:?}", limit.unwrap_or_default()));
+                    e.timeout = Some(which);
+                    return Err(e);
+                }
+            },
+            None => fut.await,
+        };
+        res.map_err(|e| classify_send(e, &ctx))
+    }
+
+    /// Read and classify a non-2xx response.
+    async fn error_response(&self, resp: Response, timeouts: &Timeouts, started: Instant) -> Error {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = read_body(resp, total_deadline(timeouts, started), MAX_ERROR_BODY).await.unwrap_or_else(|b| b.partial);
+        classify_status(status, &headers, &body, &self.ctx())
+    }
+
     /// One non-streaming call. `timeouts` are the effective ones for this attempt (the caller
     /// has already merged echelon overrides and clamped `total` to the call's deadline).
-    /// The response's `served_by` and `attempts` are left empty for the caller to fill.
+    /// The response's `served_by` and `attempts` are left empty for the caller to fill;
+    /// `ttft` is the time to response headers and `latency` the whole call.
     pub async fn chat(&self, req: &ChatRequest, timeouts: &Timeouts) -> Result<ChatResponse, Error> {
-        let _ = (req, timeouts);
-        unimplemented!()
+        let started = Instant::now();
+        let client = self.client(timeouts)?;
+        let p = self.prepare(req, false)?;
+        let rb = client.post(&p.url).headers(p.headers).body(p.body);
+        let resp = self.send(rb, timeouts, started).await?;
+        let ttft = started.elapsed();
+        let status = resp.status().as_u16();
+        let header_rid = classify::request_id(resp.headers());
+        if !resp.status().is_success() {
+            return Err(self.error_response(resp, timeouts, started).await);
+        }
+        let ctx = self.ctx();
+        let with_meta = |mut e: Error| {
+            e.status = Some(status);
+            if e.request_id.is_none() {
+                e.request_id = header_rid.clone();
+            }
+            e
+        };
+        let body = match read_body(resp, total_deadline(timeouts, started), MAX_BODY).await {
+            Ok(b) => b,
+            Err(BodyError { timed_out: true, .. }) => {
+                let mut e = ctx.error(ErrorKind::Timeout, &format!("body not complete within the total timeout of {:?}", timeouts.total.unwrap_or_default()));
+                e.timeout = Some(TimeoutKind::Total);
+                return Err(with_meta(e));
+            }
+            Err(BodyError { reason, partial, .. }) => {
+                return Err(with_meta(ctx.error(ErrorKind::InvalidResponse, &format!("truncated body after {} bytes: {reason}", partial.len()))));
+            }
+        };
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            let snippet = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
+            with_meta(ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {snippet}")))
+        })?;
+        let parsed = match self.model.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::parse_response(&v, &ctx),
+            ProviderKind::Anthropic => anthropic::parse_response(&v, &ctx),
+            ProviderKind::Gemini => gemini::parse_response(&v, &ctx),
+        };
+        let mut r = parsed.map_err(with_meta)?;
+        if header_rid.is_some() {
+            r.request_id = header_rid;
+        }
+        r.ttft = Some(ttft);
+        r.latency = started.elapsed();
+        Ok(r)
     }
 
     /// Open a stream. Returns once the response headers are in (errors before that, including
@@ -58,13 +254,169 @@ impl ProviderClient {
     /// delta and `idle` between chunks; after the first delta any cut/stall/garbage becomes
     /// `StreamInterrupted` carrying the partial text.
     pub async fn stream(&self, req: &ChatRequest, timeouts: &Timeouts) -> Result<EventStream, Error> {
-        let _ = (req, timeouts);
-        unimplemented!()
+        let started = Instant::now();
+        let client = self.client(timeouts)?;
+        let p = self.prepare(req, true)?;
+        let rb = client.post(&p.url).headers(p.headers).body(p.body);
+        let resp = self.send(rb, timeouts, started).await?;
+        if !resp.status().is_success() {
+            return Err(self.error_response(resp, timeouts, started).await);
+        }
+        let header_rid = classify::request_id(resp.headers());
+        let is_json = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+        if is_json {
+            // Some hosts answer a streaming request with a plain JSON (error) body and a 200.
+            return Err(self.json_instead_of_stream(resp, timeouts, started, header_rid).await);
+        }
+        let decoder: Box<dyn StreamDecoder> = match self.model.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Box::<openai::Decoder>::default(),
+            ProviderKind::Anthropic => Box::<anthropic::Decoder>::default(),
+            ProviderKind::Gemini => Box::<gemini::Decoder>::default(),
+        };
+        let body = resp.bytes_stream().map(|r| r.map_err(|e| classify::error_chain(&e.without_url())));
+        let setup = StreamSetup { model: self.model.clone(), label: self.label.clone(), started, timeouts: *timeouts, request_id: header_rid };
+        Ok(stream::drive(Box::pin(body), decoder, setup))
+    }
+
+    async fn json_instead_of_stream(&self, resp: Response, timeouts: &Timeouts, started: Instant, rid: Option<String>) -> Error {
+        let status = resp.status().as_u16();
+        let ctx = self.ctx();
+        let body = read_body(resp, total_deadline(timeouts, started), MAX_ERROR_BODY).await.unwrap_or_else(|b| b.partial);
+        let mut e = match serde_json::from_slice::<Value>(&body) {
+            Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => classify::classify_json_error(&v, &ctx),
+            _ => ctx.error(ErrorKind::InvalidResponse, "expected an event stream, got a JSON body"),
+        };
+        e.status = Some(status);
+        e.request_id = e.request_id.or(rid);
+        e
     }
 
     /// An active health probe that costs no tokens unless `mode` is `Completion`.
+    /// `Models` GETs the model list (2xx = alive), `Head` HEADs base_url (any status < 500 =
+    /// alive), `Completion` makes a 1-token chat. Failures are classified like calls.
     pub async fn probe(&self, mode: ProbeMode, timeouts: &Timeouts) -> Result<(), Error> {
-        let _ = (mode, timeouts);
-        unimplemented!()
+        if mode == ProbeMode::Completion {
+            let req = ChatRequest {
+                messages: vec![Message::text("user", "ping")],
+                params: Params { max_tokens: Some(1), ..Default::default() },
+            };
+            return self.chat(&req, timeouts).await.map(|_| ());
+        }
+        let started = Instant::now();
+        let client = self.client(timeouts)?;
+        let headers = self.headers.clone().map_err(|m| self.ctx().error(ErrorKind::Config, &m))?;
+        let m = &self.model;
+        let (method, url) = match (mode, m.kind) {
+            (ProbeMode::Head, _) => (Method::HEAD, m.base_url.clone()),
+            (_, ProviderKind::Anthropic) => (Method::GET, anthropic::models_url(&m.base_url)),
+            (_, ProviderKind::Gemini) => (Method::GET, gemini::models_url(&m.base_url)),
+            _ => (Method::GET, openai::models_url(&m.base_url)),
+        };
+        let resp = self.send(client.request(method, &url).headers(headers), timeouts, started).await?;
+        let status = resp.status();
+        let alive = if mode == ProbeMode::Head { status.as_u16() < 500 } else { status.is_success() };
+        if !alive {
+            return Err(self.error_response(resp, timeouts, started).await);
+        }
+        // Read the (small) body so the connection can be reused; its content does not matter.
+        let _ = read_body(resp, total_deadline(timeouts, started), MAX_ERROR_BODY).await;
+        Ok(())
     }
+}
+
+/// Auth headers for the provider plus the configured extra headers (which win).
+fn base_headers(m: &ModelConfig) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    let secret = |v: &str| -> Result<HeaderValue, String> {
+        let mut v = HeaderValue::from_str(v).map_err(|_| "the API key contains characters not allowed in a header".to_string())?;
+        v.set_sensitive(true);
+        Ok(v)
+    };
+    let key = m.api_key.expose();
+    match m.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+            if let Some(k) = key {
+                h.insert(reqwest::header::AUTHORIZATION, secret(&format!("Bearer {k}"))?);
+            }
+        }
+        ProviderKind::Anthropic => {
+            if let Some(k) = key {
+                h.insert("x-api-key", secret(k)?);
+            }
+            let version = m.api_version.as_deref().unwrap_or(anthropic::DEFAULT_VERSION);
+            h.insert("anthropic-version", HeaderValue::from_str(version).map_err(|_| format!("api_version {version:?} is not a valid header value"))?);
+        }
+        ProviderKind::Gemini => {
+            if let Some(k) = key {
+                h.insert("x-goog-api-key", secret(k)?);
+            }
+        }
+    }
+    for (name, value) in &m.headers {
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("header name {name:?} is not valid"))?;
+        // The value may be a credential: never echo it.
+        let mut v = HeaderValue::from_str(value).map_err(|_| format!("the value of header {name:?} is not valid"))?;
+        v.set_sensitive(true);
+        h.insert(n, v);
+    }
+    Ok(h)
+}
+
+fn header_deadline(t: &Timeouts, started: Instant) -> (Option<Instant>, TimeoutKind) {
+    match (t.first_token, t.total) {
+        (Some(f), Some(tot)) if tot <= f => (Some(started + tot), TimeoutKind::Total),
+        (Some(f), _) => (Some(started + f), TimeoutKind::FirstToken),
+        (None, Some(tot)) => (Some(started + tot), TimeoutKind::Total),
+        (None, None) => (None, TimeoutKind::Total),
+    }
+}
+
+fn total_deadline(t: &Timeouts, started: Instant) -> Option<Instant> {
+    t.total.map(|d| started + d)
+}
+
+/// Why a body could not be read in full, with what was read.
+struct BodyError {
+    timed_out: bool,
+    reason: String,
+    partial: Vec<u8>,
+}
+
+async fn read_body(mut resp: Response, deadline: Option<Instant>, cap: usize) -> Result<Vec<u8>, BodyError> {
+    let mut buf = Vec::new();
+    loop {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, resp.chunk()).await {
+                Ok(n) => n,
+                Err(_) => return Err(BodyError { timed_out: true, reason: "timed out".into(), partial: buf }),
+            },
+            None => resp.chunk().await,
+        };
+        match next {
+            Ok(Some(c)) => {
+                if buf.len() + c.len() > cap {
+                    return Err(BodyError { timed_out: false, reason: format!("body larger than {cap} bytes"), partial: buf });
+                }
+                buf.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(buf),
+            Err(e) => return Err(BodyError { timed_out: false, reason: classify::error_chain(&e.without_url()), partial: buf }),
+        }
+    }
+}
+
+/// Insert `key` when `value` is present.
+pub(crate) fn set_opt(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        map.insert(key.to_string(), v);
+    }
+}
+
+/// A token count from JSON (missing, negative or huge values saturate instead of failing).
+pub(crate) fn num_u32(v: Option<&Value>) -> u32 {
+    v.and_then(Value::as_u64).map(|n| n.min(u32::MAX as u64) as u32).unwrap_or(0)
 }

@@ -2,6 +2,8 @@
 
 use pyo3::prelude::*;
 
+mod mock;
+
 use crate::runtime;
 
 pub mod config;
@@ -24,5 +26,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::PyAttempt>()?;
     m.add_class::<types::PyChunk>()?;
     config::register(m)?;
+    m.add_class::<mock::MockServer>()?;
     Ok(())
 }

@@ -1,0 +1,198 @@
+//! `_core.MockServer`: the mock provider server for Python tests, the demo and the CLI.
+//!
+//! The friendly face is `echelon.testing.MockProvider`; this class only converts arguments and
+//! results. Scripts cross as Python dicts, converted to JSON by the small helpers below.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde_json::{Map, Value};
+
+use crate::mock::{MockConfig, MockServer as Server, Script};
+use crate::runtime;
+use crate::secret::Secret;
+
+/// A running mock provider (OpenAI, Anthropic and Gemini wire formats) on a loopback port.
+/// Start with `MockServer.start(...)`; see `echelon.testing.MockProvider` for the documented API.
+#[pyclass(frozen, module = "echelon._core")]
+pub struct MockServer {
+    inner: Server,
+}
+
+fn parse_host(host: &str) -> PyResult<IpAddr> {
+    if host == "localhost" {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    host.parse::<IpAddr>()
+        .map_err(|_| PyValueError::new_err(format!("host: {host:?} is not an IP address (or \"localhost\")")))
+}
+
+#[pymethods]
+impl MockServer {
+    /// Bind `host:port` (port 0 picks a free port), install `scripts` ({model: script}) and
+    /// start serving on the shared runtime. Raises ValueError for bad scripts, OSError when the
+    /// port cannot be bound.
+    #[staticmethod]
+    #[pyo3(signature = (host = "127.0.0.1", port = 0, scripts = None, require_key = None))]
+    fn start(
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+        scripts: Option<&Bound<'_, PyAny>>,
+        require_key: Option<String>,
+    ) -> PyResult<MockServer> {
+        let addr = SocketAddr::new(parse_host(host)?, port);
+        let scripts = match scripts {
+            Some(s) if !s.is_none() => py_to_json(s, "scripts")?,
+            _ => Value::Null,
+        };
+        let config = MockConfig { require_key: require_key.map(Secret::new), scripts, ..Default::default() };
+        let started = py.detach(|| runtime::get().block_on(Server::start(addr, config)));
+        match started {
+            Ok(inner) => Ok(MockServer { inner }),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(PyValueError::new_err(e.to_string())),
+            Err(e) => Err(PyOSError::new_err(format!("mock server could not listen on {addr}: {e}"))),
+        }
+    }
+
+    /// The bound port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.inner.addr().port()
+    }
+
+    /// The bound host (IP address).
+    #[getter]
+    fn host(&self) -> String {
+        self.inner.addr().ip().to_string()
+    }
+
+    /// `http://IP:PORT`, no trailing slash.
+    #[getter]
+    fn base_url(&self) -> String {
+        self.inner.base_url()
+    }
+
+    /// Install or replace the script of `model` (a dict, or a fault name string).
+    fn script(&self, model: &str, script: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = py_to_json(script, model)?;
+        let s = Script::from_json(&v).map_err(|e| PyValueError::new_err(format!("{model}: {e}")))?;
+        self.inner.set_script(model, s);
+        Ok(())
+    }
+
+    /// Install several scripts at once from `{model: script}` (all or nothing).
+    fn scripts(&self, scripts: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = py_to_json(scripts, "scripts")?;
+        self.inner.set_scripts(&v).map_err(PyValueError::new_err)
+    }
+
+    /// The counters as a dict (totals at the top level, per model under "models").
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.inner.counters())
+    }
+
+    /// Zero the counters and restart the scripts' steps; with `scripts=True` also drop every
+    /// script.
+    #[pyo3(signature = (scripts = false))]
+    fn reset(&self, scripts: bool) {
+        self.inner.reset();
+        if scripts {
+            self.inner.clear_scripts();
+        }
+    }
+
+    /// Stop serving and free the port (waits briefly for in-flight requests). Idempotent.
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| runtime::get().block_on(self.inner.shutdown()));
+    }
+
+    fn __repr__(&self) -> String {
+        format!("MockServer({})", self.inner.base_url())
+    }
+}
+
+/// Python value → JSON. `path` names where a bad value sits, for the error message.
+fn py_to_json(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<Value> {
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    // bool before int: Python's bool is an int subclass.
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.cast::<PyInt>().is_ok() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Ok(Value::from(i));
+        }
+        if let Ok(u) = obj.extract::<u64>() {
+            return Ok(Value::from(u));
+        }
+        return Err(PyValueError::new_err(format!("{path}: integer out of range")));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        let f = f.value();
+        return serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| PyValueError::new_err(format!("{path}: {f} is not a finite number")));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Value::String(s.to_cow()?.into_owned()));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut m = Map::new();
+        for (k, v) in d.iter() {
+            let key: String = k
+                .extract()
+                .map_err(|_| PyTypeError::new_err(format!("{path}: dict keys must be str, got {}", k.get_type())))?;
+            let value = py_to_json(&v, &format!("{path}.{key}"))?;
+            m.insert(key, value);
+        }
+        return Ok(Value::Object(m));
+    }
+    if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() {
+        let mut out = Vec::new();
+        for (i, item) in obj.try_iter()?.enumerate() {
+            out.push(py_to_json(&item?, &format!("{path}[{i}]"))?);
+        }
+        return Ok(Value::Array(out));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{path}: expected JSON-like data (dict, list, str, int, float, bool, None), got {}",
+        obj.get_type()
+    )))
+}
+
+/// JSON → Python value.
+fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
+            }
+        }
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Array(items) => {
+            let l = PyList::empty(py);
+            for x in items {
+                l.append(json_to_py(py, x)?)?;
+            }
+            l.into_any()
+        }
+        Value::Object(m) => {
+            let d = PyDict::new(py);
+            for (k, x) in m {
+                d.set_item(k, json_to_py(py, x)?)?;
+            }
+            d.into_any()
+        }
+    })
+}

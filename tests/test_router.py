@@ -1,0 +1,219 @@
+"""The asyncio API over the mock provider: calls, routing, streaming, batch, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import echelon
+from echelon import Router
+from conftest import mock_config, model_counters
+
+
+async def test_chat_through_pool_returns_real_content(mock):
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        r = await router.chat([{"role": "user", "content": "hi"}], pool="p")
+        assert r.content.startswith("Hello from m-")
+        assert r.served_by in {"g.echelon1_m-a", "g.echelon1_m-b"}
+        assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens > 0
+        assert [a.ok for a in r.attempts] == [True]
+        assert r.attempts[0].instance == r.served_by
+        assert str(r) == r.content
+    assert model_counters(mock, "m-a")["requests"] + model_counters(mock, "m-b")["requests"] == 1
+
+
+async def test_message_forms(mock):
+    class LangChainLike:
+        def __init__(self, type_: str, content: str) -> None:
+            self.type = type_
+            self.content = content
+
+    class RoleContent:
+        role = "user"
+        content = "obj"
+
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        await router.chat("bare prompt", pool="p")
+        await router.chat([LangChainLike("system", "be brief"), LangChainLike("human", "hi")], pool="p")
+        await router.chat([RoleContent()], pool="p")
+        with pytest.raises(ValueError):
+            await router.chat([], pool="p")
+        with pytest.raises(TypeError):
+            await router.chat([42], pool="p")
+
+
+async def test_routing_precedence_and_metadata(mock):
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        r = await router.chat("x", pool="p", group="solo")
+        assert r.attempts[0].target == "p"
+        r = await router.chat("x", group="solo", model="mock:m-c")
+        assert r.served_by == "solo.echelon1_m-a"
+        r = await router.chat("x", model="mock:m-c")
+        assert r.served_by == "direct.mock:m-c"
+        r = await router.chat("x", route="group:g.echelon2")
+        assert r.served_by == "g.echelon2_m-c"
+        r = await router.chat("x", metadata={"group": "solo"})
+        assert r.served_by == "solo.echelon1_m-a"
+        r = await router.chat("x", metadata="pool:p")
+        assert r.attempts[0].target == "p"
+        r = await router.chat("x", metadata="direct:mock:m-big")
+        assert r.served_by == "direct.mock:m-big"
+        r = await router.chat("x", metadata={"provider": "mock", "model": "m-b"})
+        assert r.served_by == "direct.mock:m-b"
+
+
+async def test_routing_errors_are_typed(mock):
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        with pytest.raises(echelon.RoutingError, match="unknown pool 'nope'"):
+            await router.chat("x", pool="nope")
+        with pytest.raises(echelon.RoutingError, match="did you mean 'solo'"):
+            await router.chat("x", group="sol")
+        with pytest.raises(echelon.RoutingError, match="no echelon 'echelon9'"):
+            await router.chat("x", group="g.echelon9")
+        with pytest.raises(echelon.RoutingError, match="malformed route"):
+            await router.chat("x", route="nowhere")
+        with pytest.raises(echelon.RoutingError, match="resolves nowhere"):
+            await router.chat("x", model="nobody:none")
+        with pytest.raises(echelon.RoutingError):
+            router.pool("nope")
+    assert mock.counters().get("requests", 0) == 0
+
+
+async def test_default_route(mock):
+    # One pool: a call that names nothing goes there.
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        assert (await router.chat("x")).attempts[0].target == "p"
+    # Two pools and no default_route: a typed error, no request sent.
+    cfg = mock_config(mock.openai_base_url, pools={"p2": {"task_groups": ["solo"]}})
+    async with Router.from_dict(cfg) as router:
+        with pytest.raises(echelon.RoutingError, match="no route given"):
+            await router.chat("x")
+    cfg["global"] = {"default_route": "group:solo"}
+    async with Router.from_dict(cfg) as router:
+        assert (await router.chat("x")).served_by == "solo.echelon1_m-a"
+
+
+async def test_stream_deltas_then_final(mock):
+    mock.script("m-a", {"chunks": 5, "chunk_delay_ms": 1})
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        chunks = [c async for c in router.stream("hi", group="solo")]
+        assert chunks[-1].is_final and all(not c.is_final for c in chunks[:-1])
+        text = "".join(c.text for c in chunks)
+        final = chunks[-1].response
+        assert final is not None and final.content == text and text.startswith("Hello from m-a")
+        assert final.usage.completion_tokens > 0
+        assert final.ttft is not None and final.served_by == "solo.echelon1_m-a"
+
+
+async def test_breaking_out_of_a_stream_frees_the_slot_and_aborts_upstream(mock):
+    mock.script("m-a", {"chunks": 50, "chunk_delay_ms": 50})
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        stream = router.stream("hi", group="solo")
+        async for chunk in stream:
+            assert chunk.text
+            break
+        del chunk
+        await stream.aclose()
+        inst = router.group("solo").status()["echelons"][0]["instances"][0]
+        assert inst["in_flight"] == 0
+        assert inst["breaker"]["failure_count"] == 0
+        for _ in range(100):
+            if model_counters(mock, "m-a")["client_disconnects"] >= 1:
+                break
+            await asyncio.sleep(0.02)
+        assert model_counters(mock, "m-a")["client_disconnects"] == 1
+
+
+async def test_batch_preserves_order_and_isolates_failures(mock):
+    mock.script("m-c", {"fault": "context_window"})
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        reqs = []
+        for i in range(30):
+            if i % 10 == 3:
+                reqs.append({"messages": f"bad {i}", "model": "mock:m-c"})
+            elif i % 10 == 7:
+                reqs.append({"messages": f"bad {i}", "pool": "missing"})
+            else:
+                reqs.append({"messages": f"req {i}", "pool": "p", "max_tokens": 10})
+        out = await router.batch(reqs, concurrency=8)
+        assert len(out) == 30
+        for i, r in enumerate(out):
+            if i % 10 == 3:
+                assert isinstance(r, echelon.ContextWindowExceeded)
+            elif i % 10 == 7:
+                assert isinstance(r, echelon.RoutingError)
+            else:
+                assert isinstance(r, echelon.Response), r
+                assert r.content.startswith("Hello from")
+
+
+async def test_reload_under_load_loses_nothing_and_keeps_breakers(mock):
+    cfg = mock_config(mock.openai_base_url)
+    mock.script("m-c", {"fault": "server_error", "status": 503})
+    mock.script("m-a", {"latency_ms": 5})
+    mock.script("m-b", {"latency_ms": 5})
+    async with Router.from_dict(cfg) as router:
+        # Open m-c's breaker (threshold 3) by calling echelon2 directly.
+        for _ in range(2):
+            r = await router.chat("x", group="g.echelon2")
+            assert r.served_by == "g.echelon3_m-big"
+        before = router.group("g").breaker_status()["g.echelon2_m-c"]
+        assert before["state"] == "OPEN"
+
+        async def load(n: int) -> list:
+            return await asyncio.gather(*(router.chat(f"r{i}", pool="p") for i in range(n)), return_exceptions=True)
+
+        task = asyncio.ensure_future(load(200))
+        await asyncio.sleep(0.01)
+        cfg2 = mock_config(mock.openai_base_url)
+        cfg2["pools"]["p2"] = {"task_groups": ["g.echelon1"]}
+        router.reload(cfg2)
+        results = await task
+        assert all(isinstance(r, echelon.Response) for r in results), [r for r in results if not isinstance(r, echelon.Response)][:3]
+        assert "p2" in router.pools
+        after = router.group("g").breaker_status()["g.echelon2_m-c"]
+        assert after["state"] == "OPEN" and after["failure_count"] == before["failure_count"]
+
+
+def test_chat_sync_outside_and_inside_a_loop(mock):
+    router = Router.from_dict(mock_config(mock.openai_base_url))
+    with router:
+        assert router.chat_sync("hi", pool="p").content
+
+        async def inside() -> None:
+            with pytest.raises(RuntimeError, match="running event loop"):
+                router.chat_sync("hi", pool="p")
+
+        asyncio.run(inside())
+
+
+async def test_views_status_and_metrics(mock):
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        for _ in range(4):
+            await router.pool("p").call("hi")
+        st = router.pool("p").status()
+        for key in ("name", "total_instances", "healthy_instances", "degraded_instances", "failed_instances", "stats"):
+            assert key in st
+        assert st["stats"]["total_requests"] == 4 and st["stats"]["successful_requests"] == 4
+        assert st["total_instances"] == 2 and len(router.pool("p").instances()) == 2
+        r = await router.group("g").call("hi", echelon="echelon2")
+        assert r.served_by == "g.echelon2_m-c"
+        hist = router.group("g").fallback_history()
+        assert hist[-1]["success"] is True and hist[-1]["target"] == "g.echelon2"
+        text = router.metrics()
+        assert 'echelon_pool_requests_total{pool="p"} 4' in text
+        assert "echelon_instance_state" in text
+        stats = router.stats()
+        assert stats["pools"]["p"]["total_requests"] == 4
+
+
+async def test_logging_goes_through_python_logging_not_print(mock, caplog, capsys):
+    mock.script("m-a", {"fault": "auth"})
+    caplog.set_level(logging.DEBUG, logger="echelon")
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        with pytest.raises(echelon.EchelonError):
+            await router.chat("hi", group="solo")
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
