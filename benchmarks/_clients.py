@@ -24,7 +24,9 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-MODEL = "bench"
+# run.py gives P3 workers their own model name so the mock can hold (and count) each one's
+# requests separately.
+MODEL = os.environ.get("BENCH_MODEL", "bench")
 # ~130 bytes on the wire as JSON (run.py reports the exact size it measured).
 PROMPT = "Summarise the benchmark request in one short sentence, please."
 MESSAGES = [{"role": "user", "content": PROMPT}]

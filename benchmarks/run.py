@@ -174,8 +174,25 @@ class Pinning:
             return
         self.active = True
         how = "taskset" if self.tool else "sched_setaffinity"
-        self.note = f"on via {how}: mock on CPU {self.mock_cpu}, clients on CPU {self.client_cpu}, orchestrator on CPU {self.mock_cpu}"
+        self.note = (
+            f"on via {how}: mock on CPU {self.mock_cpu}; each client process (all its threads) on CPU "
+            f"{self.client_cpu} from the end of its start-up; orchestrator on CPU {self.mock_cpu}"
+        )
         os.sched_setaffinity(0, {self.mock_cpu})  # the orchestrator only waits on pipes
+
+    def pin_all_threads(self, pid: int, cpu: Optional[int]) -> None:
+        """Move a running process, every thread of it, onto `cpu` (threads it starts later
+        inherit the affinity)."""
+        if not self.active or cpu is None:
+            return
+        if self.tool:
+            _sh([self.tool, "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True)
+            return
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), {cpu})
+            except OSError:
+                pass
 
     def prefix(self, cpu: Optional[int]) -> List[str]:
         if not self.active or cpu is None:
@@ -228,7 +245,11 @@ class Mock:
             return r.read()
 
     def script(self, behaviour: Dict[str, Any]) -> None:
+        """The behaviour of every model without a script of its own."""
         self._post("/_mock/script", {"*": behaviour})
+
+    def set_model(self, model: str, behaviour: Dict[str, Any]) -> None:
+        self._post("/_mock/script", {model: behaviour})
 
     def reset(self) -> None:
         self._post("/_mock/reset", {})
@@ -269,8 +290,11 @@ class Mock:
 class Worker:
     """One fresh process: one client on one loop for one figure."""
 
-    def __init__(self, ctx: "Ctx", client: str, loop: str, figure: str, max_conns: int) -> None:
-        self.client, self.loop, self.figure = client, loop, figure
+    def __init__(
+        self, ctx: "Ctx", client: str, loop: str, figure: str, max_conns: int, cpu: Optional[int] = None, model: str = "bench"
+    ) -> None:
+        self.ctx = ctx
+        self.client, self.loop, self.figure, self.model = client, loop, figure, model
         self.unavailable: Optional[str] = None
         self.buf = b""
         self.errlog = open(os.path.join(ctx.log_dir, f"{figure}-{client}-{loop}.log"), "ab")
@@ -278,14 +302,19 @@ class Worker:
             sys.executable, os.path.join(HERE, "_worker.py"), "--client", client, "--loop", loop,
             "--figure", figure, "--base-url", ctx.mock.base_url, "--max-conns", str(max_conns),
         ]  # fmt: skip
+        # Start-up (imports, LiteLLM's seconds of it) runs on any core; measuring workers are
+        # pinned to the client core (every thread) once ready, see pin().
         self.proc = subprocess.Popen(
-            ctx.pin.prefix(ctx.pin.client_cpu) + argv,
+            ctx.pin.prefix(cpu) + argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.errlog,
-            env=ctx.env,
-            preexec_fn=ctx.pin.preexec(ctx.pin.client_cpu),
+            env=dict(ctx.env, BENCH_MODEL=model),
+            preexec_fn=ctx.pin.preexec(cpu),
         )
+
+    def pin(self) -> None:
+        self.ctx.pin.pin_all_threads(self.proc.pid, self.ctx.pin.client_cpu)
 
     def read(self, timeout: float) -> Dict[str, Any]:
         deadline = time.time() + timeout
@@ -307,7 +336,7 @@ class Worker:
         except ValueError:
             return {"error": f"bad worker output: {line[:200]!r}"}
 
-    def ready(self, timeout: float = 90) -> bool:
+    def ready(self, timeout: float = 240) -> bool:
         r = self.read(timeout)
         if "unavailable" in r:
             self.unavailable = r["unavailable"]
@@ -383,6 +412,7 @@ def run_interleaved(ctx: Ctx, fig: str, clients: List[str], loops: List[str], pl
     live = []
     for w in workers:
         if w.ready():
+            w.pin()
             live.append(w)
         else:
             ctx.put(fig, w.loop, w.client, {"unavailable": w.unavailable})
@@ -466,7 +496,7 @@ def fig_p6(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
                 # requests alone would take minutes); the table says how many were sent.
                 p2 = ctx.results.get("p2", {}).get(loop, {}).get(c, {}).get("c256", {})
                 rps = p2.get("rps") or 1000
-                sizes[(c, loop)] = int(min(cfg["p6_n"], max(200, rps * cfg["p6_peer_s"])))
+                sizes[(c, loop)] = int(min(cfg["p6_n"], max(100, rps * cfg["p6_peer_s"])))
     current_loop: Dict[str, str] = {}
 
     def plan(client: str, warm: bool):
@@ -487,14 +517,24 @@ def fig_p6(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
 
 def fig_p5(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) -> None:
     """Import time and idle RSS: one fresh process per measurement, rounds interleaved.
-    Import cost does not depend on the loop; measured on the first selected loop."""
+    Import cost does not depend on the loop; measured on the first selected loop. The mock
+    is nearly idle here (one request per process), so two processes run at a time, one
+    pinned to each core."""
     loop = loops[0]
     per: Dict[str, List[Dict[str, Any]]] = {c: [] for c in clients}
+    queue: List[str] = []
     for r in range(cfg["rounds"]):
-        for c in clients[r % len(clients):] + clients[: r % len(clients)]:
-            if c in ctx.unavailable:
-                continue
-            w = Worker(ctx, c, loop, "p5", 16)
+        queue += clients[r % len(clients):] + clients[: r % len(clients)]
+    cpus = [ctx.pin.client_cpu, ctx.pin.mock_cpu] if ctx.pin.active else [None, None]
+    while queue:
+        batch = []
+        for cpu in cpus:
+            while queue and queue[0] in ctx.unavailable:
+                queue.pop(0)
+            if queue:
+                c = queue.pop(0)
+                batch.append((c, Worker(ctx, c, loop, "p5", 16, cpu=cpu)))
+        for c, w in batch:
             res = w.read(120)
             w.quit()
             if "unavailable" in res:
@@ -512,28 +552,35 @@ def fig_p5(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
 
 def fig_p3(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) -> None:
     """Memory per in-flight request: the mock holds every response for hold_ms; RSS growth
-    over the warmed-up baseline divided by requests in flight (read from the mock). RSS is
-    clean only once per process, so every round is a fresh process."""
+    over the warmed-up baseline divided by the requests the mock reports in flight for that
+    worker's own model. RSS is clean only once per process, so every round is a fresh
+    process. All workers start and warm up together (on their own model names, not held),
+    then are measured one at a time (10,000 held connections each: the fd limit allows one)."""
     hold = cfg["p3_hold_ms"]
+    beh = {"content_chars": ctx.content_chars, "chunks": 8}
     for loop in cfg["p3_loops"]:
         if loop not in loops:
             continue
         per: Dict[str, List[Dict[str, Any]]] = {c: [] for c in clients}
         for r in range(cfg["p3_rounds"]):
+            ws = []
             for c in clients:
                 if c in ctx.unavailable:
                     continue
                 n = min(cfg["p3_n"], cfg["p3_caps"].get(c, cfg["p3_n"]))
-                ctx.mock.script({"content_chars": ctx.content_chars, "chunks": 8, "latency_ms": 0})
-                w = Worker(ctx, c, loop, "p3", n)
-                if not w.ready():
+                ws.append((c, n, Worker(ctx, c, loop, "p3", n, model=f"p3-{c}-{loop}-{r}")))
+            ready = []
+            for c, n, w in ws:
+                if w.ready():
+                    w.pin()
+                    ready.append((c, n, w))
+                else:
                     per[c].append({"error": w.unavailable})
                     w.kill()
-                    continue
-                ctx.mock.script({"content_chars": ctx.content_chars, "chunks": 8, "latency_ms": hold})
+            for c, n, w in ready:
+                ctx.mock.set_model(w.model, dict(beh, latency_ms=hold))
                 res = w.ask({"op": "p3", "n": n, "hold_s": hold / 1000, "admin": ctx.mock.admin}, timeout=hold / 1000 + 120)
                 w.quit()
-                ctx.mock.script({"content_chars": ctx.content_chars, "chunks": 8, "latency_ms": 0})
                 _wait_idle(ctx.mock, 30)
                 per[c].append(res)
         for c in clients:
@@ -864,13 +911,13 @@ def chart(ctx: Ctx, loops: List[str], path: str) -> Optional[str]:
 def config(args: argparse.Namespace) -> Dict[str, Any]:
     if args.quick:
         cfg = dict(
-            rounds=3, warm_s=0.3, p1_n=120, ttft_n=40, p2_s=0.5, p4_rate=400, p4_rate_slow=40, p4_s=0.4,
+            rounds=3, warm_s=0.3, p1_n=120, ttft_n=40, p2_s=0.4, p4_rate=400, p4_rate_slow=40, p4_s=0.3,
             p6_n=10_000, p6_peer_s=0.4, p3_n=2_000, p3_hold_ms=2_000, p3_rounds=1, p3_loops=["uvloop"],
             p3_caps={"litellm": 300},
         )  # fmt: skip
     else:
         cfg = dict(
-            rounds=5, warm_s=0.5, p1_n=300, ttft_n=150, p2_s=1.0, p4_rate=400, p4_rate_slow=40, p4_s=0.75,
+            rounds=5, warm_s=0.5, p1_n=300, ttft_n=150, p2_s=1.0, p4_rate=400, p4_rate_slow=40, p4_s=0.5,
             p6_n=10_000, p6_peer_s=0.8, p3_n=10_000, p3_hold_ms=5_000, p3_rounds=1, p3_loops=["uvloop"],
             p3_caps={"litellm": 1_000},
         )  # fmt: skip
