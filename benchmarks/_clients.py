@@ -323,7 +323,7 @@ def echelon_config(base_url: str) -> Dict[str, Any]:
     return {
         "providers": {
             "mock": {
-                "common": {"type": "openai_compatible", "base_url": base_url, "api_key": API_KEY},
+                "common": {"type": "openai_compatible", "base_url": base_url, "api_key": API_KEY, "max_retries": 0},
                 "bench-a": {"model": MODEL},
                 "bench-b": {"model": MODEL},
             }
@@ -362,7 +362,7 @@ class EchelonChat(_EchelonBase):
 
     async def call(self) -> str:
         r = await self._router.chat(MESSAGES, pool=MODEL, max_tokens=MAX_TOKENS)
-        return r.text
+        return r.content
 
 
 class EchelonPool(_EchelonBase):
@@ -376,11 +376,12 @@ class EchelonPool(_EchelonBase):
 
     async def call(self) -> str:
         r = await self._pool.call(MESSAGES, max_tokens=MAX_TOKENS)
-        return r.text
+        return r.content
 
 
 class EchelonCompat(_EchelonBase):
-    """The drop-in layer for the original system: ``PollingPool.call_llm(prompt)``."""
+    """The drop-in layer for the original system: ``PollingPool.call_llm(prompt)``, wired as
+    docs/migration.md says (TaskGroupManager + PollingPoolManager), over our Router."""
 
     name = "echelon_compat"
     label = "echelon compat call_llm"
@@ -389,29 +390,25 @@ class EchelonCompat(_EchelonBase):
     async def setup(self, max_conns: int) -> None:
         await super().setup(max_conns)
         try:
-            from echelon.compat.polling_pool import PollingPool as CompatPool
+            from echelon.compat.polling_pool import PollingPoolManager
+            from echelon.compat.task_group_manager import TaskGroupManager
         except ImportError as e:
             raise Unavailable(f"echelon.compat.polling_pool not landed: {e}") from e
-        self._pool = _make_compat_pool(CompatPool, self._router)
+        # The original pools cap each instance at 10 in flight (LLMInstance.max_concurrency);
+        # the echelon's concurrency_limit lifts that so the figure measures overhead, not a cap.
+        groups = {"bench": {"echelon1": {"models": ["bench-a", "bench-b"], "priority": 1, "concurrency_limit": 100_000}}}
+        pool_cfg = {"task_groups": ["bench"], "rotation_strategy": "round_robin", "health_check_interval": 0}
+        self._tgm = TaskGroupManager({"task_groups": groups, "polling_pools": {MODEL: pool_cfg}})
+        self._tgm.set_router(self._router)
+        self._mgr = PollingPoolManager(self._tgm)
+        self._pool = await self._mgr.create_pool(MODEL, pool_cfg)
 
     async def call(self) -> str:
-        r = await self._pool.call_llm(PROMPT, max_tokens=MAX_TOKENS)
-        return getattr(r, "content", None) or getattr(r, "text", None) or str(r)
+        return await self._pool.call_llm(PROMPT, max_tokens=MAX_TOKENS)
 
-
-def _make_compat_pool(cls: Any, router: Any) -> Any:
-    """Build the compat pool over our router. The compat API is the original system's
-    (``PollingPool(...)`` from a pool config); we try the documented constructors in turn."""
-    for attempt in (
-        lambda: cls.from_router(router, MODEL),
-        lambda: cls(router=router, name=MODEL),
-        lambda: cls(MODEL, router=router),
-    ):
-        try:
-            return attempt()
-        except (AttributeError, TypeError):
-            continue
-    raise Unavailable("could not construct echelon.compat.polling_pool.PollingPool over a Router")
+    async def close(self) -> None:
+        await self._mgr.shutdown_all()
+        self._router.close()
 
 
 class EchelonBatch(_EchelonBase):
@@ -423,7 +420,7 @@ class EchelonBatch(_EchelonBase):
 
     async def call(self) -> str:  # used only for warm-up
         r = await self._router.chat(MESSAGES, pool=MODEL, max_tokens=MAX_TOKENS)
-        return r.text
+        return r.content
 
     async def batch(self, n: int, concurrency: int) -> int:
         req = {"messages": MESSAGES, "pool": MODEL, "max_tokens": MAX_TOKENS}

@@ -174,7 +174,7 @@ async def _soak(requests: int, concurrency: int, mock: _Mock, seed: int, progres
     async def one() -> None:
         try:
             r = await router.chat(MESSAGES, pool="soak", max_tokens=64)
-            outcomes["response" if r.text is not None else "response_empty"] += 1
+            outcomes["response" if r.content is not None else "response_empty"] += 1
         except echelon.EchelonError as e:  # every typed error counts as accounted
             outcomes[f"error:{type(e).__name__}"] += 1
         except asyncio.CancelledError:
