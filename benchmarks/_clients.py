@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 # run.py gives P3 workers their own model name so the mock can hold (and count) each one's
 # requests separately.
 MODEL = os.environ.get("BENCH_MODEL", "bench")
+POOL = "bench"  # echelon's pool name (fixed; the wire model is MODEL)
 # ~130 bytes on the wire as JSON (run.py reports the exact size it measured).
 PROMPT = "Summarise the benchmark request in one short sentence, please."
 MESSAGES = [{"role": "user", "content": PROMPT}]
@@ -345,7 +346,7 @@ class _EchelonBase(Client):
     async def ttft(self) -> float:
         t0 = time.perf_counter()
         first = None
-        async for chunk in self._router.stream(MESSAGES, pool=MODEL, max_tokens=MAX_TOKENS):
+        async for chunk in self._router.stream(MESSAGES, pool=POOL, max_tokens=MAX_TOKENS):
             if first is None and chunk.text:
                 first = time.perf_counter() - t0
         if first is None:
@@ -361,7 +362,7 @@ class EchelonChat(_EchelonBase):
     label = "echelon Router.chat"
 
     async def call(self) -> str:
-        r = await self._router.chat(MESSAGES, pool=MODEL, max_tokens=MAX_TOKENS)
+        r = await self._router.chat(MESSAGES, pool=POOL, max_tokens=MAX_TOKENS)
         return r.content
 
 
@@ -372,7 +373,7 @@ class EchelonPool(_EchelonBase):
 
     async def setup(self, max_conns: int) -> None:
         await super().setup(max_conns)
-        self._pool = self._router.pool(MODEL)
+        self._pool = self._router.pool(POOL)
 
     async def call(self) -> str:
         r = await self._pool.call(MESSAGES, max_tokens=MAX_TOKENS)
@@ -398,10 +399,10 @@ class EchelonCompat(_EchelonBase):
         # the echelon's concurrency_limit lifts that so the figure measures overhead, not a cap.
         groups = {"bench": {"echelon1": {"models": ["bench-a", "bench-b"], "priority": 1, "concurrency_limit": 100_000}}}
         pool_cfg = {"task_groups": ["bench"], "rotation_strategy": "round_robin", "health_check_interval": 0}
-        self._tgm = TaskGroupManager({"task_groups": groups, "polling_pools": {MODEL: pool_cfg}})
+        self._tgm = TaskGroupManager({"task_groups": groups, "polling_pools": {POOL: pool_cfg}})
         self._tgm.set_router(self._router)
         self._mgr = PollingPoolManager(self._tgm)
-        self._pool = await self._mgr.create_pool(MODEL, pool_cfg)
+        self._pool = await self._mgr.create_pool(POOL, pool_cfg)
 
     async def call(self) -> str:
         return await self._pool.call_llm(PROMPT, max_tokens=MAX_TOKENS)
@@ -419,11 +420,11 @@ class EchelonBatch(_EchelonBase):
     skip = frozenset({"p1", "p4", "ttft"})
 
     async def call(self) -> str:  # used only for warm-up
-        r = await self._router.chat(MESSAGES, pool=MODEL, max_tokens=MAX_TOKENS)
+        r = await self._router.chat(MESSAGES, pool=POOL, max_tokens=MAX_TOKENS)
         return r.content
 
     async def batch(self, n: int, concurrency: int) -> int:
-        req = {"messages": MESSAGES, "pool": MODEL, "max_tokens": MAX_TOKENS}
+        req = {"messages": MESSAGES, "pool": POOL, "max_tokens": MAX_TOKENS}
         res = await self._router.batch([req] * n, concurrency=concurrency)
         return sum(1 for r in res if not isinstance(r, BaseException))
 

@@ -74,13 +74,18 @@ async def p1(c: Any, n: int) -> Dict[str, Any]:
     return {"p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "n": len(lat), "errors": errors}
 
 
-async def p2(c: Any, concurrency: int, duration: float) -> Dict[str, Any]:
+async def p2(c: Any, concurrency: int, duration: float, ramp_max: float = 3.0) -> Dict[str, Any]:
+    """Closed loop: `concurrency` workers back to back. The window of `duration` seconds starts
+    once the loop is in steady state (min(concurrency, 20) completions, or `ramp_max` seconds
+    for a client so slow that a request takes longer than that); requests still running when
+    the window closes are cancelled and not counted (a slow peer's queue would otherwise add
+    seconds to every round)."""
     lat: List[float] = []
     errors = 0
     done = 0
-    deadline = time.perf_counter() + duration
     if getattr(c, "name", "") == "echelon_batch":
         # Closed loop of batches: each batch keeps `concurrency` requests in flight.
+        deadline = time.perf_counter() + duration
         t0 = time.perf_counter()
         while time.perf_counter() < deadline:
             n = concurrency * 8
@@ -90,30 +95,51 @@ async def p2(c: Any, concurrency: int, duration: float) -> Dict[str, Any]:
         el = time.perf_counter() - t0
         return {"rps": done / el, "p50_us": None, "p99_us": None, "n": done, "errors": errors, "elapsed": el}
 
+    state = {"start": None, "end": None}
+    warm_done = 0
+    steady = asyncio.Event()
+    need = min(concurrency, 20)
+
     async def worker() -> None:
-        nonlocal errors, done
-        while time.perf_counter() < deadline:
+        nonlocal errors, done, warm_done
+        while True:
             t = time.perf_counter_ns()
             try:
                 await c.call()
+                ok = True
             except Exception:
-                errors += 1
+                ok = False
+            now = time.perf_counter()
+            start, end = state["start"], state["end"]
+            if start is None:
+                warm_done += 1
+                if warm_done >= need:
+                    steady.set()
                 continue
-            if time.perf_counter() <= deadline:
+            if end is not None and now > end:
+                return
+            if ok:
                 lat.append((time.perf_counter_ns() - t) / 1e3)
                 done += 1
+            else:
+                errors += 1
 
-    t0 = time.perf_counter()
     tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-    await asyncio.wait(tasks, timeout=max(0.0, deadline - time.perf_counter()))
-    el = time.perf_counter() - t0
-    # Requests still running at the deadline are not counted and are cancelled: a slow peer's
-    # queue (LiteLLM, httpx: seconds at c=256) would otherwise stretch every round.
+    t_ramp = time.perf_counter()
+    try:
+        await asyncio.wait_for(steady.wait(), ramp_max)
+    except asyncio.TimeoutError:
+        pass
+    ramp = time.perf_counter() - t_ramp
+    state["start"] = time.perf_counter()
+    state["end"] = state["start"] + duration
+    await asyncio.sleep(duration)
+    el = time.perf_counter() - state["start"]
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     lat.sort()
-    return {"rps": done / el, "p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "n": done, "errors": errors, "elapsed": el}
+    return {"rps": done / el, "p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "n": done, "errors": errors, "elapsed": el, "ramp_s": ramp}
 
 
 async def p4(c: Any, rate: float, duration: float) -> Dict[str, Any]:
@@ -186,23 +212,48 @@ def _mock_in_flight(admin: str) -> int:
 
 
 async def p3(c: Any, n: int, hold_s: float, admin: str) -> Dict[str, Any]:
-    """RSS growth while `n` requests are held open by the mock, per in-flight request."""
+    """RSS growth while `n` requests are held open by the mock, per in-flight request.
+
+    A sampler thread (independent of the event loop, which may be busy opening thousands of
+    connections) reads this process's RSS and the mock's in-flight count for our model every
+    50 ms until the first response arrives; the sample with the most requests in flight is
+    the measurement."""
+    import threading
+
     # The worker warmed up (session, pools, lazy imports) before the orchestrator switched the
     # mock to holding responses; that one-time cost is not part of the per-request figure.
     gc.collect()
     await asyncio.sleep(0.2)
     base = _rss()
-    loop = asyncio.get_running_loop()
-    first_done = asyncio.Event()
     state = {"ok": 0, "err": 0}
+    stop = threading.Event()
+    samples: List[tuple] = []
+
+    def sampler() -> None:
+        t0 = time.perf_counter()
+        while not stop.is_set() and time.perf_counter() - t0 < hold_s * 2:
+            try:
+                inflight = _mock_in_flight(admin)
+            except Exception:
+                inflight = -1
+            if not stop.is_set():
+                samples.append((inflight, _rss(), time.perf_counter() - t0))
+            stop.wait(0.05)
+
+    first_ok = asyncio.Event()
 
     def _done(fut: "asyncio.Future[Any]") -> None:
-        if fut.cancelled() or fut.exception() is not None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
             state["err"] += 1  # an early failure must not end the sampling window
         else:
             state["ok"] += 1
-            first_done.set()
+            stop.set()
+            first_ok.set()
 
+    th = threading.Thread(target=sampler, daemon=True)
+    th.start()
     t0 = time.perf_counter()
     if getattr(c, "name", "") == "echelon_batch":
         futs = [asyncio.ensure_future(c.batch(n, n))]
@@ -211,25 +262,23 @@ async def p3(c: Any, n: int, hold_s: float, admin: str) -> Dict[str, Any]:
     for f in futs:
         f.add_done_callback(_done)
     launched_s = time.perf_counter() - t0
-    samples = []
-    while not first_done.is_set() and time.perf_counter() - t0 < hold_s * 0.95:
-        try:
-            inflight = await loop.run_in_executor(None, _mock_in_flight, admin)
-        except Exception:
-            inflight = -1
-        samples.append((inflight, _rss(), time.perf_counter() - t0))
-        try:
-            await asyncio.wait_for(first_done.wait(), 0.1)
-        except asyncio.TimeoutError:
-            pass
+    try:
+        await asyncio.wait_for(first_ok.wait(), hold_s * 2)
+    except asyncio.TimeoutError:
+        pass
+    stop.set()
+    # The measurement is taken; the rest would only cost time (httpx needs ~30 s to drain
+    # 1,000 held requests), so cancel what is still open.
+    for f in futs:
+        f.cancel()
     await asyncio.gather(*futs, return_exceptions=True)
+    th.join(5)
     total_s = time.perf_counter() - t0
     good = [s for s in samples if s[0] > 0]
     if not good:
-        return {"error": "no sample with requests in flight", "samples": samples[:5]}
+        return {"error": "no sample with requests in flight", "samples": samples[:5], "ok": state["ok"], "errors": state["err"]}
     peak_if = max(s[0] for s in good)
     at = [s for s in good if s[0] == peak_if][-1]
-    ok = state["ok"] if getattr(c, "name", "") != "echelon_batch" else n
     return {
         "kb_per_req": (at[1] - base) / peak_if / 1024,
         "in_flight": peak_if,
@@ -237,8 +286,9 @@ async def p3(c: Any, n: int, hold_s: float, admin: str) -> Dict[str, Any]:
         "rss_base_mb": base / 2**20,
         "rss_peak_mb": at[1] / 2**20,
         "launch_s": launched_s,
+        "peak_at_s": at[2],
         "total_s": total_s,
-        "ok": ok,
+        "ok": state["ok"] if getattr(c, "name", "") != "echelon_batch" else n,
         "errors": state["err"],
     }
 

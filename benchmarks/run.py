@@ -469,7 +469,7 @@ def fig_p2(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
     def plan(client: str, warm: bool):
         if warm:
             return [{"op": "warmup", "concurrency": 256, "duration": cfg["warm_s"]}]
-        return [(f"c{c}", {"op": "p2", "concurrency": c, "duration": d}) for c in (64, 256)]
+        return [(f"c{c}", {"op": "p2", "concurrency": c, "duration": d, "ramp_max": cfg["p2_ramp_max"]}) for c in (64, 256)]
 
     run_interleaved(ctx, "p2", clients, loops, plan, cfg["rounds"], 256)
 
@@ -579,9 +579,12 @@ def fig_p3(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
                     w.kill()
             for c, n, w in ready:
                 ctx.mock.set_model(w.model, dict(beh, latency_ms=hold))
+                t0 = time.time()
                 res = w.ask({"op": "p3", "n": n, "hold_s": hold / 1000, "admin": ctx.mock.admin}, timeout=hold / 1000 + 120)
+                t1 = time.time()
                 w.quit()
                 _wait_idle(ctx.mock, 30)
+                res["wall_s"] = {"measure": round(t1 - t0, 1), "quit_and_idle": round(time.time() - t1, 1)}
                 per[c].append(res)
         for c in clients:
             good = [x for x in per[c] if "kb_per_req" in x]
@@ -591,8 +594,9 @@ def fig_p3(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
             if not good:
                 ctx.put("p3", loop, c, {"error": (per[c] or [{}])[0].get("error", "no result")})
                 continue
-            summary = {k: _median(good, k) for k in ("kb_per_req", "in_flight", "requested", "rss_base_mb", "rss_peak_mb", "launch_s", "errors")}
+            summary = {k: _median(good, k) for k in ("kb_per_req", "in_flight", "requested", "rss_base_mb", "rss_peak_mb", "launch_s", "peak_at_s", "total_s", "errors")}
             summary["rounds"] = len(good)
+            summary["wall_s"] = [x.get("wall_s") for x in good]
             ctx.put("p3", loop, c, {"held": summary})
 
 
@@ -911,15 +915,15 @@ def chart(ctx: Ctx, loops: List[str], path: str) -> Optional[str]:
 def config(args: argparse.Namespace) -> Dict[str, Any]:
     if args.quick:
         cfg = dict(
-            rounds=3, warm_s=0.3, p1_n=120, ttft_n=40, p2_s=0.4, p4_rate=400, p4_rate_slow=40, p4_s=0.3,
+            rounds=3, warm_s=0.3, p2_ramp_max=1.5, p1_n=120, ttft_n=40, p2_s=0.4, p4_rate=400, p4_rate_slow=40, p4_s=0.3,
             p6_n=10_000, p6_peer_s=0.4, p3_n=2_000, p3_hold_ms=2_000, p3_rounds=1, p3_loops=["uvloop"],
-            p3_caps={"litellm": 300},
+            p3_caps={"litellm": 300, "httpx": 1_000, "openai": 1_000},
         )  # fmt: skip
     else:
         cfg = dict(
-            rounds=5, warm_s=0.5, p1_n=300, ttft_n=150, p2_s=1.0, p4_rate=400, p4_rate_slow=40, p4_s=0.5,
+            rounds=5, warm_s=0.5, p2_ramp_max=3.0, p1_n=300, ttft_n=150, p2_s=0.75, p4_rate=400, p4_rate_slow=40, p4_s=0.5,
             p6_n=10_000, p6_peer_s=0.8, p3_n=10_000, p3_hold_ms=5_000, p3_rounds=1, p3_loops=["uvloop"],
-            p3_caps={"litellm": 1_000},
+            p3_caps={"litellm": 1_000, "httpx": 2_000, "openai": 2_000},
         )  # fmt: skip
     if args.rounds:
         cfg["rounds"] = args.rounds
@@ -994,7 +998,7 @@ def main() -> int:
     finally:
         mock.stop()
     if cfg["p3_caps"] and "p3" in figs:
-        ctx.notes.append(f"P3 caps: {', '.join(f'{LABELS[k]} {v:,} concurrent' for k, v in cfg['p3_caps'].items())} (each request costs it ~10 ms of CPU; 10,000 would not all be in flight within the hold).")
+        ctx.notes.append(f"P3 caps: {', '.join(f'{LABELS[k]} {v:,} concurrent' for k, v in cfg['p3_caps'].items())} (LiteLLM spends ~10 ms of CPU per request and httpx's pool slows down with thousands of connections: 10,000 would not all be in flight within the hold).")
     ctx.notes.append(f"Each (client × loop × figure) ran in a fresh process; logs of this run: {log_dir}")
     ctx.notes.append(f"Phase times (s): {timings}; total {time.time() - t_start:.0f} s (+ {os.environ.get('BENCH_SETUP_S', '0')} s venv setup).")
 
