@@ -155,3 +155,44 @@ class Router:
     def pool_names(self) -> List[str]: ...
     def group_names(self) -> List[str]: ...
     def close(self) -> None: ...
+
+class MockServer:
+    """The mock provider server (use :class:`echelon.testing.MockProvider`)."""
+
+    @staticmethod
+    def start(
+        host: str = "127.0.0.1",
+        port: int = 0,
+        scripts: Optional[Dict[str, Any]] = None,
+        require_key: Optional[str] = None,
+    ) -> "MockServer":
+        """Start on ``host:port`` (0 = an ephemeral port) with optional per-model scripts."""
+    @property
+    def port(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` (OpenAI clients use ``base_url + "/v1"``)."""
+    def script(self, model: str, script: Any) -> None:
+        """Install one model's behaviour script (JSON-shaped; see ``echelon.testing``)."""
+    def scripts(self, scripts: Dict[str, Any]) -> None:
+        """Install several scripts at once (all or nothing)."""
+    def counters(self) -> Dict[str, Any]:
+        """Totals and per-model counters (requests, faults, statuses, disconnects, …)."""
+    def reset(self, scripts: bool = False) -> None:
+        """Zero the counters (and drop the scripts when ``scripts`` is true)."""
+    def stop(self) -> None:
+        """Stop the server and free the port."""
+
+def load_config_dir(path: str) -> Dict[str, Any]:
+    """Load a config directory and return the resolved configuration (secrets masked)."""
+
+def config_from_dict(obj: Dict[str, Any]) -> Dict[str, Any]:
+    """Validate a dict config and return the resolved configuration (secrets masked)."""
+
+def check_config(path: str) -> str:
+    """The ``echelon check`` rendering of a config directory."""
+
+def convert_yaml_layout(src: str, dst: str) -> List[str]:
+    """Write the TOML layout of the YAML config at ``src`` into ``dst``; returns the files written."""

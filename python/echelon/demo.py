@@ -79,16 +79,35 @@ async def _run(configs: Path, n_requests: int) -> int:
                         return
                     latencies.append(time.perf_counter() - t0)
                     served[r.served_by] += 1
-                    fallbacks += sum(1 for a in r.attempts if a.role == "fallback")
+                    fallbacks += r.attempts[0].target != r.attempts[-1].target
                     retries += sum(1 for a in r.attempts if a.role == "retry")
 
             t_start = time.perf_counter()
-            half = n_requests // 2
-            await asyncio.gather(*(one(i, pool="demo_pool") for i in range(half)))
-            await asyncio.gather(*(one(i, group="demo_group") for i in range(half, n_requests)))
+            third = max(1, n_requests // 3)
 
-            # Streams: one model cuts its stream mid-way once; the error carries the partial text.
-            mock.script("mock-fast-a", steps=[{"fault": "cut_after", "after": 3, "times": 1}], chunk_delay_ms=2)
+            def breakers() -> str:
+                st = router.group("demo_group").breaker_status()
+                return ", ".join(f"{k[len('demo_group.'):]}={v['state']}" for k, v in st.items())
+
+            print("\nphase 1: pool traffic while mock-fast-b is rate limited and mock-smart fails")
+            await asyncio.gather(*(one(i, pool="demo_pool") for i in range(third)))
+            print(f"  breakers: {breakers()}")
+
+            print("phase 2: echelon1 goes down (503s): group calls fall back down the echelons")
+            for m in ("mock-fast-a", "mock-fast-b"):
+                mock.script(m, {"latency_ms": 4, "steps": [{"fault": "server_error", "status": 503, "times": 12}]})
+            await asyncio.gather(*(one(i, group="demo_group") for i in range(third, 2 * third)))
+            print(f"  breakers: {breakers()}")
+
+            print("phase 3: the providers recover; after recovery_time the breakers half-open, probe, close")
+            for m in ("mock-fast-a", "mock-fast-b", "mock-smart"):
+                mock.script(m, {"latency_ms": 4, "chunk_delay_ms": 2})
+            await asyncio.sleep(2.2)
+            await asyncio.gather(*(one(i, group="demo_group") for i in range(2 * third, n_requests)))
+            print(f"  breakers: {breakers()}")
+
+            print("phase 4: streams; one is cut mid-way and reported as StreamInterrupted with its partial text")
+            mock.script("mock-fast-a", {"chunk_delay_ms": 2, "steps": [{"fault": "cut_after", "after": 3, "times": 1}]})
             stream_ok = stream_cut = 0
             for i in range(10):
                 try:
@@ -96,14 +115,14 @@ async def _run(configs: Path, n_requests: int) -> int:
                     stream_ok += bool(text)
                 except StreamInterrupted as e:
                     stream_cut += 1
-                    print(f"  stream {i}: interrupted after {len(e.partial or '')} chars ({e.instance})")
+                    print(f"  stream {i}: interrupted after {len(e.partial or '')} chars on {e.instance}")
             elapsed = time.perf_counter() - t_start
 
             print(f"\n{n_requests} requests + 10 streams in {elapsed:.2f}s")
             print(f"latency p50 {_pct(latencies, .5) * 1e3:.1f} ms, p90 {_pct(latencies, .9) * 1e3:.1f} ms, "
                   f"p99 {_pct(latencies, .99) * 1e3:.1f} ms (mean {statistics.mean(latencies) * 1e3:.1f} ms)"
                   if latencies else "no successful requests")
-            print(f"fallbacks taken: {fallbacks}, retries: {retries}, errors: {dict(errors) or 'none'}")
+            print(f"calls served by a fallback target: {fallbacks}, retries: {retries}, errors: {dict(errors) or 'none'}")
             print(f"streams: {stream_ok} complete, {stream_cut} interrupted (reported as errors, never as success)")
             print("\nrequests served per instance:")
             for inst, n in sorted(served.items()):

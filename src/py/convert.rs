@@ -6,54 +6,103 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, ErrorKind};
 use crate::types::{ChatRequest, Message, Params};
 
-/// A Python value (dict/list/str/number/bool/None) as JSON.
-pub fn py_to_json(obj: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
-    use serde_json::Value;
+const MAX_DEPTH: usize = 128;
+
+/// Convert a Python object (dict/list/tuple/str/int/float/bool/None, nested) into JSON.
+/// Dict keys must be strings. Raises `TypeError` naming the first value that cannot be
+/// converted and where it is.
+pub fn py_to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    to_json(obj, "", 0)
+}
+
+/// Like [`py_to_json`], naming `path` as the location in error messages.
+pub fn py_to_json_at(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<Value> {
+    to_json(obj, path, 0)
+}
+
+fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> {
+    let at = |p: &str| {
+        if p.is_empty() {
+            "the top level".to_string()
+        } else {
+            format!("`{p}`")
+        }
+    };
+    if depth > MAX_DEPTH {
+        return Err(PyValueError::new_err(format!(
+            "value nested more than {MAX_DEPTH} levels deep at {}",
+            at(path)
+        )));
+    }
     if obj.is_none() {
         return Ok(Value::Null);
     }
+    // bool before int: Python's bool is an int subclass.
     if let Ok(b) = obj.cast::<PyBool>() {
         return Ok(Value::Bool(b.is_true()));
     }
-    if obj.is_instance_of::<PyInt>() {
+    if obj.cast::<PyInt>().is_ok() {
         if let Ok(i) = obj.extract::<i64>() {
-            return Ok(Value::from(i));
+            return Ok(Value::Number(i.into()));
         }
         if let Ok(u) = obj.extract::<u64>() {
-            return Ok(Value::from(u));
+            return Ok(Value::Number(u.into()));
         }
-        return Ok(Value::from(obj.extract::<f64>()?));
+        return Err(PyValueError::new_err(format!(
+            "integer out of range at {}",
+            at(path)
+        )));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
-        return Ok(serde_json::Number::from_f64(f.value()).map(Value::Number).unwrap_or(Value::Null));
+        let x = f.value();
+        // NaN/inf have no JSON form; keep them visible as strings so validation names them.
+        return Ok(Number::from_f64(x)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(x.to_string())));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(s.to_cow()?.into_owned()));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        let mut map = serde_json::Map::with_capacity(d.len());
+        let mut m = Map::new();
         for (k, v) in d.iter() {
             let key = match k.cast::<PyString>() {
                 Ok(s) => s.to_cow()?.into_owned(),
-                Err(_) => k.str()?.to_cow()?.into_owned(),
+                Err(_) => {
+                    return Err(PyTypeError::new_err(format!(
+                        "dict keys must be strings; found {} key {} at {}",
+                        k.get_type().name()?,
+                        k.repr()?,
+                        at(path)
+                    )))
+                }
             };
-            map.insert(key, py_to_json(&v)?);
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            let value = to_json(&v, &child, depth + 1)?;
+            m.insert(key, value);
         }
-        return Ok(Value::Object(map));
+        return Ok(Value::Object(m));
     }
-    if let Ok(l) = obj.cast::<PyList>() {
-        return l.iter().map(|v| py_to_json(&v)).collect::<PyResult<Vec<_>>>().map(Value::Array);
-    }
-    if let Ok(t) = obj.cast::<PyTuple>() {
-        return t.iter().map(|v| py_to_json(&v)).collect::<PyResult<Vec<_>>>().map(Value::Array);
+    if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() {
+        let mut out = Vec::new();
+        for (i, it) in obj.try_iter()?.enumerate() {
+            out.push(to_json(&it?, &format!("{path}[{i}]"), depth + 1)?);
+        }
+        return Ok(Value::Array(out));
     }
     Err(PyTypeError::new_err(format!(
-        "cannot convert a {} to JSON",
-        obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+        "cannot convert a {} to JSON at {}",
+        obj.get_type().name()?,
+        at(path)
     )))
 }
 

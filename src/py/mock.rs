@@ -5,10 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use serde_json::{Map, Value};
+
+use super::convert::{json_to_py, py_to_json_at};
+use serde_json::Value;
 
 use crate::mock::{MockConfig, MockServer as Server, Script};
 use crate::runtime;
@@ -45,7 +46,7 @@ impl MockServer {
     ) -> PyResult<MockServer> {
         let addr = SocketAddr::new(parse_host(host)?, port);
         let scripts = match scripts {
-            Some(s) if !s.is_none() => py_to_json(s, "scripts")?,
+            Some(s) if !s.is_none() => py_to_json_at(s, "scripts")?,
             _ => Value::Null,
         };
         let config = MockConfig { require_key: require_key.map(Secret::new), scripts, ..Default::default() };
@@ -77,7 +78,7 @@ impl MockServer {
 
     /// Install or replace the script of `model` (a dict, or a fault name string).
     fn script(&self, model: &str, script: &Bound<'_, PyAny>) -> PyResult<()> {
-        let v = py_to_json(script, model)?;
+        let v = py_to_json_at(script, model)?;
         let s = Script::from_json(&v).map_err(|e| PyValueError::new_err(format!("{model}: {e}")))?;
         self.inner.set_script(model, s);
         Ok(())
@@ -85,7 +86,7 @@ impl MockServer {
 
     /// Install several scripts at once from `{model: script}` (all or nothing).
     fn scripts(&self, scripts: &Bound<'_, PyAny>) -> PyResult<()> {
-        let v = py_to_json(scripts, "scripts")?;
+        let v = py_to_json_at(scripts, "scripts")?;
         self.inner.set_scripts(&v).map_err(PyValueError::new_err)
     }
 
@@ -114,85 +115,3 @@ impl MockServer {
     }
 }
 
-/// Python value → JSON. `path` names where a bad value sits, for the error message.
-fn py_to_json(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<Value> {
-    if obj.is_none() {
-        return Ok(Value::Null);
-    }
-    // bool before int: Python's bool is an int subclass.
-    if let Ok(b) = obj.cast::<PyBool>() {
-        return Ok(Value::Bool(b.is_true()));
-    }
-    if obj.cast::<PyInt>().is_ok() {
-        if let Ok(i) = obj.extract::<i64>() {
-            return Ok(Value::from(i));
-        }
-        if let Ok(u) = obj.extract::<u64>() {
-            return Ok(Value::from(u));
-        }
-        return Err(PyValueError::new_err(format!("{path}: integer out of range")));
-    }
-    if let Ok(f) = obj.cast::<PyFloat>() {
-        let f = f.value();
-        return serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .ok_or_else(|| PyValueError::new_err(format!("{path}: {f} is not a finite number")));
-    }
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(s.to_cow()?.into_owned()));
-    }
-    if let Ok(d) = obj.cast::<PyDict>() {
-        let mut m = Map::new();
-        for (k, v) in d.iter() {
-            let key: String = k
-                .extract()
-                .map_err(|_| PyTypeError::new_err(format!("{path}: dict keys must be str, got {}", k.get_type())))?;
-            let value = py_to_json(&v, &format!("{path}.{key}"))?;
-            m.insert(key, value);
-        }
-        return Ok(Value::Object(m));
-    }
-    if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() {
-        let mut out = Vec::new();
-        for (i, item) in obj.try_iter()?.enumerate() {
-            out.push(py_to_json(&item?, &format!("{path}[{i}]"))?);
-        }
-        return Ok(Value::Array(out));
-    }
-    Err(PyTypeError::new_err(format!(
-        "{path}: expected JSON-like data (dict, list, str, int, float, bool, None), got {}",
-        obj.get_type()
-    )))
-}
-
-/// JSON → Python value.
-fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match v {
-        Value::Null => py.None().into_bound(py),
-        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else {
-                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
-            }
-        }
-        Value::String(s) => PyString::new(py, s).into_any(),
-        Value::Array(items) => {
-            let l = PyList::empty(py);
-            for x in items {
-                l.append(json_to_py(py, x)?)?;
-            }
-            l.into_any()
-        }
-        Value::Object(m) => {
-            let d = PyDict::new(py);
-            for (k, x) in m {
-                d.set_item(k, json_to_py(py, x)?)?;
-            }
-            d.into_any()
-        }
-    })
-}
