@@ -526,15 +526,23 @@ def fig_p5(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
     for r in range(cfg["rounds"]):
         queue += clients[r % len(clients):] + clients[: r % len(clients)]
     cpus = [ctx.pin.client_cpu, ctx.pin.mock_cpu] if ctx.pin.active else [None, None]
-    while queue:
-        batch = []
+    running: Dict[Any, Tuple[str, Worker]] = {}  # cpu -> (client, worker)
+    while queue or running:
         for cpu in cpus:
+            if cpu in running:
+                continue
             while queue and queue[0] in ctx.unavailable:
                 queue.pop(0)
             if queue:
                 c = queue.pop(0)
-                batch.append((c, Worker(ctx, c, loop, "p5", 16, cpu=cpu)))
-        for c, w in batch:
+                running[cpu] = (c, Worker(ctx, c, loop, "p5", 16, cpu=cpu))
+        if not running:
+            break
+        fds = {w.proc.stdout.fileno(): cpu for cpu, (_, w) in running.items()}
+        ready, _, _ = select.select(list(fds), [], [], 120)
+        for fd in ready or list(fds):  # nothing in 120 s: read() reports the time-out
+            cpu = fds[fd]
+            c, w = running.pop(cpu)
             res = w.read(120)
             w.quit()
             if "unavailable" in res:
@@ -921,8 +929,8 @@ def config(args: argparse.Namespace) -> Dict[str, Any]:
         )  # fmt: skip
     else:
         cfg = dict(
-            rounds=5, warm_s=0.5, p2_ramp_max=3.0, p1_n=300, ttft_n=150, p2_s=0.75, p4_rate=400, p4_rate_slow=40, p4_s=0.5,
-            p6_n=10_000, p6_peer_s=0.8, p3_n=10_000, p3_hold_ms=5_000, p3_rounds=1, p3_loops=["uvloop"],
+            rounds=5, warm_s=0.5, p2_ramp_max=3.0, p1_n=300, ttft_n=150, p2_s=0.5, p4_rate=400, p4_rate_slow=40, p4_s=0.4,
+            p6_n=10_000, p6_peer_s=0.5, p3_n=10_000, p3_hold_ms=5_000, p3_rounds=1, p3_loops=["uvloop"],
             p3_caps={"litellm": 1_000, "httpx": 2_000, "openai": 2_000},
         )  # fmt: skip
     if args.rounds:
