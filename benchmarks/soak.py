@@ -128,7 +128,9 @@ class _Mock:
 
 def _config(base_url: str) -> Dict[str, Any]:
     """Two instances of the faulty model; one retry with no delay; short timeouts so hangs
-    and stalls end as typed Timeouts; breakers that recover quickly."""
+    and stalls end as typed Timeouts; breakers, passive health and 429 cooldowns that
+    recover quickly (with the defaults, 60 s health recovery and a 1 s minimum 429 cooldown,
+    this fault mix idles both instances and most requests end as PoolExhausted)."""
     return {
         "providers": {
             "mock": {
@@ -138,6 +140,7 @@ def _config(base_url: str) -> Dict[str, Any]:
                     "api_key": "sk-soak-not-a-secret",
                     "max_retries": 1,
                     "retry_delay": 0,
+                    "rate_limit_cooldown": 0.05,
                     "timeouts": {"connect": 2, "first_token": 1, "total": 2, "idle": 1},
                 },
                 "soak-a": {"model": MODEL},
@@ -150,7 +153,7 @@ def _config(base_url: str) -> Dict[str, Any]:
                 "circuit_breaker": {"failure_threshold": 20, "recovery_time": 1},
             }
         },
-        "pools": {"soak": {"task_groups": ["soak"], "health_check": {"enabled": False}}},
+        "pools": {"soak": {"task_groups": ["soak"], "health_check": {"enabled": False, "failure_threshold": 10, "recovery_time": 1}}},
         "global": {"default_route": "pool:soak"},
     }
 
