@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::error::{Attempt, AttemptRole, Error, ErrorKind, TimeoutKind};
-use crate::instance::{mark_deadline, with_defaults, Instance, Lease};
+use crate::instance::{mark_deadline, Instance, Lease};
 use crate::provider::EventStream;
 use crate::types::{ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage};
 
@@ -94,10 +94,9 @@ pub async fn run(lease: Lease, req: &ChatRequest, deadline: Option<Instant>, str
     let started = Instant::now();
     let inst = lease.instance().clone();
     let (timeouts, clamped) = inst.timeouts_until(deadline, started);
-    let req = with_defaults(req, &inst.params);
     // Boxed so a non-streaming call does not carry the stream-opening state inline.
     let opened = Box::pin(async {
-        let mut s = inst.client.stream(&req, &timeouts).await?;
+        let mut s = inst.client.stream(req, &timeouts).await?;
         match s.next().await {
             Some(Ok(ev)) => Ok((s, ev)),
             Some(Err(e)) => Err(e),

@@ -18,7 +18,7 @@ use crate::health::{Health, InstanceStatus, Transition};
 use crate::limit::{ConcurrencyLimit, RateLimiter};
 use crate::provider::ProviderClient;
 use crate::schedule::Candidate;
-use crate::types::{ChatRequest, ChatResponse, Params, Usage};
+use crate::types::{ChatRequest, ChatResponse, Usage};
 
 /// Process-wide monotonic epoch, so instants fit in atomics as nanoseconds.
 fn epoch() -> Instant {
@@ -152,7 +152,6 @@ pub struct InstanceParts {
     pub client: ProviderClient,
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
-    pub params: Params,
     pub weight: f64,
     pub context_window: u32,
     pub rate_limit_cooldown: Duration,
@@ -179,8 +178,6 @@ pub struct Instance {
     pub client: ProviderClient,
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
-    /// Defaults merged under the caller's parameters.
-    pub params: Params,
     pub weight: f64,
     pub context_window: u32,
     rate_limit_cooldown: Duration,
@@ -211,7 +208,6 @@ impl Instance {
             client: p.client,
             timeouts: p.timeouts,
             retry: p.retry,
-            params: p.params,
             weight: p.weight,
             context_window: p.context_window,
             rate_limit_cooldown: p.rate_limit_cooldown,
@@ -513,8 +509,7 @@ impl Lease {
     pub async fn chat(&self, req: &ChatRequest, deadline: Option<Instant>) -> Result<ChatResponse, Error> {
         let inst = &self.inst;
         let (timeouts, clamped) = inst.timeouts_until(deadline, Instant::now());
-        let req = with_defaults(req, &inst.params);
-        let res = inst.client.chat(&req, &timeouts).await;
+        let res = inst.client.chat(req, &timeouts).await;
         res.map_err(|e| mark_deadline(e, clamped, deadline)).map(|mut r| {
             r.served_by = inst.id.clone();
             r
@@ -529,11 +524,6 @@ impl Drop for Lease {
             self.inst.release();
         }
     }
-}
-
-/// The request with the instance's default parameters filled in under the caller's.
-pub fn with_defaults(req: &ChatRequest, defaults: &Params) -> ChatRequest {
-    ChatRequest { messages: req.messages.clone(), params: req.params.clone().or(defaults) }
 }
 
 /// Re-label a timeout that fired because the caller's deadline clamped it.

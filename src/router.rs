@@ -190,6 +190,10 @@ impl Builder<'_> {
         if let Some(r) = e.max_retries {
             retry.max_retries = r;
         }
+        // The echelon's generation settings become the client's defaults, which the provider
+        // merges under the caller's parameters (once, without copying the messages).
+        let mut model = model;
+        model.parameters = instance_params(&model, e);
         let model_key = format!("model:{}", model.name);
         let parts = InstanceParts {
             group: group.name.clone(),
@@ -198,7 +202,6 @@ impl Builder<'_> {
             provider: model.provider.clone(),
             timeouts,
             retry,
-            params: instance_params(&model, e),
             weight: model.weight,
             context_window: model.context_window,
             rate_limit_cooldown: model.rate_limit_cooldown,
