@@ -108,18 +108,25 @@ impl Selector {
         let mut until: Option<Instant> = None;
         let mut busy = false;
         let mut any_allowed = false;
-        let blocks: Vec<Option<Block>> = self
-            .instances
-            .iter()
-            .map(|inst| {
-                if !filter.allows(inst) {
-                    return Some(Block::Down);
-                }
+        // Per-instance verdicts; on the stack for the usual pool sizes (this runs per request).
+        let n = self.instances.len();
+        let mut stack = [None::<Block>; 64];
+        let mut heap = Vec::new();
+        let blocks: &mut [Option<Block>] = if n <= stack.len() {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, None);
+            &mut heap
+        };
+        for (slot, inst) in blocks.iter_mut().zip(&self.instances) {
+            *slot = if filter.allows(inst) {
                 any_allowed = true;
                 inst.check(now, est_tokens).err()
-            })
-            .collect();
-        for b in &blocks {
+            } else {
+                Some(Block::Down)
+            };
+        }
+        for b in blocks.iter() {
             match b {
                 Some(Block::Busy) => busy = true,
                 Some(Block::Until(t)) => until = Some(until.map_or(*t, |u: Instant| u.min(*t))),
