@@ -41,5 +41,6 @@ mod py;
 /// mimalloc instead of the system allocator: the per-request path allocates many small
 /// short-lived buffers (HTTP, JSON, traces) across the runtime's threads, where glibc malloc
 /// spent a quarter of the engine's time in the batch benchmark.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

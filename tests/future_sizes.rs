@@ -15,5 +15,6 @@ fn the_per_request_future_stays_small() {
     let route = Route::Pool("p".into());
     let fut = router.run(Some(&route), &req, &opts, false);
     let size = std::mem::size_of_val(&fut);
+    eprintln!("Router::run future: {size} bytes");
     assert!(size <= 4096, "Router::run future grew to {size} bytes");
 }

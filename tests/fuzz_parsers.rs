@@ -63,6 +63,7 @@ fn model(kind: ProviderKind) -> ModelConfig {
         rate_limit_cooldown: Duration::ZERO,
         api_version: None,
         probe: ProbeMode::Models,
+        http_version: Default::default(),
         source: None,
     }
 }

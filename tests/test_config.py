@@ -165,6 +165,21 @@ def test_invalid_enum():
     assert "expected one of: round_robin, least_recently_used, weighted, least_busy, latency" in i["message"]
 
 
+def test_http_version():
+    d = base_dict()
+    cfg = _core.config_from_dict(d)
+    assert cfg["models"]["openai-gpt4o"]["http_version"] == "1.1"  # the default
+    d["providers"]["openai"]["common"]["http_version"] = "2"
+    d["providers"]["mock"]["mock-a"] = {"http_version": "auto"}
+    cfg = _core.config_from_dict(d)
+    assert cfg["models"]["openai-gpt4o"]["http_version"] == "2"
+    assert cfg["models"]["mock-a"]["http_version"] == "auto"
+    d["providers"]["mock"]["mock-a"] = {"http_version": "3"}
+    i = issue(raises_config(d), "providers.mock.mock-a.http_version")
+    assert i["value"] == '"3"'
+    assert "expected one of: 1.1, auto, 2" in i["message"]
+
+
 def test_unknown_model_reference():
     d = base_dict()
     d["groups"]["fast"]["echelon1"]["models"] = ["openai-gpt4o", "openai-gpt-4o"]

@@ -24,6 +24,20 @@ async def test_chat_through_pool_returns_real_content(mock):
     assert model_counters(mock, "m-a")["requests"] + model_counters(mock, "m-b")["requests"] == 1
 
 
+@pytest.mark.parametrize("version, over_h2", [("1.1", False), ("auto", False), ("2", True)])
+async def test_http_version_reaches_the_wire(mock, version, over_h2):
+    cfg = mock_config(mock.openai_base_url)
+    cfg["providers"]["mock"]["common"]["http_version"] = version
+    before = mock.counters()["http2_requests"]
+    async with Router.from_dict(cfg) as router:
+        rs = await asyncio.gather(*[router.chat("hi", pool="p") for _ in range(20)])
+        assert all(r.content.startswith("Hello from m-") for r in rs)
+        chunks = [c async for c in router.stream("hi", pool="p")]
+        assert chunks[-1].response is not None and chunks[-1].response.content
+    # "auto" offers HTTP/2 only through TLS (ALPN); plain http:// stays on HTTP/1.1.
+    assert mock.counters()["http2_requests"] - before == (21 if over_h2 else 0)
+
+
 async def test_message_forms(mock):
     class LangChainLike:
         def __init__(self, type_: str, content: str) -> None:

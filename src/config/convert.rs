@@ -90,6 +90,9 @@ fn model_table(m: &ModelConfig, base: Option<&ModelConfig>) -> Table {
             t.insert("api_version".into(), Value::String(v.clone()));
         }
     }
+    if differs(&|b| b.http_version == m.http_version) {
+        t.insert("http_version".into(), Value::String(m.http_version.as_str().into()));
+    }
     if differs(&|b| b.probe == m.probe) {
         let p = match m.probe {
             ProbeMode::Models => "models",

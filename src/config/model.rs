@@ -107,6 +107,37 @@ pub enum ProbeMode {
     Completion,
 }
 
+/// Which HTTP version the client speaks to a provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum HttpVersion {
+    /// HTTP/1.1 only, one connection per in-flight request (the default). Scales with the
+    /// provider's connection limits; what the official SDKs and most routers use.
+    #[default]
+    #[serde(rename = "1.1")]
+    Http1,
+    /// Offer HTTP/2 over TLS (ALPN) and use it when the provider accepts; plain `http://`
+    /// stays on HTTP/1.1.
+    #[serde(rename = "auto")]
+    Auto,
+    /// HTTP/2 only (prior knowledge; h2c on plain `http://`). All requests to an origin share
+    /// one connection: much less memory per in-flight request, but requests beyond the
+    /// provider's `SETTINGS_MAX_CONCURRENT_STREAMS` wait for a free stream (the connection
+    /// pool does not open a second HTTP/2 connection).
+    #[serde(rename = "2")]
+    Http2,
+}
+
+impl HttpVersion {
+    /// The config spelling (`"1.1"`, `"auto"`, `"2"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Http1 => "1.1",
+            HttpVersion::Auto => "auto",
+            HttpVersion::Http2 => "2",
+        }
+    }
+}
+
 /// One logical model: a provider endpoint plus a wire model and its defaults.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelConfig {
@@ -141,6 +172,8 @@ pub struct ModelConfig {
     /// `anthropic-version` header value (Anthropic only).
     pub api_version: Option<String>,
     pub probe: ProbeMode,
+    /// HTTP version spoken to the provider (`http_version = "1.1" | "auto" | "2"`).
+    pub http_version: HttpVersion,
     /// Where this model was defined.
     pub source: Option<PathBuf>,
 }

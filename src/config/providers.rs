@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::layout::{Doc, ProviderDocs};
-use super::model::{ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts};
+use super::model::{HttpVersion, ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts};
 use super::reader::{did_you_mean, Sink, Tbl};
 use super::source::{expand, single_placeholder, EnvLookup};
 use crate::secret::Secret;
@@ -88,6 +88,7 @@ impl Draft {
                 rate_limit_cooldown: Duration::from_secs(1),
                 api_version: None,
                 probe: ProbeMode::Models,
+                http_version: Default::default(),
                 source: None,
             },
             models_list: Vec::new(),
@@ -292,6 +293,13 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
     }
     if let Some(v) = t.str("api_version") {
         d.m.api_version = Some(v);
+    }
+    if let Some(v) = t.choice("http_version", &["1.1", "auto", "2"]) {
+        d.m.http_version = match v.as_str() {
+            "auto" => HttpVersion::Auto,
+            "2" => HttpVersion::Http2,
+            _ => HttpVersion::Http1,
+        };
     }
     if let Some(p) = t.choice("probe", &["models", "head", "completion"]) {
         d.m.probe = match p.as_str() {

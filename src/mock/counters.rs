@@ -33,6 +33,8 @@ pub struct Stats {
     max_in_flight: AtomicU64,
     client_disconnects: AtomicU64,
     probes: AtomicU64,
+    /// Requests that arrived over HTTP/2 (the rest came over HTTP/1.1).
+    http2_requests: AtomicU64,
     /// Outcomes other than `ok`, by name.
     faults: Mutex<BTreeMap<&'static str, u64>>,
     /// Statuses other than 200.
@@ -71,6 +73,7 @@ impl Stats {
             &self.streams_completed,
             &self.client_disconnects,
             &self.probes,
+            &self.http2_requests,
         ] {
             a.store(0, Relaxed);
         }
@@ -106,6 +109,7 @@ impl Stats {
         m.insert("max_in_flight".into(), self.max_in_flight.load(Relaxed).into());
         m.insert("client_disconnects".into(), self.client_disconnects.load(Relaxed).into());
         m.insert("probes".into(), self.probes.load(Relaxed).into());
+        m.insert("http2_requests".into(), self.http2_requests.load(Relaxed).into());
         m
     }
 }
@@ -243,6 +247,11 @@ impl Counters {
         if let Some(m) = model {
             m.stats.requests.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Count a request (of any path) that arrived over HTTP/2; totals only.
+    pub fn http2_request(&self) {
+        self.total.http2_requests.fetch_add(1, Relaxed);
     }
 
     /// Count an outcome by fault name (`ok`, `server_error`, `hang`, …).

@@ -167,11 +167,19 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop
     }
 }
 
+/// Concurrent HTTP/2 streams the mock accepts on one connection.
+const MAX_H2_STREAMS: u32 = 65_536;
+
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken, grace: Duration) {
     let reset = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(ResettableStream { inner: stream, reset: reset.clone() });
     let svc = hyper::service::service_fn(move |req| handle(shared.clone(), reset.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, svc);
+    // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when the client opens with the h2
+    // preface; a mock must never be the limit, so streams per connection are not capped low.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().keep_alive(true);
+    builder.http2().max_concurrent_streams(MAX_H2_STREAMS);
+    let conn = builder.serve_connection(io, svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -363,6 +371,9 @@ fn json_resp(status: u16, body: Bytes) -> Resp {
 }
 
 async fn handle(shared: Arc<Shared>, reset: Arc<AtomicBool>, req: Request<Incoming>) -> Result<Resp, ResetConnection> {
+    if req.version() == hyper::Version::HTTP_2 {
+        shared.counters.http2_request();
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let p = path.as_str();

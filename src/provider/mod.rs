@@ -22,7 +22,7 @@ pub mod stream;
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -32,7 +32,7 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::config::{ModelConfig, ProbeMode, ProviderKind, Timeouts};
+use crate::config::{HttpVersion, ModelConfig, ProbeMode, ProviderKind, Timeouts};
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::types::{ChatRequest, ChatResponse, Message, Params, StreamEvent};
 use classify::{classify_send, classify_status, ErrCtx};
@@ -47,7 +47,7 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 /// Largest error body read (only its message is kept).
 const MAX_ERROR_BODY: usize = 256 * 1024;
 
-type PoolKey = (String, Option<Duration>);
+type PoolKey = (String, Option<Duration>, HttpVersion);
 
 /// Shared HTTP connection pools, one `reqwest::Client` per (origin, connect timeout).
 /// One per router; cheap to clone.
@@ -64,8 +64,8 @@ impl HttpPool {
 
     /// The client for `origin` with `connect` timeout, created on first use (keep-alive,
     /// `tcp_nodelay`, up to 256 idle connections per host, no proxy lookup, no redirects).
-    pub fn client(&self, origin: &str, connect: Option<Duration>) -> Result<reqwest::Client, String> {
-        let key = (origin.to_string(), connect);
+    pub fn client(&self, origin: &str, connect: Option<Duration>, version: HttpVersion) -> Result<reqwest::Client, String> {
+        let key = (origin.to_string(), connect, version);
         let mut map = self.clients.lock();
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
@@ -80,6 +80,13 @@ impl HttpPool {
         if let Some(c) = connect {
             b = b.connect_timeout(c);
         }
+        b = match version {
+            // reqwest's own retry layer only replays HTTP/2 refusals (REFUSED_STREAM, GOAWAY);
+            // on HTTP/1.1 it would do nothing but copy every request's headers in case.
+            HttpVersion::Http1 => b.http1_only().retry(reqwest::retry::never().max_retries_per_request(0)),
+            HttpVersion::Auto => b,
+            HttpVersion::Http2 => b.http2_prior_knowledge(),
+        };
         let client = b.build().map_err(|e| classify::error_chain(&e))?;
         map.insert(key, client.clone());
         Ok(client)
@@ -107,6 +114,9 @@ pub struct ProviderClient {
     origin: Result<Arc<str>, String>,
     /// Auth + configured headers, or why they are unusable (checked at call time).
     headers: Result<HeaderMap, String>,
+    /// The pool's client for this model's own connect timeout, looked up once: the common
+    /// case then costs no lock and no key allocation per request.
+    http: Arc<OnceLock<reqwest::Client>>,
 }
 
 /// A prepared request: URL, serialized body, headers.
@@ -128,7 +138,7 @@ impl ProviderClient {
                 s => Err(format!("base_url {:?} has unsupported scheme {s:?}", model.base_url)),
             });
         let headers = base_headers(&model);
-        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers }
+        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers, http: Arc::default() }
     }
 
     /// The model this client calls.
@@ -146,8 +156,21 @@ impl ProviderClient {
             let var = self.model.api_key.var().unwrap_or("?");
             return Err(ctx.error(ErrorKind::AuthError, &format!("API key variable ${{{var}}} is not set")));
         }
+        let own = timeouts.connect == self.model.timeouts.connect;
+        if own {
+            if let Some(c) = self.http.get() {
+                return Ok(c.clone());
+            }
+        }
         let origin = self.origin.as_ref().map_err(|m| ctx.error(ErrorKind::Config, m))?;
-        self.pool.client(origin, timeouts.connect).map_err(|m| ctx.error(ErrorKind::Config, &format!("HTTP client: {m}")))
+        let client = self
+            .pool
+            .client(origin, timeouts.connect, self.model.http_version)
+            .map_err(|m| ctx.error(ErrorKind::Config, &format!("HTTP client: {m}")))?;
+        if own {
+            let _ = self.http.set(client.clone());
+        }
+        Ok(client)
     }
 
     fn prepare(&self, req: &ChatRequest, stream: bool) -> Result<Prepared, Error> {

@@ -300,6 +300,7 @@ mod tests {
             rate_limit_cooldown: Duration::ZERO,
             api_version: None,
             probe: ProbeMode::Models,
+            http_version: Default::default(),
             source: None,
         };
         StreamSetup { model: Arc::new(model), label: "openai/m".into(), started: Instant::now(), timeouts, request_id: Some("hdr".into()) }

@@ -17,6 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use tokio::task::AbortHandle;
@@ -185,10 +186,9 @@ impl Completer {
         // Hold the pending lock across spawn so a task that finishes at once cannot be
         // drained before its future is registered.
         let mut pending = self.pending.lock();
-        let handle = crate::runtime::get().spawn(async move {
-            let outcome = work.await;
-            shared.push(id, outcome);
-        });
+        // A combinator, not `async move { work.await }`: an async block stores its captured
+        // future and the awaited one separately, doubling every in-flight call's task.
+        let handle = crate::runtime::get().spawn(work.map(move |outcome| shared.push(id, outcome)));
         pending.insert(id, (fut.clone_ref(py), handle.abort_handle()));
         Ok((fut, id))
     }

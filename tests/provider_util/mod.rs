@@ -282,6 +282,7 @@ pub fn model(kind: ProviderKind, base: &str, key: Secret) -> ModelConfig {
         rate_limit_cooldown: Duration::ZERO,
         api_version: None,
         probe: ProbeMode::Models,
+        http_version: Default::default(),
         source: None,
     }
 }
