@@ -366,6 +366,24 @@ class EchelonChat(_EchelonBase):
         return r.content
 
 
+class EchelonChatH2(EchelonChat):
+    """``Router.chat`` with the provider's ``http_version = "2"``: every request multiplexed on
+    one HTTP/2 connection (h2c to the mock) instead of a connection per in-flight request."""
+
+    name = "echelon_chat_h2"
+    label = 'echelon Router.chat, http_version="2"'
+    skip = frozenset({"p1", "p2", "p4", "p6", "ttft"})
+
+    async def setup(self, max_conns: int) -> None:
+        try:
+            from echelon import Router
+        except ImportError as e:  # pragma: no cover - depends on the venv
+            raise Unavailable(f"echelon not importable: {e}") from e
+        cfg = echelon_config(self.base_url)
+        cfg["providers"]["mock"]["common"]["http_version"] = "2"
+        self._router = Router.from_dict(cfg)
+
+
 class EchelonPool(_EchelonBase):
     name = "echelon_pool"
     label = "echelon PollingPool.call"
@@ -438,6 +456,7 @@ CLIENTS = {
         LiteLLMClient,
         TensorZeroClient,
         EchelonChat,
+        EchelonChatH2,
         EchelonPool,
         EchelonCompat,
         EchelonBatch,

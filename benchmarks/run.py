@@ -37,7 +37,7 @@ STAMP_FILE = os.path.join(VENV, "echelon-installed.stamp")
 
 FIGURES = ["p5", "p1", "ttft", "p2", "p4", "p6", "p3"]
 PEERS = ["aiohttp", "httpx", "openai", "litellm", "tensorzero"]
-ECHELON = ["echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch"]
+ECHELON = ["echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch", "echelon_chat_h2"]
 ALL_CLIENTS = PEERS + ECHELON
 LABELS = {
     "aiohttp": "raw aiohttp (floor)",
@@ -49,15 +49,16 @@ LABELS = {
     "echelon_pool": "echelon PollingPool.call",
     "echelon_compat": "echelon compat call_llm",
     "echelon_batch": "echelon Router.batch",
+    "echelon_chat_h2": "echelon Router.chat, http_version=\"2\"",
 }
 # Which clients take part in which figure (P5 times imports, so the echelon variants that share
 # one import are measured once, plus the compat module).
 FIG_CLIENTS = {
     "p5": ["aiohttp", "httpx", "openai", "litellm", "tensorzero", "echelon_chat", "echelon_compat"],
-    "p1": [c for c in ALL_CLIENTS if c != "echelon_batch"],
+    "p1": [c for c in ALL_CLIENTS if c not in ("echelon_batch", "echelon_chat_h2")],
     "ttft": PEERS + ["echelon_chat"],
-    "p2": ALL_CLIENTS,
-    "p4": [c for c in ALL_CLIENTS if c != "echelon_batch"],
+    "p2": [c for c in ALL_CLIENTS if c != "echelon_chat_h2"],
+    "p4": [c for c in ALL_CLIENTS if c not in ("echelon_batch", "echelon_chat_h2")],
     "p6": PEERS + ["echelon_chat", "echelon_batch"],
     "p3": ALL_CLIENTS,
 }

@@ -2,9 +2,13 @@
 //! `reqwest` (no routing), to compare with the P3 figure of the benchmarks.
 //!
 //! Start a mock (`echelon mock-server --port 8900`), then
-//! `cargo run --release --no-default-features --example reqwest_floor -- 8900 10000 [1.1|2]`.
+//! `cargo run --release --no-default-features --example reqwest_floor -- 8900 10000 [1.1|2] [rps]`.
 //! The mock is told to hold every response for 5 s; the RSS growth while all requests are
 //! held, divided by their number, is printed.
+//!
+//! With a fourth argument `rps`, it instead sends the requests 256 at a time (closed loop,
+//! responses not held) and prints requests per second: the throughput floor of the client
+//! alone, to compare with `Router.batch` (P6). Pin it with `taskset -c 0` like the benchmarks.
 
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ fn rss_bytes() -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(port), Some(n)) = (args.get(1).and_then(|a| a.parse::<u16>().ok()), args.get(2).and_then(|a| a.parse::<usize>().ok())) else {
-        eprintln!("usage: reqwest_floor PORT REQUESTS [1.1|2]");
+        eprintln!("usage: reqwest_floor PORT REQUESTS [1.1|2] [rps]");
         std::process::exit(2);
     };
     let h2 = args.get(3).map(String::as_str) == Some("2");
@@ -32,6 +36,16 @@ fn main() {
             }
         };
         send(client.clone(), url.clone()).await; // warm: connection pool, lazy statics
+        if args.get(4).map(String::as_str) == Some("rps") {
+            use futures_util::StreamExt;
+            for _ in 0..3 {
+                let t0 = std::time::Instant::now();
+                futures_util::stream::iter(0..n).for_each_concurrent(256, |_| send(client.clone(), url.clone())).await;
+                let el = t0.elapsed().as_secs_f64();
+                println!("bare reqwest, HTTP/{}: {:.0} req/s ({n} requests, 256 at a time)", if h2 { "2" } else { "1.1" }, n as f64 / el);
+            }
+            std::process::exit(0);
+        }
         let script = format!("http://127.0.0.1:{port}/_mock/script");
         reqwest::Client::new().post(script).body(r#"{"*":{"latency_ms":5000}}"#).send().await.expect("mock control plane");
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -117,11 +117,13 @@ pub struct ProviderClient {
     /// The pool's client for this model's own connect timeout, looked up once: the common
     /// case then costs no lock and no key allocation per request.
     http: Arc<OnceLock<reqwest::Client>>,
+    /// The chat endpoint parsed once, `[non-streaming, streaming]` (they differ for Gemini).
+    chat_urls: Arc<[Result<reqwest::Url, String>; 2]>,
 }
 
 /// A prepared request: URL, serialized body, headers.
 struct Prepared {
-    url: String,
+    url: reqwest::Url,
     body: Vec<u8>,
     headers: HeaderMap,
 }
@@ -138,7 +140,16 @@ impl ProviderClient {
                 s => Err(format!("base_url {:?} has unsupported scheme {s:?}", model.base_url)),
             });
         let headers = base_headers(&model);
-        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers, http: Arc::default() }
+        let chat_url = |stream: bool| {
+            let url = match model.kind {
+                ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::chat_url(&model.base_url),
+                ProviderKind::Anthropic => anthropic::chat_url(&model.base_url),
+                ProviderKind::Gemini => gemini::chat_url(&model.base_url, &model.model, stream),
+            };
+            reqwest::Url::parse(&url).map_err(|e| format!("chat endpoint {url:?} is not a valid URL: {e}"))
+        };
+        let chat_urls = Arc::new([chat_url(false), chat_url(true)]);
+        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers, http: Arc::default(), chat_urls }
     }
 
     /// The model this client calls.
@@ -178,12 +189,11 @@ impl ProviderClient {
         let mut headers = self.headers.clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
         let params = req.params.clone().or(&self.model.parameters);
         let m = &self.model;
-        let (url, body) = match m.kind {
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
-                (openai::chat_url(&m.base_url), openai::build_body(&m.model, req, &params, stream))
-            }
-            ProviderKind::Anthropic => (anthropic::chat_url(&m.base_url), anthropic::build_body(&m.model, req, &params, stream)),
-            ProviderKind::Gemini => (gemini::chat_url(&m.base_url, &m.model, stream), gemini::build_body(req, &params)),
+        let url = self.chat_urls[usize::from(stream)].clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
+        let body = match m.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::build_body(&m.model, req, &params, stream),
+            ProviderKind::Anthropic => anthropic::build_body(&m.model, req, &params, stream),
+            ProviderKind::Gemini => gemini::build_body(req, &params),
         };
         let body = serde_json::to_vec(&body).map_err(|e| ctx.error(ErrorKind::BadRequest, &format!("cannot serialize request: {e}")))?;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -227,7 +237,7 @@ impl ProviderClient {
         let started = Instant::now();
         let client = self.client(timeouts)?;
         let p = self.prepare(req, false)?;
-        let rb = client.post(&p.url).headers(p.headers).body(p.body);
+        let rb = client.post(p.url).headers(p.headers).body(p.body);
         let resp = self.send(rb, timeouts, started).await?;
         let ttft = started.elapsed();
         let status = resp.status().as_u16();
@@ -280,7 +290,7 @@ impl ProviderClient {
         let started = Instant::now();
         let client = self.client(timeouts)?;
         let p = self.prepare(req, true)?;
-        let rb = client.post(&p.url).headers(p.headers).body(p.body);
+        let rb = client.post(p.url).headers(p.headers).body(p.body);
         let resp = self.send(rb, timeouts, started).await?;
         if !resp.status().is_success() {
             return Err(self.error_response(resp, timeouts, started).await);
