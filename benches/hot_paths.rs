@@ -22,6 +22,8 @@ struct Cand {
     ewma: Option<f64>,
     ok: u64,
     bad: u64,
+    /// Kept up to date as calls finish, as an instance does.
+    quality: f64,
 }
 
 impl Candidate for Cand {
@@ -49,19 +51,27 @@ impl Candidate for Cand {
     fn failure_count(&self) -> u64 {
         self.bad
     }
+    fn weighted_quality(&self) -> f64 {
+        self.quality
+    }
 }
 
 fn candidates(n: usize) -> Vec<Cand> {
     let t = Instant::now();
     (0..n)
-        .map(|i| Cand {
-            in_flight: (i % 4) as u32, // a quarter of the pool ties on the minimum
-            last_used: Some(t + Duration::from_millis((i % 8) as u64)),
-            weight: 1.0 + (i % 3) as f64,
-            avg: 0.1 + (i % 5) as f64 * 0.05,
-            ewma: Some(0.1 + (i % 7) as f64 * 0.01),
-            ok: 100 + i as u64,
-            bad: (i % 10) as u64,
+        .map(|i| {
+            let mut c = Cand {
+                in_flight: (i % 4) as u32, // a quarter of the pool ties on the minimum
+                last_used: Some(t + Duration::from_millis((i % 8) as u64)),
+                weight: 1.0 + (i % 3) as f64,
+                avg: 0.1 + (i % 5) as f64 * 0.05,
+                ewma: Some(0.1 + (i % 7) as f64 * 0.01),
+                ok: 100 + i as u64,
+                bad: (i % 10) as u64,
+                quality: 0.0,
+            };
+            c.quality = _core::schedule::weighted_quality(c.weight, c.avg, c.ok, c.bad);
+            c
         })
         .collect()
 }

@@ -58,6 +58,9 @@ pub struct InstanceStats {
     last_used: AtomicU64,
     cooldown_until: AtomicU64,
     latency: Mutex<Latency>,
+    /// `(1 / avg latency) × reliability` as f64 bits, refreshed as calls finish, so a weighted
+    /// pick reads one atomic per candidate instead of taking the latency lock. 0 = no data.
+    quality: AtomicU64,
 }
 
 /// A snapshot of an instance's statistics for status output.
@@ -82,6 +85,7 @@ impl InstanceStats {
         });
         l.sum += secs;
         l.count += 1;
+        self.store_quality(l.sum / l.count as f64);
         let at = to_nanos(Instant::now());
         if l.ring.len() < LATENCY_RING {
             l.ring.push(secs as f32);
@@ -94,6 +98,34 @@ impl InstanceStats {
             }
         }
         l.pos = (l.pos + 1) % LATENCY_RING;
+    }
+
+    fn store_quality(&self, avg_latency: f64) {
+        let (s, f) = (self.successes.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
+        let q = crate::schedule::weighted_quality(1.0, avg_latency, s, f);
+        // Exactly 0 (no success yet) is stored as the smallest positive: 0 bits mean "no data".
+        self.quality.store(q.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Refresh the cached weighted quality after a failure was counted.
+    fn refresh_quality(&self) {
+        let avg = {
+            let l = self.latency.lock();
+            if l.count > 0 {
+                l.sum / l.count as f64
+            } else {
+                0.0
+            }
+        };
+        self.store_quality(avg);
+    }
+
+    /// `(1 / avg latency) × reliability`, 1.0 before any call finished.
+    pub fn quality(&self) -> f64 {
+        match self.quality.load(Ordering::Relaxed) {
+            0 => 1.0,
+            bits => f64::from_bits(bits),
+        }
     }
 
     /// Latencies (seconds) of the successful calls recorded since `since`, among the last
@@ -435,6 +467,9 @@ impl Candidate for Arc<Instance> {
     fn failure_count(&self) -> u64 {
         self.stats.failures.load(Ordering::Relaxed)
     }
+    fn weighted_quality(&self) -> f64 {
+        self.weight * self.stats.quality()
+    }
 }
 
 /// A slot held on an instance for one attempt. Finish it with the outcome; dropping it
@@ -493,6 +528,7 @@ impl Lease {
             }
         } else if err.kind.counts_as_instance_failure() && !caller_deadline {
             inst.stats.failures.fetch_add(1, Ordering::Relaxed);
+            inst.stats.refresh_quality();
             let watch = inst.breaker_watch();
             inst.breaker.on_failure(self.admission, now, err.retry_after);
             inst.breaker_changed(watch, Some(err));

@@ -38,6 +38,20 @@ pub trait Candidate {
     fn success_count(&self) -> u64;
     /// Failed calls so far (reliability term of the weighted score).
     fn failure_count(&self) -> u64;
+    /// `weight × performance × reliability` of the weighted score, everything but the load.
+    /// An implementation that keeps it up to date as calls finish (as instances do) makes a
+    /// weighted pick read one number per candidate instead of recomputing it.
+    fn weighted_quality(&self) -> f64 {
+        weighted_quality(self.weight(), self.avg_latency(), self.success_count(), self.failure_count())
+    }
+}
+
+/// `weight × (1 / avg latency) × successes / (successes + failures)`; a term without data is 1.
+pub fn weighted_quality(weight: f64, avg_latency: f64, successes: u64, failures: u64) -> f64 {
+    let perf = if avg_latency > 0.0 { 1.0 / avg_latency } else { 1.0 };
+    let total = successes + failures;
+    let reliability = if total > 0 { successes as f64 / total as f64 } else { 1.0 };
+    weight * perf * reliability
 }
 
 /// Picks one instance among candidates. One per pool / echelon; cheap to call (sub-µs at 64
@@ -179,18 +193,37 @@ fn pick_min_random_tie<K: Ord>(idx: &mut [u32], key: impl Fn(usize) -> K) -> usi
 
 fn weighted_pick<C: Candidate>(candidates: &[C], idx: &[u32]) -> usize {
     scratch!(scores, heap, f64, 0.0f64, idx.len());
-    let mut total = 0.0;
     for (s, &i) in scores.iter_mut().zip(idx) {
         *s = weighted_score(&candidates[i as usize]).min(MAX_SCORE);
-        total += *s;
     }
+    // Sums are kept off one long dependency chain (four accumulators, then blocks of eight):
+    // a serial float sum over 64 candidates costs more than computing their scores.
+    let mut acc = [0.0f64; 4];
+    let quads = scores.chunks_exact(4);
+    let rest: f64 = quads.remainder().iter().sum();
+    for q in quads {
+        for (a, v) in acc.iter_mut().zip(q) {
+            *a += v;
+        }
+    }
+    let total = (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest;
     let r = rand_unit() * total;
     let mut run = 0.0;
-    for (&s, &i) in scores.iter().zip(idx) {
-        run += s;
-        if run > r {
-            return i as usize;
+    let mut start = 0;
+    for block in scores.chunks(8) {
+        let sum: f64 = block.iter().sum();
+        if run + sum > r {
+            for (k, &v) in block.iter().enumerate() {
+                run += v;
+                if run > r {
+                    return idx[start + k] as usize;
+                }
+            }
+            // Rounding left the running sum a hair under `r`: the block's last one is the answer.
+            return idx[start + block.len() - 1] as usize;
         }
+        run += sum;
+        start += block.len();
     }
     // Float rounding can leave `run` a hair under `r`; the last one is the right answer then.
     idx[idx.len() - 1] as usize
@@ -230,14 +263,10 @@ fn latency_pick<C: Candidate>(candidates: &[C], idx: &mut [u32]) -> usize {
 
 /// The original `WeightedScheduler.calculate_weight` formula (floor 0.1).
 pub fn weighted_score<C: Candidate>(c: &C) -> f64 {
-    let avg = c.avg_latency();
-    let perf = if avg > 0.0 { 1.0 / avg } else { 1.0 };
-    let (s, f) = (c.success_count(), c.failure_count());
-    let reliability = if s + f > 0 { s as f64 / (s + f) as f64 } else { 1.0 };
     let max = c.max_concurrency();
-    let load = if max > 0 { 1.0 - c.in_flight() as f64 / max as f64 } else { 1.0 };
+    let load = if max > 0 { 1.0 - f64::from(c.in_flight()) / f64::from(max) } else { 1.0 };
     // `f64::max` ignores a NaN operand, so a NaN weight also lands on the floor.
-    (c.weight() * perf * reliability * load).max(0.1)
+    (c.weighted_quality() * load).max(0.1)
 }
 
 #[cfg(test)]
