@@ -61,6 +61,9 @@ pub struct InstanceStats {
     /// `(1 / avg latency) × reliability` as f64 bits, refreshed as calls finish, so a weighted
     /// pick reads one atomic per candidate instead of taking the latency lock. 0 = no data.
     quality: AtomicU64,
+    /// The latency EWMA as f64 bits, mirrored for the latency strategy for the same reason.
+    /// 0 = not measured yet (a measured EWMA is never exactly 0 s).
+    ewma_bits: AtomicU64,
 }
 
 /// A snapshot of an instance's statistics for status output.
@@ -86,6 +89,9 @@ impl InstanceStats {
         l.sum += secs;
         l.count += 1;
         self.store_quality(l.sum / l.count as f64);
+        if let Some(e) = l.ewma {
+            self.ewma_bits.store(e.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+        }
         let at = to_nanos(Instant::now());
         if l.ring.len() < LATENCY_RING {
             l.ring.push(secs as f32);
@@ -459,7 +465,10 @@ impl Candidate for Arc<Instance> {
         }
     }
     fn ewma_latency(&self) -> Option<f64> {
-        self.stats.latency.lock().ewma
+        match self.stats.ewma_bits.load(Ordering::Relaxed) {
+            0 => None,
+            bits => Some(f64::from_bits(bits)),
+        }
     }
     fn success_count(&self) -> u64 {
         self.stats.successes.load(Ordering::Relaxed)

@@ -264,14 +264,14 @@ impl ProviderClient {
                 return Err(with_meta(ctx.error(ErrorKind::InvalidResponse, &format!("truncated body after {} bytes: {reason}", partial.len()))));
             }
         };
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            let snippet = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
-            with_meta(ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {snippet}")))
-        })?;
         let parsed = match self.model.kind {
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::parse_response(&v, &ctx),
-            ProviderKind::Anthropic => anthropic::parse_response(&v, &ctx),
-            ProviderKind::Gemini => gemini::parse_response(&v, &ctx),
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::parse_body(&body, &ctx),
+            kind => serde_json::from_slice::<Value>(&body)
+                .map_err(|e| {
+                    let snippet = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
+                    ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {snippet}"))
+                })
+                .and_then(|v| if kind == ProviderKind::Anthropic { anthropic::parse_response(&v, &ctx) } else { gemini::parse_response(&v, &ctx) }),
         };
         let mut r = parsed.map_err(with_meta)?;
         if header_rid.is_some() {

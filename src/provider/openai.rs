@@ -66,8 +66,75 @@ fn usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
     let p = num_u32(u.get("prompt_tokens"));
     let c = num_u32(u.get("completion_tokens"));
-    let t = u.get("total_tokens").map(|t| num_u32(Some(t))).unwrap_or(p + c);
+    let t = u.get("total_tokens").filter(|t| !t.is_null()).map(|t| num_u32(Some(t))).unwrap_or(p + c);
     Some(Usage { prompt_tokens: p, completion_tokens: c, total_tokens: t })
+}
+
+/// The common response shape (text content, no tool calls, no error), read straight into
+/// borrowed fields. Anything else fails to match and is read through [`parse_response`].
+#[derive(serde::Deserialize)]
+struct Plain<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    choices: Vec<PlainChoice<'a>>,
+    usage: Option<PlainUsage>,
+    /// Present and not null: an error body, which only the general path classifies.
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct PlainChoice<'a> {
+    #[serde(borrow)]
+    message: PlainMessage<'a>,
+    #[serde(borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PlainMessage<'a> {
+    #[serde(borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct PlainUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
+/// Parse a non-streaming response body: the common shape directly (no JSON tree is built),
+/// everything else (tool calls, errors, unusual types) through [`parse_response`].
+pub fn parse_body(body: &[u8], ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error> {
+    if let Ok(p) = serde_json::from_slice::<Plain<'_>>(body) {
+        if let (None, Some(choice)) = (&p.error, p.choices.first()) {
+            if choice.message.tool_calls.is_none() && choice.finish_reason.as_deref() != Some("content_filter") {
+                let clamp = |n: Option<u64>| n.map_or(0, |n| n.min(u32::MAX as u64) as u32);
+                let usage = p.usage.map(|u| {
+                    let (pt, ct) = (clamp(u.prompt_tokens), clamp(u.completion_tokens));
+                    Usage { prompt_tokens: pt, completion_tokens: ct, total_tokens: u.total_tokens.map_or(pt + ct, |t| clamp(Some(t))) }
+                });
+                return Ok(ChatResponse {
+                    content: choice.message.content.as_deref().unwrap_or_default().to_string(),
+                    tool_calls: Vec::new(),
+                    model: p.model.as_deref().unwrap_or_default().to_string(),
+                    finish_reason: choice.finish_reason.as_deref().map(str::to_string),
+                    usage: usage.unwrap_or_default(),
+                    request_id: p.id.as_deref().map(str::to_string),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
+        ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {snippet}"))
+    })?;
+    parse_response(&v, ctx)
 }
 
 /// Parse a non-streaming response body.
@@ -189,6 +256,45 @@ mod tests {
     use super::*;
     use crate::secret::Secret;
     use crate::types::Message;
+
+    /// The direct path and the JSON-tree path give the same answer (or the same error) for
+    /// every shape, common or not.
+    #[test]
+    fn direct_parse_agrees_with_the_general_path() {
+        let s = Secret::new("sk-test");
+        let ctx = ErrCtx { label: "openai/m", secret: &s };
+        let bodies = [
+            r#"{"id":"c1","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"there\" \u00e9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+            r#"{"choices":[{"message":{"content":null},"finish_reason":null}]}"#,
+            r#"{"choices":[{"message":{"content":"x","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":null},"system_fingerprint":"fp"}"#,
+            r#"{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":1.5,"completion_tokens":2}}"#,
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"parts"}]}}]}"#,
+            r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"t","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"message":{"content":"x"},"finish_reason":"content_filter"}]}"#,
+            r#"{"error":{"message":"bad key sk-test","type":"invalid_request_error"}}"#,
+            r#"{"error":null,"choices":[{"message":{"content":"ok"}}]}"#,
+            r#"{"choices":[]}"#,
+            r#"{"choices":[{"finish_reason":"stop"}]}"#,
+            r#"{"id":7,"choices":[{"message":{"content":"x"}}]}"#,
+            r#"{"choices":[{"message":{"content":"a"}}],"choices":[{"message":{"content":"b"}}]}"#,
+            r#"not json"#,
+        ];
+        // The common shapes really take the direct path.
+        for b in &bodies[..3] {
+            assert!(serde_json::from_slice::<Plain<'_>>(b.as_bytes()).is_ok(), "{b}");
+        }
+        for b in bodies {
+            let direct = parse_body(b.as_bytes(), &ctx);
+            let general = serde_json::from_slice::<Value>(b.as_bytes())
+                .map_err(|e| ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {b}")))
+                .and_then(|v| parse_response(&v, &ctx));
+            match (direct, general) {
+                (Ok(d), Ok(g)) => assert_eq!(format!("{d:?}"), format!("{g:?}"), "{b}"),
+                (Err(d), Err(g)) => assert_eq!((d.kind, d.message), (g.kind, g.message), "{b}"),
+                (d, g) => panic!("paths disagree on {b}: {d:?} vs {g:?}"),
+            }
+        }
+    }
 
     #[test]
     fn body_translation() {

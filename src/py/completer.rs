@@ -128,15 +128,15 @@ impl Completer {
 impl Completer {
     fn deliver(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: Outcome) -> PyResult<()> {
         {
-            if fut.call_method0("done")?.is_truthy()? {
+            if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
                 return Ok(()); // cancelled by the caller meanwhile
             }
             match outcome {
                 Outcome::Chat(Ok(r)) => {
-                    fut.call_method1("set_result", (Py::new(py, PyResponse::from(r))?,))?;
+                    fut.call_method1(pyo3::intern!(py, "set_result"), (Py::new(py, PyResponse::from(r))?,))?;
                 }
                 Outcome::Chat(Err(e)) => {
-                    fut.call_method1("set_exception", (error_to_py(py, e).into_value(py),))?;
+                    fut.call_method1(pyo3::intern!(py, "set_exception"), (error_to_py(py, e).into_value(py),))?;
                 }
                 Outcome::Batch(results) => {
                     let list = pyo3::types::PyList::empty(py);
@@ -146,24 +146,24 @@ impl Completer {
                             Err(e) => list.append(error_to_py(py, e).into_value(py))?,
                         }
                     }
-                    fut.call_method1("set_result", (list,))?;
+                    fut.call_method1(pyo3::intern!(py, "set_result"), (list,))?;
                 }
                 Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Delta { text, tool_call }))) => {
-                    fut.call_method1("set_result", (Py::new(py, PyChunk::delta(text, tool_call))?,))?;
+                    fut.call_method1(pyo3::intern!(py, "set_result"), (Py::new(py, PyChunk::delta(text, tool_call))?,))?;
                 }
                 Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Final(resp)))) => {
                     let chunk = PyChunk::final_(Py::new(py, PyResponse::from(resp))?);
-                    fut.call_method1("set_result", (Py::new(py, chunk)?,))?;
+                    fut.call_method1(pyo3::intern!(py, "set_result"), (Py::new(py, chunk)?,))?;
                 }
                 Outcome::Chunk(Ok(None)) => {
                     let stop = pyo3::exceptions::PyStopAsyncIteration::new_err(());
-                    fut.call_method1("set_exception", (stop.into_value(py),))?;
+                    fut.call_method1(pyo3::intern!(py, "set_exception"), (stop.into_value(py),))?;
                 }
                 Outcome::Chunk(Err(e)) => {
-                    fut.call_method1("set_exception", (error_to_py(py, e).into_value(py),))?;
+                    fut.call_method1(pyo3::intern!(py, "set_exception"), (error_to_py(py, e).into_value(py),))?;
                 }
                 Outcome::Failure(msg) => {
-                    fut.call_method1("set_exception", (pyo3::exceptions::PyRuntimeError::new_err(msg).into_value(py),))?;
+                    fut.call_method1(pyo3::intern!(py, "set_exception"), (pyo3::exceptions::PyRuntimeError::new_err(msg).into_value(py),))?;
                 }
             }
         }
@@ -180,7 +180,7 @@ impl Completer {
         if event_loop.is_none() {
             return Err(pyo3::exceptions::PyRuntimeError::new_err("the event loop of this completer is gone"));
         }
-        let fut = event_loop.call_method0("create_future")?.unbind();
+        let fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?.unbind();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
         // Hold the pending lock across spawn so a task that finishes at once cannot be

@@ -345,8 +345,10 @@ class PollingPool:
         (the original skipped every limit, §5.11): ``None`` when nothing may take a request.
         Pair every returned instance with :meth:`release_instance`."""
         cm = self.concurrency_manager
+        cc = cm.concurrency_controller
+        rpm = self._rpm
         with self._lock:
-            candidates = [i for i in self.instances if i.instance_id not in self._rpm or self._rpm[i.instance_id].can_proceed()]
+            candidates = [i for i in self.instances if i.instance_id not in rpm or rpm[i.instance_id].can_proceed()] if rpm else self.instances
             inst = self.scheduler.select_instance(candidates)
             if inst is None:
                 return None
@@ -354,10 +356,10 @@ class PollingPool:
                 return None
             inst.current_load += 1
         held: List[Any] = []
-        for level, ident in self._levels(inst):
-            if not cm.concurrency_controller.can_execute(level, ident) or not await cm.concurrency_controller.acquire_permission(level, ident, timeout=0):
+        for level, ident in self._levels(inst) if cc.enabled else ():
+            if not cc.can_execute(level, ident) or not await cc.acquire_permission(level, ident, timeout=0):
                 for lv, idt in held:
-                    cm.concurrency_controller.release_permission(lv, idt)
+                    cc.release_permission(lv, idt)
                 with self._lock:
                     inst.current_load = max(0, inst.current_load - 1)
                 return None
@@ -436,8 +438,9 @@ class PollingPool:
         """Send ``prompt`` to exactly this instance's model through the engine (its retries,
         timeouts, breaker and connection pool) and return the text."""
         params = {**self.instance_params(instance), **kwargs}
+        router = self._router()
         try:
-            resp = await self._router().chat(prompt, **engine_route(self._router(), instance), **params)
+            resp = await router.chat(prompt, **engine_route(router, instance), **params)
         except LLMError:
             raise
         except Exception as e:
