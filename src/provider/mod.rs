@@ -191,11 +191,11 @@ impl ProviderClient {
         let m = &self.model;
         let url = self.chat_urls[usize::from(stream)].clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
         let body = match m.kind {
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::build_body(&m.model, req, &params, stream),
-            ProviderKind::Anthropic => anthropic::build_body(&m.model, req, &params, stream),
-            ProviderKind::Gemini => gemini::build_body(req, &params),
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::write_body(&m.model, req, &params, stream),
+            ProviderKind::Anthropic => serde_json::to_vec(&anthropic::build_body(&m.model, req, &params, stream)),
+            ProviderKind::Gemini => serde_json::to_vec(&gemini::build_body(req, &params)),
         };
-        let body = serde_json::to_vec(&body).map_err(|e| ctx.error(ErrorKind::BadRequest, &format!("cannot serialize request: {e}")))?;
+        let body = body.map_err(|e| ctx.error(ErrorKind::BadRequest, &format!("cannot serialize request: {e}")))?;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT, HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }));
         Ok(Prepared { url, body, headers })

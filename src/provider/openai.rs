@@ -36,7 +36,77 @@ pub fn response_format(v: &Value) -> Option<Value> {
     }
 }
 
-/// The request body. `params` are already merged with the model defaults.
+/// The request body serialized straight to bytes: the same JSON as [`build_body`] without
+/// building a JSON tree first (messages are written from the request as they are).
+pub fn write_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: bool) -> serde_json::Result<Vec<u8>> {
+    let body = Body { model: wire_model, req, params, stream, response_format: params.response_format.as_ref().and_then(response_format) };
+    let mut out = Vec::with_capacity(256);
+    serde_json::to_writer(&mut out, &body)?;
+    Ok(out)
+}
+
+struct Body<'a> {
+    model: &'a str,
+    req: &'a ChatRequest,
+    params: &'a Params,
+    stream: bool,
+    response_format: Option<Value>,
+}
+
+impl serde::Serialize for Body<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let p = self.params;
+        // A typed parameter that is set replaces a pass-through key of the same name.
+        let typed = |k: &str| match k {
+            "temperature" => p.temperature.is_some(),
+            "max_tokens" => p.max_tokens.is_some(),
+            "top_p" => p.top_p.is_some(),
+            "stop" => !p.stop.is_empty(),
+            "tools" => p.tools.is_some(),
+            "tool_choice" => p.tool_choice.is_some(),
+            "response_format" => self.response_format.is_some(),
+            _ => false,
+        };
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in &p.extra {
+            if !RESERVED.contains(&k.as_str()) && !typed(k) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.serialize_entry("model", self.model)?;
+        m.serialize_entry("messages", &self.req.messages)?;
+        if let Some(t) = p.temperature {
+            m.serialize_entry("temperature", &t)?;
+        }
+        if let Some(n) = p.max_tokens {
+            m.serialize_entry("max_tokens", &n)?;
+        }
+        if let Some(t) = p.top_p {
+            m.serialize_entry("top_p", &t)?;
+        }
+        if !p.stop.is_empty() {
+            m.serialize_entry("stop", &p.stop)?;
+        }
+        if let Some(t) = &p.tools {
+            m.serialize_entry("tools", t)?;
+        }
+        if let Some(t) = &p.tool_choice {
+            m.serialize_entry("tool_choice", t)?;
+        }
+        if let Some(r) = &self.response_format {
+            m.serialize_entry("response_format", r)?;
+        }
+        if self.stream {
+            m.serialize_entry("stream", &true)?;
+            m.serialize_entry("stream_options", &json!({"include_usage": true}))?;
+        }
+        m.end()
+    }
+}
+
+/// The request body as a JSON tree. `params` are already merged with the model defaults.
+/// Requests are written by [`write_body`]; this is the readable reference it is tested against.
 pub fn build_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: bool) -> Value {
     let mut b = Map::new();
     for (k, v) in &params.extra {
@@ -256,6 +326,41 @@ mod tests {
     use super::*;
     use crate::secret::Secret;
     use crate::types::Message;
+
+    /// The bytes written directly are the JSON the tree builder makes, for every parameter,
+    /// pass-through keys that collide with typed ones or reserved ones, and both modes.
+    #[test]
+    fn written_body_equals_built_body() {
+        let msgs = vec![
+            Message::text("system", "be brief \"now\" é"),
+            Message::text("user", "hi"),
+            Message { role: "assistant".into(), content: json!([{"type": "text", "text": "parts"}]), ..Default::default() },
+        ];
+        let req = ChatRequest { messages: msgs, params: Params::default() };
+        let mut full = Params {
+            temperature: Some(0.2),
+            max_tokens: Some(50),
+            top_p: Some(f64::NAN),
+            stop: vec!["END".into()],
+            tools: Some(json!([{"type": "function", "function": {"name": "f", "parameters": {}}}])),
+            tool_choice: Some(json!("auto")),
+            response_format: Some(json!({"properties": {}})),
+            ..Default::default()
+        };
+        for (k, v) in [("seed", json!(7)), ("model", json!("hijack")), ("stream", json!(false)), ("temperature", json!(9)), ("logit_bias", json!({"1": 2}))] {
+            full.extra.insert(k.into(), v);
+        }
+        let mut extras_only = Params::default();
+        for (k, v) in [("temperature", json!(0.5)), ("response_format", json!({"type": "text"})), ("user", json!("u"))] {
+            extras_only.extra.insert(k.into(), v);
+        }
+        for params in [Params::default(), full, extras_only] {
+            for stream in [false, true] {
+                let written: Value = serde_json::from_slice(&write_body("gpt-x", &req, &params, stream).expect("serializes")).expect("valid JSON");
+                assert_eq!(written, build_body("gpt-x", &req, &params, stream), "{params:?} stream={stream}");
+            }
+        }
+    }
 
     /// The direct path and the JSON-tree path give the same answer (or the same error) for
     /// every shape, common or not.
