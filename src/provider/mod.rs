@@ -119,6 +119,8 @@ pub struct ProviderClient {
     http: Arc<OnceLock<reqwest::Client>>,
     /// The chat endpoint parsed once, `[non-streaming, streaming]` (they differ for Gemini).
     chat_urls: Arc<[Result<reqwest::Url, String>; 2]>,
+    /// `headers` plus content type and accept, `[non-streaming, streaming]`.
+    chat_headers: Arc<Result<[HeaderMap; 2], String>>,
 }
 
 /// A prepared request: URL, serialized body, headers.
@@ -149,7 +151,15 @@ impl ProviderClient {
             reqwest::Url::parse(&url).map_err(|e| format!("chat endpoint {url:?} is not a valid URL: {e}"))
         };
         let chat_urls = Arc::new([chat_url(false), chat_url(true)]);
-        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers, http: Arc::default(), chat_urls }
+        let chat_headers = Arc::new(headers.clone().map(|h| {
+            [false, true].map(|stream| {
+                let mut h = h.clone();
+                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(ACCEPT, HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }));
+                h
+            })
+        }));
+        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers, http: Arc::default(), chat_urls, chat_headers }
     }
 
     /// The model this client calls.
@@ -186,8 +196,16 @@ impl ProviderClient {
 
     fn prepare(&self, req: &ChatRequest, stream: bool) -> Result<Prepared, Error> {
         let ctx = self.ctx();
-        let mut headers = self.headers.clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
-        let params = req.params.clone().or(&self.model.parameters);
+        let headers = match &*self.chat_headers {
+            Ok(h) => h[usize::from(stream)].clone(),
+            Err(m) => return Err(ctx.error(ErrorKind::Config, m)),
+        };
+        // Merging copies the caller's parameters; a model without defaults of its own needs none.
+        let params = if self.model.parameters == Params::default() {
+            std::borrow::Cow::Borrowed(&req.params)
+        } else {
+            std::borrow::Cow::Owned(req.params.clone().or(&self.model.parameters))
+        };
         let m = &self.model;
         let url = self.chat_urls[usize::from(stream)].clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
         let body = match m.kind {
@@ -196,8 +214,6 @@ impl ProviderClient {
             ProviderKind::Gemini => serde_json::to_vec(&gemini::build_body(req, &params)),
         };
         let body = body.map_err(|e| ctx.error(ErrorKind::BadRequest, &format!("cannot serialize request: {e}")))?;
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(ACCEPT, HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }));
         Ok(Prepared { url, body, headers })
     }
 
