@@ -208,7 +208,8 @@ class MockProvider:
         Keys: ``requests``, ``ok``, ``faults`` ({name: n}), ``statuses`` ({"503": n}),
         ``streams_started``, ``streams_completed``, ``in_flight``, ``max_in_flight``,
         ``client_disconnects``, ``probes``; per model also ``last_request``
-        (``{"body": ..., "headers": ...}``, headers without keys).
+        (``{"body": ..., "headers": ...}``, headers without keys); in the totals only,
+        ``http2_requests`` (requests that arrived over HTTP/2: the mock also speaks h2c).
         """
         c: Dict[str, Any] = self._running().counters()
         if model is None:

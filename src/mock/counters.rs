@@ -109,7 +109,6 @@ impl Stats {
         m.insert("max_in_flight".into(), self.max_in_flight.load(Relaxed).into());
         m.insert("client_disconnects".into(), self.client_disconnects.load(Relaxed).into());
         m.insert("probes".into(), self.probes.load(Relaxed).into());
-        m.insert("http2_requests".into(), self.http2_requests.load(Relaxed).into());
         m
     }
 }
@@ -305,6 +304,7 @@ impl Counters {
     /// The counters as JSON: the totals at the top level plus `models: {name: {...}}`.
     pub fn snapshot(&self) -> Value {
         let mut top = self.total.snapshot();
+        top.insert("http2_requests".into(), self.total.http2_requests.load(Relaxed).into());
         let mut models = Map::new();
         let mut list: Vec<Arc<ModelState>> = self.models.read().values().cloned().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));

@@ -78,7 +78,12 @@
 //! `statuses` (`{"503": n}`), `streams_started`, `streams_completed`, `in_flight`,
 //! `max_in_flight`, `client_disconnects` (the client went away before the mock finished:
 //! during latency, a hang, a stall or a paced stream), `probes`; per model also `last_request`
-//! `{body, headers}` (headers without any key).
+//! `{body, headers}` (headers without any key); at the top level only, `http2_requests`
+//! (requests that arrived over HTTP/2).
+//!
+//! Connections speak HTTP/1.1, or HTTP/2 when the client opens with the h2 preface (h2c with
+//! prior knowledge). A `reset` fault drops the whole connection, so over HTTP/2 it also ends
+//! every other stream on it.
 
 mod counters;
 mod script;
