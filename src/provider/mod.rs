@@ -49,7 +49,8 @@ const MAX_ERROR_BODY: usize = 256 * 1024;
 
 type PoolKey = (String, Option<Duration>, HttpVersion);
 
-/// Shared HTTP connection pools, one `reqwest::Client` per (origin, connect timeout).
+/// Shared HTTP connection pools, one `reqwest::Client` per (origin, connect timeout, HTTP
+/// version).
 /// One per router; cheap to clone.
 #[derive(Clone, Default)]
 pub struct HttpPool {
@@ -62,8 +63,9 @@ impl HttpPool {
         Self::default()
     }
 
-    /// The client for `origin` with `connect` timeout, created on first use (keep-alive,
-    /// `tcp_nodelay`, up to 256 idle connections per host, no proxy lookup, no redirects).
+    /// The client for `origin` with `connect` timeout speaking `version`, created on first use
+    /// (keep-alive, `tcp_nodelay`, up to 256 idle connections per host, no proxy lookup, no
+    /// redirects).
     pub fn client(&self, origin: &str, connect: Option<Duration>, version: HttpVersion) -> Result<reqwest::Client, String> {
         let key = (origin.to_string(), connect, version);
         let mut map = self.clients.lock();
