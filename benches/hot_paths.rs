@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use _core::breaker::Breaker;
 use _core::config::{BreakerConfig, RotationStrategy};
 use _core::limit::{ConcurrencyLimit, RateLimiter, SlidingWindow, TokenBucket};
-use _core::schedule::{Candidate, Scheduler};
+use _core::schedule::{Candidate, Scheduler, WeightedTerms};
 
 /// A candidate with plain fields, so the benchmark measures the strategy and not an
 /// instance's atomics.
@@ -23,7 +23,7 @@ struct Cand {
     ok: u64,
     bad: u64,
     /// Kept up to date as calls finish, as an instance does.
-    quality: f64,
+    terms: WeightedTerms,
 }
 
 impl Candidate for Cand {
@@ -51,8 +51,8 @@ impl Candidate for Cand {
     fn failure_count(&self) -> u64 {
         self.bad
     }
-    fn weighted_quality(&self) -> f64 {
-        self.quality
+    fn weighted_terms(&self) -> WeightedTerms {
+        self.terms
     }
 }
 
@@ -68,9 +68,9 @@ fn candidates(n: usize) -> Vec<Cand> {
                 ewma: Some(0.1 + (i % 7) as f64 * 0.01),
                 ok: 100 + i as u64,
                 bad: (i % 10) as u64,
-                quality: 0.0,
+                terms: WeightedTerms { base: 0.0, perf: None },
             };
-            c.quality = _core::schedule::weighted_quality(c.weight, c.avg, c.ok, c.bad);
+            c.terms = WeightedTerms::new(c.weight, c.avg, c.ok, c.bad);
             c
         })
         .collect()

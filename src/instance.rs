@@ -58,9 +58,11 @@ pub struct InstanceStats {
     last_used: AtomicU64,
     cooldown_until: AtomicU64,
     latency: Mutex<Latency>,
-    /// `(1 / avg latency) × reliability` as f64 bits, refreshed as calls finish, so a weighted
-    /// pick reads one atomic per candidate instead of taking the latency lock. 0 = no data.
-    quality: AtomicU64,
+    /// Reliability `s/(s+f)` as f64 bits, refreshed as calls finish, so a weighted pick reads
+    /// atomics instead of taking the latency lock. 0 = no call counted yet (reliability 1).
+    reliability: AtomicU64,
+    /// `1 / mean latency` as f64 bits, refreshed the same way. 0 = not measured yet.
+    perf: AtomicU64,
     /// The latency EWMA as f64 bits, mirrored for the latency strategy for the same reason.
     /// 0 = not measured yet (a measured EWMA is never exactly 0 s).
     ewma_bits: AtomicU64,
@@ -108,12 +110,13 @@ impl InstanceStats {
 
     fn store_quality(&self, avg_latency: f64) {
         let (s, f) = (self.successes.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
-        let q = crate::schedule::weighted_quality(1.0, avg_latency, s, f);
+        let t = crate::schedule::WeightedTerms::new(1.0, avg_latency, s, f);
         // Exactly 0 (no success yet) is stored as the smallest positive: 0 bits mean "no data".
-        self.quality.store(q.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+        self.reliability.store(t.base.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+        self.perf.store(t.perf.map_or(0, f64::to_bits), Ordering::Relaxed);
     }
 
-    /// Refresh the cached weighted quality after a failure was counted.
+    /// Refresh the cached weighted terms after a failure was counted.
     fn refresh_quality(&self) {
         let avg = {
             let l = self.latency.lock();
@@ -126,12 +129,17 @@ impl InstanceStats {
         self.store_quality(avg);
     }
 
-    /// `(1 / avg latency) × reliability`, 1.0 before any call finished.
-    pub fn quality(&self) -> f64 {
-        match self.quality.load(Ordering::Relaxed) {
+    /// The weighted score's terms for an instance of `weight`.
+    pub fn weighted_terms(&self, weight: f64) -> crate::schedule::WeightedTerms {
+        let reliability = match self.reliability.load(Ordering::Relaxed) {
             0 => 1.0,
             bits => f64::from_bits(bits),
-        }
+        };
+        let perf = match self.perf.load(Ordering::Relaxed) {
+            0 => None,
+            bits => Some(f64::from_bits(bits)),
+        };
+        crate::schedule::WeightedTerms { base: weight * reliability, perf }
     }
 
     /// Latencies (seconds) of the successful calls recorded since `since`, among the last
@@ -476,8 +484,8 @@ impl Candidate for Arc<Instance> {
     fn failure_count(&self) -> u64 {
         self.stats.failures.load(Ordering::Relaxed)
     }
-    fn weighted_quality(&self) -> f64 {
-        self.weight * self.stats.quality()
+    fn weighted_terms(&self) -> crate::schedule::WeightedTerms {
+        self.stats.weighted_terms(self.weight)
     }
 }
 

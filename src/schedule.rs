@@ -38,20 +38,30 @@ pub trait Candidate {
     fn success_count(&self) -> u64;
     /// Failed calls so far (reliability term of the weighted score).
     fn failure_count(&self) -> u64;
-    /// `weight × performance × reliability` of the weighted score, everything but the load.
-    /// An implementation that keeps it up to date as calls finish (as instances do) makes a
-    /// weighted pick read one number per candidate instead of recomputing it.
-    fn weighted_quality(&self) -> f64 {
-        weighted_quality(self.weight(), self.avg_latency(), self.success_count(), self.failure_count())
+    /// The weighted score's terms other than the load. An implementation that keeps them up
+    /// to date as calls finish (as instances do) makes a weighted pick read two numbers per
+    /// candidate instead of recomputing them.
+    fn weighted_terms(&self) -> WeightedTerms {
+        WeightedTerms::new(self.weight(), self.avg_latency(), self.success_count(), self.failure_count())
     }
 }
 
-/// `weight × (1 / avg latency) × successes / (successes + failures)`; a term without data is 1.
-pub fn weighted_quality(weight: f64, avg_latency: f64, successes: u64, failures: u64) -> f64 {
-    let perf = if avg_latency > 0.0 { 1.0 / avg_latency } else { 1.0 };
-    let total = successes + failures;
-    let reliability = if total > 0 { successes as f64 / total as f64 } else { 1.0 };
-    weight * perf * reliability
+/// The load-independent terms of a candidate's weighted score.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightedTerms {
+    /// `weight × successes / (successes + failures)` (reliability 1 before any call).
+    pub base: f64,
+    /// `1 / mean latency` in 1/s, `None` until a latency was measured.
+    pub perf: Option<f64>,
+}
+
+impl WeightedTerms {
+    /// The terms from raw statistics (`avg_latency` 0 = not measured).
+    pub fn new(weight: f64, avg_latency: f64, successes: u64, failures: u64) -> Self {
+        let total = successes + failures;
+        let reliability = if total > 0 { successes as f64 / total as f64 } else { 1.0 };
+        Self { base: weight * reliability, perf: (avg_latency > 0.0).then(|| 1.0 / avg_latency) }
+    }
 }
 
 /// Picks one instance among candidates. One per pool / echelon; cheap to call (sub-µs at 64
@@ -67,8 +77,11 @@ pub fn weighted_quality(weight: f64, avg_latency: f64, successes: u64, failures:
 /// - `LeastRecentlyUsed`: oldest `last_used` (never used first); ties broken randomly. The
 ///   caller stamps `last_used` at selection, so concurrent requests spread.
 /// - `Weighted`: the original formula `max(0.1, weight × perf × reliability × load)` with
-///   `perf = 1/avg_latency` (1.0 if unmeasured), `reliability = s/(s+f)` (1.0 if none),
-///   `load = 1 − in_flight/max_concurrency` (1.0 if unlimited); weighted random draw.
+///   `perf = 1/avg_latency`, `reliability = s/(s+f)` (1.0 if none),
+///   `load = 1 − in_flight/max_concurrency` (1.0 if unlimited); weighted random draw. An
+///   unmeasured candidate gets the mean `perf` of the measured ones (1.0 if none is): the
+///   original's fixed 1.0 is a hundred times below any sub-second instance's `1/avg`, so a
+///   new or recovered instance was practically never tried.
 /// - `LeastBusy`: fewest in flight, ties broken randomly.
 /// - `Latency`: unmeasured candidates first (random among them); else power of two choices
 ///   on `ewma_latency`.
@@ -191,10 +204,39 @@ fn pick_min_random_tie<K: Ord>(idx: &mut [u32], key: impl Fn(usize) -> K) -> usi
     idx[k] as usize
 }
 
+// `max(0.1).min(MAX)` rather than `clamp`: `clamp` passes a NaN through, `max` floors it.
+#[allow(clippy::manual_clamp)]
 fn weighted_pick<C: Candidate>(candidates: &[C], idx: &[u32]) -> usize {
     scratch!(scores, heap, f64, 0.0f64, idx.len());
-    for (s, &i) in scores.iter_mut().zip(idx) {
-        *s = weighted_score(&candidates[i as usize]).min(MAX_SCORE);
+    scratch!(unmeasured, heap2, bool, false, idx.len());
+    let mut any_unmeasured = false;
+    for ((s, u), &i) in scores.iter_mut().zip(unmeasured.iter_mut()).zip(idx) {
+        let c = &candidates[i as usize];
+        let t = c.weighted_terms();
+        let partial = t.base * load_factor(c);
+        match t.perf {
+            // `f64::max` ignores a NaN operand, so a NaN weight also lands on the floor.
+            Some(perf) => *s = (partial * perf).max(0.1).min(MAX_SCORE),
+            None => {
+                *s = partial;
+                *u = true;
+                any_unmeasured = true;
+            }
+        }
+    }
+    if any_unmeasured {
+        // Rare (until every instance has answered once), so the mean is gathered only here.
+        let (mut sum, mut n) = (0.0, 0u32);
+        for &i in idx.iter() {
+            if let Some(p) = candidates[i as usize].weighted_terms().perf {
+                sum += p;
+                n += 1;
+            }
+        }
+        let prior = if n > 0 { sum / f64::from(n) } else { 1.0 };
+        for (s, _) in scores.iter_mut().zip(unmeasured.iter()).filter(|(_, u)| **u) {
+            *s = (*s * prior).max(0.1).min(MAX_SCORE);
+        }
     }
     // Sums are kept off one long dependency chain (four accumulators, then blocks of eight):
     // a serial float sum over 64 candidates costs more than computing their scores.
@@ -261,12 +303,22 @@ fn latency_pick<C: Candidate>(candidates: &[C], idx: &mut [u32]) -> usize {
     }
 }
 
-/// The original `WeightedScheduler.calculate_weight` formula (floor 0.1).
-pub fn weighted_score<C: Candidate>(c: &C) -> f64 {
+/// `1 − in_flight / max_concurrency` (1 when unlimited).
+fn load_factor<C: Candidate>(c: &C) -> f64 {
     let max = c.max_concurrency();
-    let load = if max > 0 { 1.0 - f64::from(c.in_flight()) / f64::from(max) } else { 1.0 };
+    if max > 0 {
+        1.0 - f64::from(c.in_flight()) / f64::from(max)
+    } else {
+        1.0
+    }
+}
+
+/// The original `WeightedScheduler.calculate_weight` formula (floor 0.1), with
+/// `unmeasured_perf` standing in for `1/avg latency` until the candidate has one.
+pub fn weighted_score<C: Candidate>(c: &C, unmeasured_perf: f64) -> f64 {
+    let t = c.weighted_terms();
     // `f64::max` ignores a NaN operand, so a NaN weight also lands on the floor.
-    (c.weighted_quality() * load).max(0.1)
+    (t.base * t.perf.unwrap_or(unmeasured_perf) * load_factor(c)).max(0.1)
 }
 
 #[cfg(test)]
@@ -432,13 +484,28 @@ mod tests {
     fn weighted_score_is_the_original_formula() {
         let c = Cand { weight: 2.0, avg: 0.5, ok: 3, bad: 1, in_flight: 2, max: 8, ..Default::default() };
         // 2 × (1/0.5) × 0.75 × (1 − 2/8)
-        assert!((weighted_score(&c) - 2.25).abs() < 1e-12);
+        assert!((weighted_score(&c, 1.0) - 2.25).abs() < 1e-12);
         let fresh = Cand { weight: 1.5, ..Default::default() };
-        assert_eq!(weighted_score(&fresh), 1.5);
+        assert_eq!(weighted_score(&fresh, 1.0), 1.5);
+        assert_eq!(weighted_score(&fresh, 40.0), 60.0);
         let saturated = Cand { weight: 5.0, in_flight: 10, max: 10, ..Default::default() };
-        assert_eq!(weighted_score(&saturated), 0.1);
+        assert_eq!(weighted_score(&saturated, 1.0), 0.1);
         let nan = Cand { weight: f64::NAN, ..Default::default() };
-        assert_eq!(weighted_score(&nan), 0.1);
+        assert_eq!(weighted_score(&nan, 1.0), 0.1);
+    }
+
+    #[test]
+    fn weighted_gives_an_unmeasured_candidate_the_mean_performance() {
+        let s = Scheduler::new(RotationStrategy::Weighted);
+        let mut c = plain(3);
+        c[0].avg = 0.01; // 100/s
+        c[1].avg = 0.04; // 25/s
+        // c[2] has no latency yet: it is scored at the mean, 62.5/s, not at 1/s.
+        let n = counts(&s, &c, 10_000, |_| true);
+        // Expected 100 : 25 : 62.5 of 187.5 → 5333 / 1333 / 3333 (binomial sd ≤ 50).
+        for (got, want) in n.iter().zip([5333, 1333, 3333]) {
+            assert!(got.abs_diff(want) <= 300, "{n:?}");
+        }
     }
 
     #[test]

@@ -38,6 +38,21 @@ async def test_http_version_reaches_the_wire(mock, version, over_h2):
     assert mock.counters()["http2_requests"] - before == (21 if over_h2 else 0)
 
 
+@pytest.mark.parametrize("strategy", ["weighted", "latency"])
+async def test_performance_strategies_send_most_traffic_to_the_faster_instance(mock, strategy):
+    # Both strategies read each instance's statistics as calls finish; m-b answers 40 ms later.
+    mock.script("m-b", {"latency_ms": 40})
+    cfg = mock_config(mock.openai_base_url)
+    cfg["pools"]["p"]["rotation_strategy"] = strategy
+    served = {"g.echelon1_m-a": 0, "g.echelon1_m-b": 0}
+    async with Router.from_dict(cfg) as router:
+        for _ in range(60):
+            served[(await router.chat("hi", pool="p")).served_by] += 1
+    # weighted: 1/avg latency makes m-a's score ~20x m-b's; latency: P2C over two picks the
+    # faster EWMA every time once both are measured.
+    assert served["g.echelon1_m-a"] >= 45, served
+
+
 async def test_message_forms(mock):
     class LangChainLike:
         def __init__(self, type_: str, content: str) -> None:
