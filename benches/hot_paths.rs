@@ -60,18 +60,17 @@ fn candidates(n: usize) -> Vec<Cand> {
     let t = Instant::now();
     (0..n)
         .map(|i| {
-            let mut c = Cand {
+            let (weight, avg, ok, bad) = (1.0 + (i % 3) as f64, 0.1 + (i % 5) as f64 * 0.05, 100 + i as u64, (i % 10) as u64);
+            Cand {
                 in_flight: (i % 4) as u32, // a quarter of the pool ties on the minimum
                 last_used: Some(t + Duration::from_millis((i % 8) as u64)),
-                weight: 1.0 + (i % 3) as f64,
-                avg: 0.1 + (i % 5) as f64 * 0.05,
+                weight,
+                avg,
                 ewma: Some(0.1 + (i % 7) as f64 * 0.01),
-                ok: 100 + i as u64,
-                bad: (i % 10) as u64,
-                terms: WeightedTerms { base: 0.0, perf: None },
-            };
-            c.terms = WeightedTerms::new(c.weight, c.avg, c.ok, c.bad);
-            c
+                ok,
+                bad,
+                terms: WeightedTerms::new(weight, avg, ok, bad),
+            }
         })
         .collect()
 }

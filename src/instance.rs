@@ -58,14 +58,27 @@ pub struct InstanceStats {
     last_used: AtomicU64,
     cooldown_until: AtomicU64,
     latency: Mutex<Latency>,
-    /// Reliability `s/(s+f)` as f64 bits, refreshed as calls finish, so a weighted pick reads
-    /// atomics instead of taking the latency lock. 0 = no call counted yet (reliability 1).
-    reliability: AtomicU64,
-    /// `1 / mean latency` as f64 bits, refreshed the same way. 0 = not measured yet.
-    perf: AtomicU64,
-    /// The latency EWMA as f64 bits, mirrored for the latency strategy for the same reason.
-    /// 0 = not measured yet (a measured EWMA is never exactly 0 s).
-    ewma_bits: AtomicU64,
+    /// Mean latency and EWMA mirrored out of `latency` as they change, so weighted and
+    /// latency picks read atomics instead of taking the lock per candidate.
+    avg_mirror: F64Mirror,
+    ewma_mirror: F64Mirror,
+}
+
+/// An `Option<f64>` of a positive quantity in one atomic (0 bits = `None`).
+#[derive(Default)]
+struct F64Mirror(AtomicU64);
+
+impl F64Mirror {
+    fn set(&self, v: f64) {
+        // A measured latency is never exactly 0 s; the floor keeps 0 bits meaning "none".
+        self.0.store(v.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+    }
+    fn get(&self) -> Option<f64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            bits => Some(f64::from_bits(bits)),
+        }
+    }
 }
 
 /// A snapshot of an instance's statistics for status output.
@@ -90,9 +103,9 @@ impl InstanceStats {
         });
         l.sum += secs;
         l.count += 1;
-        self.store_quality(l.sum / l.count as f64);
+        self.avg_mirror.set(l.sum / l.count as f64);
         if let Some(e) = l.ewma {
-            self.ewma_bits.store(e.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+            self.ewma_mirror.set(e);
         }
         let at = to_nanos(Instant::now());
         if l.ring.len() < LATENCY_RING {
@@ -108,38 +121,10 @@ impl InstanceStats {
         l.pos = (l.pos + 1) % LATENCY_RING;
     }
 
-    fn store_quality(&self, avg_latency: f64) {
-        let (s, f) = (self.successes.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
-        let t = crate::schedule::WeightedTerms::new(1.0, avg_latency, s, f);
-        // Exactly 0 (no success yet) is stored as the smallest positive: 0 bits mean "no data".
-        self.reliability.store(t.base.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
-        self.perf.store(t.perf.map_or(0, f64::to_bits), Ordering::Relaxed);
-    }
-
-    /// Refresh the cached weighted terms after a failure was counted.
-    fn refresh_quality(&self) {
-        let avg = {
-            let l = self.latency.lock();
-            if l.count > 0 {
-                l.sum / l.count as f64
-            } else {
-                0.0
-            }
-        };
-        self.store_quality(avg);
-    }
-
     /// The weighted score's terms for an instance of `weight`.
     pub fn weighted_terms(&self, weight: f64) -> crate::schedule::WeightedTerms {
-        let reliability = match self.reliability.load(Ordering::Relaxed) {
-            0 => 1.0,
-            bits => f64::from_bits(bits),
-        };
-        let perf = match self.perf.load(Ordering::Relaxed) {
-            0 => None,
-            bits => Some(f64::from_bits(bits)),
-        };
-        crate::schedule::WeightedTerms { base: weight * reliability, perf }
+        let (s, f) = (self.successes.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
+        crate::schedule::WeightedTerms::new(weight, self.avg_mirror.get().unwrap_or(0.0), s, f)
     }
 
     /// Latencies (seconds) of the successful calls recorded since `since`, among the last
@@ -465,18 +450,10 @@ impl Candidate for Arc<Instance> {
         self.weight
     }
     fn avg_latency(&self) -> f64 {
-        let l = self.stats.latency.lock();
-        if l.count > 0 {
-            l.sum / l.count as f64
-        } else {
-            0.0
-        }
+        self.stats.avg_mirror.get().unwrap_or(0.0)
     }
     fn ewma_latency(&self) -> Option<f64> {
-        match self.stats.ewma_bits.load(Ordering::Relaxed) {
-            0 => None,
-            bits => Some(f64::from_bits(bits)),
-        }
+        self.stats.ewma_mirror.get()
     }
     fn success_count(&self) -> u64 {
         self.stats.successes.load(Ordering::Relaxed)
@@ -545,7 +522,6 @@ impl Lease {
             }
         } else if err.kind.counts_as_instance_failure() && !caller_deadline {
             inst.stats.failures.fetch_add(1, Ordering::Relaxed);
-            inst.stats.refresh_quality();
             let watch = inst.breaker_watch();
             inst.breaker.on_failure(self.admission, now, err.retry_after);
             inst.breaker_changed(watch, Some(err));

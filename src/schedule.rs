@@ -204,8 +204,6 @@ fn pick_min_random_tie<K: Ord>(idx: &mut [u32], key: impl Fn(usize) -> K) -> usi
     idx[k] as usize
 }
 
-// `max(0.1).min(MAX)` rather than `clamp`: `clamp` passes a NaN through, `max` floors it.
-#[allow(clippy::manual_clamp)]
 fn weighted_pick<C: Candidate>(candidates: &[C], idx: &[u32]) -> usize {
     scratch!(scores, heap, f64, 0.0f64, idx.len());
     scratch!(unmeasured, heap2, bool, false, idx.len());
@@ -215,8 +213,7 @@ fn weighted_pick<C: Candidate>(candidates: &[C], idx: &[u32]) -> usize {
         let t = c.weighted_terms();
         let partial = t.base * load_factor(c);
         match t.perf {
-            // `f64::max` ignores a NaN operand, so a NaN weight also lands on the floor.
-            Some(perf) => *s = (partial * perf).max(0.1).min(MAX_SCORE),
+            Some(perf) => *s = floored_score(partial, perf),
             None => {
                 *s = partial;
                 *u = true;
@@ -235,7 +232,7 @@ fn weighted_pick<C: Candidate>(candidates: &[C], idx: &[u32]) -> usize {
         }
         let prior = if n > 0 { sum / f64::from(n) } else { 1.0 };
         for (s, _) in scores.iter_mut().zip(unmeasured.iter()).filter(|(_, u)| **u) {
-            *s = (*s * prior).max(0.1).min(MAX_SCORE);
+            *s = floored_score(*s, prior);
         }
     }
     // Sums are kept off one long dependency chain (four accumulators, then blocks of eight):
@@ -317,8 +314,15 @@ fn load_factor<C: Candidate>(c: &C) -> f64 {
 /// `unmeasured_perf` standing in for `1/avg latency` until the candidate has one.
 pub fn weighted_score<C: Candidate>(c: &C, unmeasured_perf: f64) -> f64 {
     let t = c.weighted_terms();
-    // `f64::max` ignores a NaN operand, so a NaN weight also lands on the floor.
-    (t.base * t.perf.unwrap_or(unmeasured_perf) * load_factor(c)).max(0.1)
+    floored_score(t.base * load_factor(c), t.perf.unwrap_or(unmeasured_perf))
+}
+
+/// `weight × reliability × load` times `perf`, floored at 0.1 and capped at `MAX_SCORE`.
+// `max(0.1).min(MAX)` rather than `clamp`: `clamp` passes a NaN through, `f64::max` floors it,
+// so a NaN weight also lands on the floor.
+#[allow(clippy::manual_clamp)]
+fn floored_score(partial: f64, perf: f64) -> f64 {
+    (partial * perf).max(0.1).min(MAX_SCORE)
 }
 
 #[cfg(test)]

@@ -123,6 +123,8 @@ pub struct ProviderClient {
     chat_urls: Arc<[Result<reqwest::Url, String>; 2]>,
     /// `headers` plus content type and accept, `[non-streaming, streaming]`.
     chat_headers: Arc<Result<[HeaderMap; 2], String>>,
+    /// Whether the model has default parameters to merge into each request.
+    has_defaults: bool,
 }
 
 /// A prepared request: URL, serialized body, headers.
@@ -161,7 +163,8 @@ impl ProviderClient {
                 h
             })
         }));
-        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers, http: Arc::default(), chat_urls, chat_headers }
+        let has_defaults = model.parameters != Params::default();
+        Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers, http: Arc::default(), chat_urls, chat_headers, has_defaults }
     }
 
     /// The model this client calls.
@@ -203,10 +206,10 @@ impl ProviderClient {
             Err(m) => return Err(ctx.error(ErrorKind::Config, m)),
         };
         // Merging copies the caller's parameters; a model without defaults of its own needs none.
-        let params = if self.model.parameters == Params::default() {
-            std::borrow::Cow::Borrowed(&req.params)
-        } else {
+        let params = if self.has_defaults {
             std::borrow::Cow::Owned(req.params.clone().or(&self.model.parameters))
+        } else {
+            std::borrow::Cow::Borrowed(&req.params)
         };
         let m = &self.model;
         let url = self.chat_urls[usize::from(stream)].clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
@@ -284,12 +287,8 @@ impl ProviderClient {
         };
         let parsed = match self.model.kind {
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::parse_body(&body, &ctx),
-            kind => serde_json::from_slice::<Value>(&body)
-                .map_err(|e| {
-                    let snippet = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
-                    ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {snippet}"))
-                })
-                .and_then(|v| if kind == ProviderKind::Anthropic { anthropic::parse_response(&v, &ctx) } else { gemini::parse_response(&v, &ctx) }),
+            ProviderKind::Anthropic => json_body(&body, &ctx).and_then(|v| anthropic::parse_response(&v, &ctx)),
+            ProviderKind::Gemini => json_body(&body, &ctx).and_then(|v| gemini::parse_response(&v, &ctx)),
         };
         let mut r = parsed.map_err(with_meta)?;
         if header_rid.is_some() {
@@ -465,6 +464,14 @@ pub(crate) fn set_opt(map: &mut Map<String, Value>, key: &str, value: Option<Val
     if let Some(v) = value {
         map.insert(key.to_string(), v);
     }
+}
+
+/// A response body as JSON, or InvalidResponse quoting its start.
+pub(crate) fn json_body(body: &[u8], ctx: &ErrCtx<'_>) -> Result<Value, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
+        ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {snippet}"))
+    })
 }
 
 /// A token count from JSON (missing, negative or huge values saturate instead of failing).

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::classify::{classify_json_error, ErrCtx};
 use super::sse::SseEvent;
 use super::stream::{DecodeError, StreamDecoder};
-use super::{num_u32, set_opt};
+use super::{json_body, num_u32, set_opt};
 use crate::error::{Error, ErrorKind};
 use crate::types::{ChatRequest, ChatResponse, Params, StreamEvent, ToolCall, Usage};
 
@@ -200,11 +200,7 @@ pub fn parse_body(body: &[u8], ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error> 
             }
         }
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        let snippet = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
-        ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {snippet}"))
-    })?;
-    parse_response(&v, ctx)
+    parse_response(&json_body(body, ctx)?, ctx)
 }
 
 /// Parse a non-streaming response body.
@@ -390,9 +386,7 @@ mod tests {
         }
         for b in bodies {
             let direct = parse_body(b.as_bytes(), &ctx);
-            let general = serde_json::from_slice::<Value>(b.as_bytes())
-                .map_err(|e| ctx.error(ErrorKind::InvalidResponse, &format!("unparseable JSON body ({e}): {b}")))
-                .and_then(|v| parse_response(&v, &ctx));
+            let general = json_body(b.as_bytes(), &ctx).and_then(|v| parse_response(&v, &ctx));
             match (direct, general) {
                 (Ok(d), Ok(g)) => assert_eq!(format!("{d:?}"), format!("{g:?}"), "{b}"),
                 (Err(d), Err(g)) => assert_eq!((d.kind, d.message), (g.kind, g.message), "{b}"),
