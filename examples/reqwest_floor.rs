@@ -9,6 +9,7 @@
 //! With a fourth argument `rps`, it instead sends the requests 256 at a time (closed loop,
 //! responses not held) and prints requests per second: the throughput floor of the client
 //! alone, to compare with `Router.batch` (P6). Pin it with `taskset -c 0` like the benchmarks.
+//! `WORKERS=N` sets the runtime's worker threads (default 2, like the engine; 0: current-thread).
 
 use std::time::Duration;
 
@@ -24,8 +25,12 @@ fn main() {
         std::process::exit(2);
     };
     let h2 = args.get(3).map(String::as_str) == Some("2");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async move {
+    let workers: usize = std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
+    let rt = if workers == 0 { tokio::runtime::Builder::new_current_thread().enable_all().build() } else { tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() }.expect("runtime");
+    // Spawned, not run by block_on: the work then runs on the worker threads only, like the
+    // engine's tasks do, instead of bouncing between the main thread and a worker.
+    let handle = rt.handle().clone();
+    let _ = rt.block_on(handle.spawn(async move {
         let b = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
         let client = if h2 { b.http2_prior_knowledge() } else { b.http1_only() }.build().expect("client");
         let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
@@ -55,5 +60,5 @@ fn main() {
         let per = (rss_bytes() - base) as f64 / n as f64 / 1024.0;
         println!("bare reqwest, HTTP/{}: {per:.1} KB of RSS per in-flight request ({n} held)", if h2 { "2" } else { "1.1" });
         std::process::exit(0);
-    });
+    }));
 }

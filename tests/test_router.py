@@ -178,6 +178,33 @@ async def test_batch_preserves_order_and_isolates_failures(mock):
                 assert r.content.startswith("Hello from")
 
 
+async def test_batch_reads_each_request_without_changing_it(mock):
+    async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
+        req = {"messages": [{"role": "user", "content": "hi"}], "pool": "p", "temperature": 0.25, "seed": 7, "stop": "END", "timeout": None}
+        before = {k: v for k, v in req.items()}
+        out = await router.batch([req, req])
+        assert all(isinstance(r, echelon.Response) for r in out), out
+        assert req == before  # the caller's dict is neither consumed nor copied into
+        body = model_counters(mock, "m-a")["last_request"]["body"] or model_counters(mock, "m-b")["last_request"]["body"]
+        assert body["temperature"] == 0.25 and body["seed"] == 7 and body["stop"] == ["END"]
+        assert "pool" not in body and "timeout" not in body
+
+        out = await router.batch(
+            [
+                {"messages": "x", "pool": 3},
+                {"messages": "x", "pool": "p", "temperature": "hot"},
+                {"messages": [{"content": "no role"}], "pool": "p"},
+                {"pool": "p"},
+                ["not", "a", "dict"],
+            ]
+        )
+        assert [type(r) for r in out] == [TypeError, TypeError, ValueError, ValueError, TypeError]
+        assert "'pool' must be a string" in str(out[0])
+        assert "'temperature' must be a number" in str(out[1])
+        assert "messages[0] has no 'role'" in str(out[2])
+        assert "no 'messages'" in str(out[3])
+
+
 async def test_reload_under_load_loses_nothing_and_keeps_breakers(mock):
     cfg = mock_config(mock.openai_base_url)
     mock.script("m-c", {"fault": "server_error", "status": 503})

@@ -9,6 +9,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 __version__: str
 
+def runtime_workers() -> int:
+    """Worker threads of the engine's tokio runtime (``ECHELON_WORKER_THREADS``, default 2-4)."""
+
 class Attempt:
     """One entry of a call's attempt trace."""
 

@@ -255,7 +255,10 @@ class Router:
         Returns results in order: a :class:`Response` or the exception instance for that
         request (never raised, so one failure never loses the others).
         """
-        return await self._core.batch([dict(r) for r in requests], concurrency)
+        # The engine reads each dict without changing it; other mappings are copied to dicts,
+        # and anything else comes back as that request's TypeError.
+        items = [r if type(r) is dict or not isinstance(r, Mapping) else dict(r) for r in requests]
+        return await self._core.batch(items, concurrency)
 
     def chat_sync(self, messages: Messages, **kwargs: Any) -> Response:
         """Blocking :meth:`chat` for scripts. Refuses to run inside a running event loop

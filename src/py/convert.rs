@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
@@ -150,27 +151,36 @@ fn role_of_langchain(t: &str) -> &str {
     }
 }
 
-fn message_from(item: &Bound<'_, PyAny>, index: usize) -> PyResult<Message> {
+fn message_from<'py>(item: &Bound<'py, PyAny>, index: usize) -> PyResult<Message> {
     if let Ok(d) = item.cast::<PyDict>() {
-        let role: String = match d.get_item("role")? {
+        // Interned keys: a lookup then hashes nothing and allocates nothing (a fresh key
+        // string per lookup was most of the cost of converting a request).
+        let py = item.py();
+        let get = |k: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyAny>>> { Ok(d.get_item(k)?.filter(|v| !v.is_none())) };
+        let opt_str = |k: &Bound<'py, PyString>| -> PyResult<Option<String>> {
+            get(k)?
+                .map(|v| v.extract().map_err(|_| PyTypeError::new_err(format!("messages[{index}]['{k}'] must be a string"))))
+                .transpose()
+        };
+        let role: String = match d.get_item(intern!(py, "role"))? {
             Some(r) => r.extract().map_err(|_| PyTypeError::new_err(format!("messages[{index}]['role'] must be a string")))?,
             None => return Err(PyValueError::new_err(format!("messages[{index}] has no 'role'"))),
         };
-        let content = match d.get_item("content")? {
-            Some(c) => py_to_json(&c)?,
-            None => serde_json::Value::Null,
+        let content = match get(intern!(py, "content"))? {
+            Some(c) => match c.cast::<PyString>() {
+                Ok(text) => Value::String(text.to_cow()?.into_owned()),
+                Err(_) => py_to_json_at(&c, &format!("messages[{index}]['content']"))?,
+            },
+            None => Value::Null,
         };
-        let opt_str = |k: &str| -> PyResult<Option<String>> {
-            match d.get_item(k)? {
-                Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
-                _ => Ok(None),
-            }
-        };
-        let tool_calls = match d.get_item("tool_calls")? {
-            Some(v) if !v.is_none() => Some(py_to_json(&v)?),
-            _ => None,
-        };
-        return Ok(Message { role, content, name: opt_str("name")?, tool_calls, tool_call_id: opt_str("tool_call_id")? });
+        let tool_calls = get(intern!(py, "tool_calls"))?.map(|v| py_to_json_at(&v, &format!("messages[{index}]['tool_calls']"))).transpose()?;
+        return Ok(Message {
+            role,
+            content,
+            name: opt_str(intern!(py, "name"))?,
+            tool_calls,
+            tool_call_id: opt_str(intern!(py, "tool_call_id"))?,
+        });
     }
     if let Ok(s) = item.cast::<PyString>() {
         return Ok(Message::text("user", s.to_cow()?));
@@ -209,30 +219,37 @@ pub fn params_from(kw: Option<&Bound<'_, PyDict>>) -> PyResult<Params> {
     let mut p = Params::default();
     let Some(kw) = kw else { return Ok(p) };
     for (k, v) in kw.iter() {
-        let key: String = k.extract()?;
-        if v.is_none() {
-            continue;
-        }
-        let bad = |what: &str| PyTypeError::new_err(format!("parameter '{key}' must be {what}"));
-        match key.as_str() {
-            "temperature" => p.temperature = Some(v.extract().map_err(|_| bad("a number"))?),
-            "top_p" => p.top_p = Some(v.extract().map_err(|_| bad("a number"))?),
-            "max_tokens" => p.max_tokens = Some(v.extract().map_err(|_| bad("a non-negative integer"))?),
-            "stop" => {
-                p.stop = match v.extract::<String>() {
-                    Ok(s) => vec![s],
-                    Err(_) => v.extract().map_err(|_| bad("a string or a list of strings"))?,
-                }
-            }
-            "tools" => p.tools = Some(py_to_json(&v)?),
-            "tool_choice" | "function_calling" => p.tool_choice = Some(py_to_json(&v)?),
-            "response_format" => p.response_format = Some(py_to_json(&v)?),
-            _ => {
-                p.extra.insert(key, py_to_json(&v)?);
-            }
-        }
+        let k = k.cast::<PyString>().map_err(|_| PyTypeError::new_err("parameter names must be strings"))?;
+        set_param(&mut p, &k.to_cow()?, &v)?;
     }
     Ok(p)
+}
+
+/// Set one generation parameter `key` (None: left unset); unknown keys pass through to the
+/// provider.
+pub fn set_param(p: &mut Params, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    if v.is_none() {
+        return Ok(());
+    }
+    let bad = |what: &str| PyTypeError::new_err(format!("parameter '{key}' must be {what}"));
+    match key {
+        "temperature" => p.temperature = Some(v.extract().map_err(|_| bad("a number"))?),
+        "top_p" => p.top_p = Some(v.extract().map_err(|_| bad("a number"))?),
+        "max_tokens" => p.max_tokens = Some(v.extract().map_err(|_| bad("a non-negative integer"))?),
+        "stop" => {
+            p.stop = match v.extract::<String>() {
+                Ok(s) => vec![s],
+                Err(_) => v.extract().map_err(|_| bad("a string or a list of strings"))?,
+            }
+        }
+        "tools" => p.tools = Some(py_to_json_at(v, key)?),
+        "tool_choice" | "function_calling" => p.tool_choice = Some(py_to_json_at(v, key)?),
+        "response_format" => p.response_format = Some(py_to_json_at(v, key)?),
+        _ => {
+            p.extra.insert(key.to_string(), py_to_json_at(v, key)?);
+        }
+    }
+    Ok(())
 }
 
 /// A request from Python arguments.

@@ -13,6 +13,12 @@ pub mod events;
 pub mod router;
 pub mod types;
 
+/// Worker threads of the engine's tokio runtime (set with `ECHELON_WORKER_THREADS`).
+#[pyfunction]
+fn runtime_workers() -> usize {
+    runtime::workers().unwrap_or(0)
+}
+
 /// The extension module `echelon._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -20,9 +26,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     if let Ok(handle) = pyo3_log::try_init() {
         let _ = events::LOG_RESET.set(handle);
     }
-    // One runtime for everything; pyo3-async-runtimes hands futures to it.
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime::get());
+    // One runtime for everything; pyo3-async-runtimes hands futures to it. A bad
+    // ECHELON_WORKER_THREADS fails the import with a ConfigError naming it.
+    let rt = runtime::try_get().map_err(config::config_error_to_py)?;
+    let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(runtime_workers, m)?)?;
     m.add_class::<router::PyRouter>()?;
     m.add_class::<completer::Completer>()?;
     m.add_class::<router::PyStream>()?;

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
+use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::completer::{Completer, Outcome};
-use super::convert::{duration_from, error_to_py, request_from, to_py};
+use super::convert::{duration_from, error_to_py, messages_from, request_from, set_param, to_py};
 use super::types::{PyChunk, PyResponse};
 use crate::attempt::{ChatStream, StreamChunk};
 use crate::config::Config;
@@ -76,6 +76,46 @@ pub fn route_from(
         Some(Ok(r)) => Ok(Some(r)),
         Some(Err(e)) => Err(Python::attach(|py| error_to_py(py, e))),
     }
+}
+
+/// One `Router.batch` request dict: routing keys are read, every other key is a generation
+/// parameter. One read-only pass, so the caller's dict is neither copied nor changed.
+fn batch_request(item: &Bound<'_, PyAny>) -> PyResult<(Option<Route>, ChatRequest, CallOptions)> {
+    let d = item.cast::<PyDict>().map_err(|_| PyTypeError::new_err("each batch request must be a dict"))?;
+    let mut messages = None;
+    let (mut route, mut wrapper, mut pool, mut group, mut model, mut metadata) = (None, None, None, None, None, None);
+    let (mut fallback_groups, mut timeout, mut max_instance_attempts) = (None, None, None);
+    let mut params = crate::types::Params::default();
+    for (k, v) in d.iter() {
+        let k = k.cast::<PyString>().map_err(|_| PyTypeError::new_err("batch request keys must be strings"))?;
+        let key = k.to_cow()?;
+        if v.is_none() {
+            continue;
+        }
+        let text = || v.extract::<String>().map_err(|_| PyTypeError::new_err(format!("batch request '{key}' must be a string")));
+        match &*key {
+            "messages" => messages = Some(v),
+            "route" => route = Some(text()?),
+            "wrapper" => wrapper = Some(text()?),
+            "pool" => pool = Some(text()?),
+            "group" => group = Some(text()?),
+            "model" => model = Some(text()?),
+            "metadata" => metadata = Some(v),
+            "fallback_groups" => {
+                fallback_groups = Some(v.extract().map_err(|_| PyTypeError::new_err("batch request 'fallback_groups' must be a list of strings"))?)
+            }
+            "timeout" => timeout = Some(v.extract().map_err(|_| PyTypeError::new_err("batch request 'timeout' must be a number of seconds"))?),
+            "max_instance_attempts" => {
+                max_instance_attempts =
+                    Some(v.extract().map_err(|_| PyTypeError::new_err("batch request 'max_instance_attempts' must be a non-negative integer"))?)
+            }
+            _ => set_param(&mut params, &key, &v)?,
+        }
+    }
+    let messages = messages.ok_or_else(|| PyValueError::new_err("batch request has no 'messages'"))?;
+    let req = ChatRequest { messages: messages_from(&messages)?, params };
+    let route = route_from(wrapper.map(|w| format!("wrapper:{w}")).or(route).as_deref(), pool, group, model, metadata.as_ref())?;
+    Ok((route, req, options(timeout, fallback_groups, max_instance_attempts)?))
 }
 
 fn options(timeout: Option<f64>, fallback_groups: Option<Vec<String>>, max_instance_attempts: Option<u32>) -> PyResult<CallOptions> {
@@ -194,31 +234,7 @@ impl PyRouter {
         let mut prepared: Vec<Prepared> = Vec::new();
         for item in requests.try_iter()? {
             let item = item?;
-            prepared.push((|| -> PyResult<_> {
-                let d = item.cast::<PyDict>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("each batch request must be a dict"))?;
-                let d = d.copy()?;
-                let take = |k: &str| -> PyResult<Option<Bound<'py, PyAny>>> {
-                    let v = d.get_item(k)?;
-                    if v.is_some() {
-                        d.del_item(k)?;
-                    }
-                    Ok(v.filter(|v| !v.is_none()))
-                };
-                let messages = take("messages")?.ok_or_else(|| pyo3::exceptions::PyValueError::new_err("batch request has no 'messages'"))?;
-                let route_s: Option<String> = take("route")?.map(|v| v.extract()).transpose()?;
-                let wrapper: Option<String> = take("wrapper")?.map(|v| v.extract()).transpose()?;
-                let route_s = wrapper.map(|w| format!("wrapper:{w}")).or(route_s);
-                let pool: Option<String> = take("pool")?.map(|v| v.extract()).transpose()?;
-                let group: Option<String> = take("group")?.map(|v| v.extract()).transpose()?;
-                let model: Option<String> = take("model")?.map(|v| v.extract()).transpose()?;
-                let metadata = take("metadata")?;
-                let fb: Option<Vec<String>> = take("fallback_groups")?.map(|v| v.extract()).transpose()?;
-                let timeout: Option<f64> = take("timeout")?.map(|v| v.extract()).transpose()?;
-                let mia: Option<u32> = take("max_instance_attempts")?.map(|v| v.extract()).transpose()?;
-                let req = request_from(&messages, Some(&d))?;
-                let route = route_from(route_s.as_deref(), pool, group, model, metadata.as_ref())?;
-                Ok((route, req, options(timeout, fb, mia)?))
-            })());
+            prepared.push(batch_request(&item));
         }
         let router = self.inner.clone();
         let concurrency = concurrency.max(1);
