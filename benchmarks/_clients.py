@@ -447,6 +447,44 @@ class EchelonBatch(_EchelonBase):
         return sum(1 for r in res if not isinstance(r, BaseException))
 
 
+
+class EchelonBatchOneCore(EchelonBatch):
+    """``Router.batch`` configured for a process confined to one CPU, as the harness confines
+    every client: ``ECHELON_WORKER_THREADS=1`` (the default runs two workers, which suits
+    ``Router.chat`` better there) and the provider's ``http_version = "2"`` (one multiplexed
+    connection instead of 256)."""
+
+    name = "echelon_batch_1core"
+    label = 'echelon Router.batch, 1 worker, http_version="2"'
+    skip = frozenset({"p1", "p4", "ttft", "p3", "p5"})
+
+    async def setup(self, max_conns: int) -> None:
+        # Read when the extension loads: this process has not imported echelon yet.
+        os.environ["ECHELON_WORKER_THREADS"] = "1"
+        try:
+            from echelon import Router
+        except ImportError as e:  # pragma: no cover - depends on the venv
+            raise Unavailable(f"echelon not importable: {e}") from e
+        cfg = echelon_config(self.base_url)
+        cfg["providers"]["mock"]["common"]["http_version"] = "2"
+        self._router = Router.from_dict(cfg)
+
+
+class OpenLoopAlone(Client):
+    """Not a client: a call that sends nothing and yields to the loop once, so P4 shows what
+    its own open loop (a timer wake-up and a task per request) costs on this machine."""
+
+    name = "open_loop"
+    label = "open loop alone (no request)"
+    skip = frozenset({"p1", "p2", "p3", "p5", "p6", "ttft"})
+
+    async def setup(self, max_conns: int) -> None:
+        return None
+
+    async def call(self) -> str:
+        await asyncio.sleep(0)
+        return ""
+
 CLIENTS = {
     c.name: c
     for c in (
@@ -460,6 +498,8 @@ CLIENTS = {
         EchelonPool,
         EchelonCompat,
         EchelonBatch,
+        EchelonBatchOneCore,
+        OpenLoopAlone,
     )
 }
 

@@ -83,7 +83,7 @@ async def p2(c: Any, concurrency: int, duration: float, ramp_max: float = 3.0) -
     lat: List[float] = []
     errors = 0
     done = 0
-    if getattr(c, "name", "") == "echelon_batch":
+    if getattr(c, "name", "").startswith("echelon_batch"):
         # Closed loop of batches: each batch keeps `concurrency` requests in flight.
         deadline = time.perf_counter() + duration
         t0 = time.perf_counter()
@@ -229,7 +229,7 @@ async def p3(c: Any, n: int, hold_s: float, admin: str) -> Dict[str, Any]:
     base = _rss()
     state = {"ok": 0, "err": 0, "launch_s": None}
     stop = threading.Event()
-    is_batch = getattr(c, "name", "") == "echelon_batch"
+    is_batch = getattr(c, "name", "").startswith("echelon_batch")
 
     def finish(samples: List[tuple]) -> None:
         good = [s for s in samples if s[0] > 0]

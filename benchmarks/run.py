@@ -37,8 +37,11 @@ STAMP_FILE = os.path.join(VENV, "echelon-installed.stamp")
 
 FIGURES = ["p5", "p1", "ttft", "p2", "p4", "p6", "p3"]
 PEERS = ["aiohttp", "httpx", "openai", "litellm", "tensorzero"]
-ECHELON = ["echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch", "echelon_chat_h2"]
-ALL_CLIENTS = PEERS + ECHELON
+ECHELON = ["echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch", "echelon_batch_1core", "echelon_chat_h2"]
+# Not a client: the P4 open loop with a call that sends nothing, i.e. what the measurement
+# itself costs per request (its timer wake-ups and task creation).
+HARNESS = ["open_loop"]
+ALL_CLIENTS = PEERS + ECHELON + HARNESS
 LABELS = {
     "aiohttp": "raw aiohttp (floor)",
     "httpx": "httpx",
@@ -50,17 +53,19 @@ LABELS = {
     "echelon_compat": "echelon compat call_llm",
     "echelon_batch": "echelon Router.batch",
     "echelon_chat_h2": "echelon Router.chat, http_version=\"2\"",
+    "echelon_batch_1core": "echelon Router.batch, 1 worker, http_version=\"2\"",
+    "open_loop": "open loop alone (no request)",
 }
 # Which clients take part in which figure (P5 times imports, so the echelon variants that share
 # one import are measured once, plus the compat module).
 FIG_CLIENTS = {
     "p5": ["aiohttp", "httpx", "openai", "litellm", "tensorzero", "echelon_chat", "echelon_compat"],
-    "p1": [c for c in ALL_CLIENTS if c not in ("echelon_batch", "echelon_chat_h2")],
+    "p1": [c for c in PEERS + ECHELON if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2")],
     "ttft": PEERS + ["echelon_chat"],
-    "p2": [c for c in ALL_CLIENTS if c != "echelon_chat_h2"],
-    "p4": [c for c in ALL_CLIENTS if c not in ("echelon_batch", "echelon_chat_h2")],
-    "p6": PEERS + ["echelon_chat", "echelon_batch"],
-    "p3": ALL_CLIENTS,
+    "p2": [c for c in PEERS + ECHELON if c != "echelon_chat_h2"],
+    "p4": [c for c in ALL_CLIENTS if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2")],
+    "p6": PEERS + ["echelon_chat", "echelon_batch", "echelon_batch_1core"],
+    "p3": [c for c in PEERS + ECHELON if c != "echelon_batch_1core"],
 }
 TITLES = {
     "p1": "P1 added latency at concurrency 1",
@@ -672,7 +677,7 @@ def build_targets(ctx: Ctx, loops: List[str]) -> List[Dict[str, Any]]:
                 d = (p50 - base) / 1000
                 add("P1 Δp50 ≤ 0.1 ms", c, loop, d, d <= 0.1, f"{d:+.3f} ms")
         need = 1.5 if loop == "asyncio" else 2.5
-        for c in ("echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch"):
+        for c in ("echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch", "echelon_batch_1core"):
             for conc in (64, 256):
                 v = _get(ctx, "p2", loop, c, f"c{conc}", "rps")
                 if v is None:
@@ -685,9 +690,10 @@ def build_targets(ctx: Ctx, loops: List[str]) -> List[Dict[str, Any]]:
             v = _get(ctx, "p4", loop, c, "fixed", "cpu_us_per_req")
             if v is not None:
                 add("P4 CPU ≤ 0.1 ms/request", c, loop, v / 1000, v <= 100, f"{v / 1000:.3f} ms")
-        v = _get(ctx, "p6", loop, "echelon_batch", "batch", "rps")
-        if v is not None:
-            add("P6 batch ≥ 50,000 req/s", "echelon_batch", loop, v, v >= 50000, f"{v:,.0f} req/s")
+        for c in ("echelon_batch", "echelon_batch_1core"):
+            v = _get(ctx, "p6", loop, c, "batch", "rps")
+            if v is not None:
+                add("P6 batch ≥ 50,000 req/s", c, loop, v, v >= 50000, f"{v:,.0f} req/s")
     for loop in ctx.results.get("p3", {}):
         for c in ECHELON:
             v = _get(ctx, "p3", loop, c, "held", "kb_per_req")
