@@ -465,6 +465,10 @@ class EchelonBatchOneCore(EchelonBatch):
             from echelon import Router
         except ImportError as e:  # pragma: no cover - depends on the venv
             raise Unavailable(f"echelon not importable: {e}") from e
+        from echelon import _core
+
+        if _core.runtime_workers() != 1:
+            raise Unavailable(f"echelon was imported before ECHELON_WORKER_THREADS=1 could apply ({_core.runtime_workers()} workers)")
         cfg = echelon_config(self.base_url)
         cfg["providers"]["mock"]["common"]["http_version"] = "2"
         self._router = Router.from_dict(cfg)

@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::BreakerState;
@@ -205,9 +206,10 @@ fn measure(rule: &AlertRule, st: &mut RuleState, view: &ScopeView, now: Instant)
 }
 
 /// Run the rules of whatever engine is current every `alert_interval`, publishing alert events
-/// on `bus`. Ends when the router is dropped or `stop` is cancelled. Rules are re-read after a
-/// reload (a changed rule list starts from "resolved").
-pub fn spawn(rt: &tokio::runtime::Handle, engine: Weak<ArcSwap<Engine>>, bus: Arc<EventBus>, stop: CancellationToken) {
+/// on `bus`. With no rules configured the task sleeps until `config_changed` is notified (a
+/// reload) instead of waking every interval. Ends when the router is dropped or `stop` is
+/// cancelled. Rules are re-read after a reload (a changed rule list starts from "resolved").
+pub fn spawn(rt: &tokio::runtime::Handle, engine: Weak<ArcSwap<Engine>>, bus: Arc<EventBus>, config_changed: Arc<Notify>, stop: CancellationToken) {
     rt.spawn(async move {
         let mut eval: Option<Evaluator> = None;
         loop {
@@ -223,11 +225,19 @@ pub fn spawn(rt: &tokio::runtime::Handle, engine: Weak<ArcSwap<Engine>>, bus: Ar
                         bus.publish(a);
                     }
                 }
-                e.config.global.alert_interval.max(Duration::from_millis(10))
+                (!rules.is_empty()).then(|| e.config.global.alert_interval.max(Duration::from_millis(10)))
             };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            match interval {
+                Some(interval) => tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                },
+                // `notify_one` keeps a permit when nobody waits yet, so a reload that lands
+                // before this await is not missed.
+                None => tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = config_changed.notified() => {}
+                },
             }
         }
     });

@@ -576,6 +576,14 @@ impl Drop for Engine {
     }
 }
 
+impl Drop for Router {
+    /// Stops the alert task, which may be asleep until the next reload and would not notice
+    /// the engine going away on its own.
+    fn drop(&mut self) {
+        self.alerts_stop.cancel();
+    }
+}
+
 /// Router-wide status.
 #[derive(Clone, Debug, Serialize)]
 pub struct RouterStatus {
@@ -609,6 +617,8 @@ pub struct Router {
     http: HttpPool,
     rt: tokio::runtime::Handle,
     events: Arc<EventBus>,
+    /// Notified on every reload (the alert task sleeps on it while no rules are configured).
+    config_changed: Arc<tokio::sync::Notify>,
     alerts_stop: tokio_util::sync::CancellationToken,
 }
 
@@ -626,8 +636,9 @@ impl Router {
         engine.start(&rt);
         let engine = Arc::new(ArcSwap::from_pointee(engine));
         let alerts_stop = tokio_util::sync::CancellationToken::new();
-        crate::alerts::spawn(&rt, Arc::downgrade(&engine), events.clone(), alerts_stop.clone());
-        Router { engine, store, http, rt, events, alerts_stop }
+        let config_changed = Arc::new(tokio::sync::Notify::new());
+        crate::alerts::spawn(&rt, Arc::downgrade(&engine), events.clone(), config_changed.clone(), alerts_stop.clone());
+        Router { engine, store, http, rt, events, config_changed, alerts_stop }
     }
 
     /// The event bus: subscribe to engine events and alerts.
@@ -649,6 +660,7 @@ impl Router {
         let (pools, groups, wrappers) = (engine.pools.len(), engine.groups.len(), engine.config.wrappers.len());
         let old = self.engine.swap(Arc::new(engine));
         old.close();
+        self.config_changed.notify_one();
         log::info!("configuration reloaded");
         self.events.publish(EventKind::ConfigReloaded { pools, groups, wrappers });
     }

@@ -251,6 +251,26 @@ async def test_error_ratio_alert_fires_and_resolves_once(mock):
         assert alerts(got, "pool-errors") == ["firing", "resolved"]
 
 
+async def test_alert_rules_added_by_a_reload_start_evaluating(mock):
+    # Without rules the alert task sleeps until a reload instead of ticking; the reload must
+    # wake it.
+    mock.script("m-a", {"fault": "server_error", "status": 500})
+    mock.script("m-b", {"fault": "server_error", "status": 500})
+    groups = {"g": {"echelon1": {"models": ["m-a", "m-b"], "priority": 1}, "circuit_breaker": {"failure_threshold": 100}}}
+    pools = {"p": {"task_groups": ["g.echelon1"], "health_check": {"interval": 60, "failure_threshold": 100}}}
+    async with Router.from_dict(mock_config(mock.openai_base_url, groups=groups, pools=pools)) as router:
+        got: List[Event] = []
+        router.on("alert", got.append)
+        await asyncio.sleep(0.1)
+        rule = {"name": "late", "kind": "error_ratio", "scope": "p", "threshold": 0.5, "window": 0.4, "min_requests": 4}
+        glob = {"alert_interval": 0.03, "alerts": [rule]}
+        router.reload(mock_config(mock.openai_base_url, groups=groups, pools=pools, **{"global": glob}))
+        for _ in range(6):
+            with pytest.raises(Exception):
+                await router.chat("hi", pool="p")
+        await wait_states(got, "late", ["firing"])
+
+
 async def test_p99_latency_alert_fires_and_resolves_once(mock):
     mock.script("m-a", {"latency_ms": 150})
     rule = {"name": "slow", "kind": "p99_latency", "scope": "group:solo", "threshold": 0.1, "window": 0.4}
