@@ -448,6 +448,29 @@ class EchelonBatch(_EchelonBase):
 
 
 
+def _one_worker() -> None:
+    """Ask for one runtime worker thread; refuse if echelon was already imported with more."""
+    os.environ["ECHELON_WORKER_THREADS"] = "1"  # read when the extension loads
+    try:
+        from echelon import _core
+    except ImportError as e:  # pragma: no cover - depends on the venv
+        raise Unavailable(f"echelon not importable: {e}") from e
+    if _core.runtime_workers() != 1:
+        raise Unavailable(f"echelon was imported before ECHELON_WORKER_THREADS=1 could apply ({_core.runtime_workers()} workers)")
+
+
+class EchelonChatOneWorker(EchelonChat):
+    """``Router.chat`` with ``ECHELON_WORKER_THREADS=1``: the runtime sized for the one CPU the
+    harness gives each client (P4 only: CPU per request at low load)."""
+
+    name = "echelon_chat_1w"
+    label = "echelon Router.chat, 1 worker"
+    skip = frozenset({"p1", "p2", "p3", "p5", "p6", "ttft"})
+
+    async def setup(self, max_conns: int) -> None:
+        _one_worker()
+        await super().setup(max_conns)
+
 class EchelonBatchOneCore(EchelonBatch):
     """``Router.batch`` configured for a process confined to one CPU, as the harness confines
     every client: ``ECHELON_WORKER_THREADS=1`` (the default runs two workers, which suits
@@ -456,19 +479,12 @@ class EchelonBatchOneCore(EchelonBatch):
 
     name = "echelon_batch_1core"
     label = 'echelon Router.batch, 1 worker, http_version="2"'
-    skip = frozenset({"p1", "p4", "ttft", "p3", "p5"})
+    skip = frozenset({"p1", "p2", "p4", "ttft", "p3", "p5"})
 
     async def setup(self, max_conns: int) -> None:
-        # Read when the extension loads: this process has not imported echelon yet.
-        os.environ["ECHELON_WORKER_THREADS"] = "1"
-        try:
-            from echelon import Router
-        except ImportError as e:  # pragma: no cover - depends on the venv
-            raise Unavailable(f"echelon not importable: {e}") from e
-        from echelon import _core
+        _one_worker()
+        from echelon import Router
 
-        if _core.runtime_workers() != 1:
-            raise Unavailable(f"echelon was imported before ECHELON_WORKER_THREADS=1 could apply ({_core.runtime_workers()} workers)")
         cfg = echelon_config(self.base_url)
         cfg["providers"]["mock"]["common"]["http_version"] = "2"
         self._router = Router.from_dict(cfg)
@@ -503,6 +519,7 @@ CLIENTS = {
         EchelonCompat,
         EchelonBatch,
         EchelonBatchOneCore,
+        EchelonChatOneWorker,
         OpenLoopAlone,
     )
 }

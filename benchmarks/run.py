@@ -37,7 +37,7 @@ STAMP_FILE = os.path.join(VENV, "echelon-installed.stamp")
 
 FIGURES = ["p5", "p1", "ttft", "p2", "p4", "p6", "p3"]
 PEERS = ["aiohttp", "httpx", "openai", "litellm", "tensorzero"]
-ECHELON = ["echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch", "echelon_batch_1core", "echelon_chat_h2"]
+ECHELON = ["echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch", "echelon_batch_1core", "echelon_chat_h2", "echelon_chat_1w"]
 # Not a client: the P4 open loop with a call that sends nothing, i.e. what the measurement
 # itself costs per request (its timer wake-ups and task creation).
 HARNESS = ["open_loop"]
@@ -54,18 +54,19 @@ LABELS = {
     "echelon_batch": "echelon Router.batch",
     "echelon_chat_h2": "echelon Router.chat, http_version=\"2\"",
     "echelon_batch_1core": "echelon Router.batch, 1 worker, http_version=\"2\"",
+    "echelon_chat_1w": "echelon Router.chat, 1 worker",
     "open_loop": "open loop alone (no request)",
 }
 # Which clients take part in which figure (P5 times imports, so the echelon variants that share
 # one import are measured once, plus the compat module).
 FIG_CLIENTS = {
     "p5": ["aiohttp", "httpx", "openai", "litellm", "tensorzero", "echelon_chat", "echelon_compat"],
-    "p1": [c for c in PEERS + ECHELON if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2")],
+    "p1": [c for c in PEERS + ECHELON if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2", "echelon_chat_1w")],
     "ttft": PEERS + ["echelon_chat"],
-    "p2": [c for c in PEERS + ECHELON if c != "echelon_chat_h2"],
+    "p2": [c for c in PEERS + ECHELON if c not in ("echelon_chat_h2", "echelon_batch_1core", "echelon_chat_1w")],
     "p4": [c for c in ALL_CLIENTS if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2")],
     "p6": PEERS + ["echelon_chat", "echelon_batch", "echelon_batch_1core"],
-    "p3": [c for c in PEERS + ECHELON if c != "echelon_batch_1core"],
+    "p3": [c for c in PEERS + ECHELON if c not in ("echelon_batch_1core", "echelon_chat_1w")],
 }
 TITLES = {
     "p1": "P1 added latency at concurrency 1",
@@ -677,7 +678,7 @@ def build_targets(ctx: Ctx, loops: List[str]) -> List[Dict[str, Any]]:
                 d = (p50 - base) / 1000
                 add("P1 Δp50 ≤ 0.1 ms", c, loop, d, d <= 0.1, f"{d:+.3f} ms")
         need = 1.5 if loop == "asyncio" else 2.5
-        for c in ("echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch", "echelon_batch_1core"):
+        for c in ("echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch"):
             for conc in (64, 256):
                 v = _get(ctx, "p2", loop, c, f"c{conc}", "rps")
                 if v is None:
@@ -686,7 +687,7 @@ def build_targets(ctx: Ctx, loops: List[str]) -> List[Dict[str, Any]]:
                     b = _get(ctx, "p2", loop, peer, f"c{conc}", "rps")
                     if b:
                         add(f"P2 c{conc} ≥ {want:g}× {LABELS[peer]}", c, loop, v / b, v / b >= want, f"{v / b:.2f}× ({v:,.0f} vs {b:,.0f} req/s)")
-        for c in ("echelon_chat", "echelon_pool", "echelon_compat"):
+        for c in ("echelon_chat", "echelon_pool", "echelon_compat", "echelon_chat_1w"):
             v = _get(ctx, "p4", loop, c, "fixed", "cpu_us_per_req")
             if v is not None:
                 add("P4 CPU ≤ 0.1 ms/request", c, loop, v / 1000, v <= 100, f"{v / 1000:.3f} ms")
