@@ -4,9 +4,17 @@
 //!
 //! `taskset -c 0 cargo run --release --no-default-features --features mimalloc --example router_floor -- PORT N [1.1|2]`
 //! (`WORKERS=N`: runtime worker threads, default 2; 0: current-thread.)
+//!
+//! With a fourth argument `hold`, it instead has the mock hold every response for 5 s and
+//! prints the RSS growth per in-flight request, like `reqwest_floor` (P3 without Python).
 
 use futures_util::StreamExt;
 use std::sync::Arc;
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<usize>().ok()).expect("statm resident pages") * 4096
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -32,6 +40,27 @@ fn main() {
     })).expect("request");
     let opts = _core::router::CallOptions::default();
     let handle = rt.handle().clone();
+    if args.get(4).map(String::as_str) == Some("hold") {
+        let (router, route, req, opts, hv) = (router.clone(), route.clone(), req.clone(), opts.clone(), hv.clone());
+        rt.block_on(handle.spawn(async move {
+            let script = format!("http://127.0.0.1:{port}/_mock/script");
+            reqwest::Client::new().post(script).body(r#"{"*":{"latency_ms":5000}}"#).send().await.expect("mock control plane");
+            let _ = router.run(Some(&route), &req, &opts, false).await; // warm: connection, lazy statics
+            let base = rss_bytes();
+            let held: Vec<_> = (0..n)
+                .map(|_| {
+                    let (router, route, req, opts) = (router.clone(), route.clone(), req.clone(), opts.clone());
+                    tokio::spawn(async move { router.run(Some(&route), &req, &opts, false).await.is_ok() })
+                })
+                .collect();
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            let per = (rss_bytes() - base) as f64 / n as f64 / 1024.0;
+            println!("router, HTTP/{hv}: {per:.1} KB of RSS per in-flight request ({n} held)");
+            drop(held);
+            std::process::exit(0);
+        }))
+        .expect("hold task");
+    }
     rt.block_on(handle.spawn(async move {
         for round in 0..4 {
             let t0 = std::time::Instant::now();
