@@ -109,118 +109,127 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                 }
             };
             let inst = lease.instance().clone();
-            let outcome = match plan.hedge_after {
-                Some(h) if trace.attempts.is_empty() && tries == 1 => {
-                    let hedge_target = plan.targets.get(1).unwrap_or(target);
-                    // Boxed: the two-attempt race is rare and would otherwise double every walk's size.
-                    let (res, winner, winner_started, loser) = Box::pin(hedged(lease, hedge_target, h, req, deadline, stream, est)).await;
-                    if let Some(l) = loser {
-                        trace.push(&l.target, Some(&l.instance), AttemptRole::Hedge, l.started, Some(&l.error));
+            // Set by a retry that must wait. The wait happens outside the block that owns the
+            // attempt's outcome, so the outcome is not kept alive across it: a value alive at
+            // a suspension point takes room in every in-flight request's future.
+            let mut pause: Option<Duration> = None;
+            {
+                let outcome = match plan.hedge_after {
+                    Some(h) if trace.attempts.is_empty() && tries == 1 => {
+                        let hedge_target = plan.targets.get(1).unwrap_or(target);
+                        // Boxed: the two-attempt race is rare and would otherwise double every walk's size.
+                        let (res, winner, winner_started, loser) = Box::pin(hedged(lease, hedge_target, h, req, deadline, stream, est)).await;
+                        if let Some(l) = loser {
+                            trace.push(&l.target, Some(&l.instance), AttemptRole::Hedge, l.started, Some(&l.error));
+                        }
+                        if !Arc::ptr_eq(&winner, &inst) {
+                            // The hedge won: report it under its own target.
+                            match res {
+                                Ok(Success::Chat(mut resp)) => {
+                                    trace.push(&hedge_target.label, Some(&winner), AttemptRole::Hedge, winner_started, None);
+                                    resp.attempts = trace.attempts;
+                                    return Ok(Walked::Chat(resp));
+                                }
+                                Ok(Success::Stream(open)) => {
+                                    return Ok(Walked::Stream(ChatStream::new(open, trace, hedge_target.label.clone(), AttemptRole::Hedge)));
+                                }
+                                Err(e) => Err(e),
+                            }
+                        } else {
+                            res
+                        }
                     }
-                    if !Arc::ptr_eq(&winner, &inst) {
-                        // The hedge won: report it under its own target.
-                        match res {
-                            Ok(Success::Chat(mut resp)) => {
-                                trace.push(&hedge_target.label, Some(&winner), AttemptRole::Hedge, winner_started, None);
-                                resp.attempts = trace.attempts;
-                                return Ok(Walked::Chat(resp));
-                            }
-                            Ok(Success::Stream(open)) => {
-                                return Ok(Walked::Stream(ChatStream::new(open, trace, hedge_target.label.clone(), AttemptRole::Hedge)));
-                            }
-                            Err(e) => Err(e),
-                        }
-                    } else {
-                        res
+                    _ => attempt::run(lease, req, deadline, stream).await,
+                };
+                match outcome {
+                    Ok(Success::Chat(mut resp)) => {
+                        trace.push(&target.label, Some(&inst), role, t0, None);
+                        resp.attempts = trace.attempts;
+                        return Ok(Walked::Chat(resp));
                     }
-                }
-                _ => attempt::run(lease, req, deadline, stream).await,
-            };
-            match outcome {
-                Ok(Success::Chat(mut resp)) => {
-                    trace.push(&target.label, Some(&inst), role, t0, None);
-                    resp.attempts = trace.attempts;
-                    return Ok(Walked::Chat(resp));
-                }
-                Ok(Success::Stream(open)) => {
-                    return Ok(Walked::Stream(ChatStream::new(open, trace, target.label.clone(), role)));
-                }
-                Err(mut e) => {
-                    e.instance.get_or_insert_with(|| inst.id.clone());
-                    trace.push(&target.label, Some(&inst), role, t0, Some(&e));
-                    tried.push(inst.clone());
-                    let step = next_step(&e, &inst, plan.content_filter_fallback);
-                    let retry_after = e.retry_after;
-                    let error_kind = e.kind;
-                    let retry_event = |delay: Duration| {
-                        if let Some(bus) = inst.event_bus() {
-                            bus.emit(log::Level::Debug, || EventKind::Retry {
-                                target: target.label.clone(),
-                                instance: inst.id.clone(),
-                                attempt: tries + 1,
-                                delay: delay.as_secs_f64(),
-                                error: error_kind,
-                            });
-                        }
-                    };
-                    let mut announced = false;
-                    let kind = error_kind;
-                    last_err = Some(e);
-                    role = AttemptRole::Retry;
-                    match step {
-                        Next::Stop => break,
-                        Next::NextTarget => break,
-                        Next::LargerContext(n) => {
-                            min_context = Some(min_context.map_or(n, |m| m.max(n)));
-                            if !target.selector.instances.iter().any(|i| i.context_window > n) {
-                                break;
+                    Ok(Success::Stream(open)) => {
+                        return Ok(Walked::Stream(ChatStream::new(open, trace, target.label.clone(), role)));
+                    }
+                    Err(mut e) => {
+                        e.instance.get_or_insert_with(|| inst.id.clone());
+                        trace.push(&target.label, Some(&inst), role, t0, Some(&e));
+                        tried.push(inst.clone());
+                        let step = next_step(&e, &inst, plan.content_filter_fallback);
+                        let retry_after = e.retry_after;
+                        let error_kind = e.kind;
+                        let retry_event = |delay: Duration| {
+                            if let Some(bus) = inst.event_bus() {
+                                bus.emit(log::Level::Debug, || EventKind::Retry {
+                                    target: target.label.clone(),
+                                    instance: inst.id.clone(),
+                                    attempt: tries + 1,
+                                    delay: delay.as_secs_f64(),
+                                    error: error_kind,
+                                });
                             }
-                        }
-                        Next::OtherInstance => {
-                            if !untried(target, &tried) {
-                                // A 429 without Retry-After on the target's last instance: back
-                                // off (full jitter; the selector also waits out the 429
-                                // cooldown) and retry it, budget permitting, then fall back.
-                                // With a Retry-After, fall back at once instead.
-                                if kind != ErrorKind::RateLimited || retry_after.is_some() {
+                        };
+                        let mut announced = false;
+                        let kind = error_kind;
+                        last_err = Some(e);
+                        role = AttemptRole::Retry;
+                        match step {
+                            Next::Stop => break,
+                            Next::NextTarget => break,
+                            Next::LargerContext(n) => {
+                                min_context = Some(min_context.map_or(n, |m| m.max(n)));
+                                if !target.selector.instances.iter().any(|i| i.context_window > n) {
                                     break;
                                 }
-                                let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                                match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, None, remaining) {
-                                    Some(d) if tries < target.max_tries => {
-                                        retry_event(d);
-                                        announced = true;
-                                        tokio::time::sleep(d).await;
+                            }
+                            Next::OtherInstance => {
+                                if !untried(target, &tried) {
+                                    // A 429 without Retry-After on the target's last instance: back
+                                    // off (full jitter; the selector also waits out the 429
+                                    // cooldown) and retry it, budget permitting, then fall back.
+                                    // With a Retry-After, fall back at once instead.
+                                    if kind != ErrorKind::RateLimited || retry_after.is_some() {
+                                        break;
                                     }
-                                    _ => break,
+                                    let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                                    match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, None, remaining) {
+                                        Some(d) if tries < target.max_tries => {
+                                            retry_event(d);
+                                            announced = true;
+                                            pause = Some(d);
+                                        }
+                                        _ => break,
+                                    }
+                                }
+                            }
+                            Next::Retry => {
+                                if plan.provider_failover && !failed_providers.contains(&inst.provider) {
+                                    failed_providers.push(inst.provider.clone());
+                                }
+                                // A different instance can be tried at once; the same one waits.
+                                if !untried(target, &tried) {
+                                    let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                                    match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, retry_after, remaining) {
+                                        Some(d) if tries < target.max_tries => {
+                                            retry_event(d);
+                                            announced = true;
+                                            pause = Some(d);
+                                        }
+                                        _ => break,
+                                    }
                                 }
                             }
                         }
-                        Next::Retry => {
-                            if plan.provider_failover && !failed_providers.contains(&inst.provider) {
-                                failed_providers.push(inst.provider.clone());
-                            }
-                            // A different instance can be tried at once; the same one waits.
-                            if !untried(target, &tried) {
-                                let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                                match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, retry_after, remaining) {
-                                    Some(d) if tries < target.max_tries => {
-                                        retry_event(d);
-                                        announced = true;
-                                        tokio::time::sleep(d).await;
-                                    }
-                                    _ => break,
-                                }
-                            }
+                        if matches!(step, Next::Stop) {
+                            break;
                         }
-                    }
-                    if matches!(step, Next::Stop) {
-                        break;
-                    }
-                    if !announced && tries < target.max_tries.max(1) {
-                        retry_event(Duration::ZERO);
+                        if !announced && tries < target.max_tries.max(1) {
+                            retry_event(Duration::ZERO);
+                        }
                     }
                 }
+            }
+            if let Some(d) = pause {
+                tokio::time::sleep(d).await;
             }
         }
         if let Some(e) = &last_err {

@@ -122,6 +122,25 @@ async def test_s02_rate_limit_without_retry_after_backs_off_then_falls_back(mock
     assert requests(mock, "m-b") == 1
 
 
+async def test_s02b_retry_on_the_same_instance_waits_out_retry_after_then_serves(mock):
+    # One instance: the retry after a 503 must go to the same one, after its Retry-After
+    # (no cooldown or breaker is involved for a single 5xx, so only the retry's own wait
+    # can account for the gap).
+    mock.script("m-a", {"steps": [{"fault": "server_error", "status": 503, "retry_after_ms": 300}], "then": "ok"})
+    cfg = mock_config(mock.openai_base_url, groups=two_tier(["m-a"], ["m-b"], retries=1))
+    cfg["providers"]["mock"]["common"]["retry_config"] = {"base_delay": 0.001, "max_delay": 0.002}
+    async with Router.from_dict(cfg) as router:
+        t0 = time.monotonic()
+        r = await router.chat("hi", group="t", timeout=10)
+        elapsed = time.monotonic() - t0
+        assert r.served_by == "t.echelon1_m-a"
+        assert [a.role for a in r.attempts] == ["primary", "retry"]
+        assert r.attempts[1].started_after >= 0.3 - 0.005
+        assert elapsed >= 0.3
+    assert requests(mock, "m-a") == 2
+    assert requests(mock, "m-b") == 0
+
+
 # -- 3. Persistent 503: breaker opens ---------------------------------------------------------
 
 async def test_s03_persistent_503_opens_the_breaker_and_later_calls_skip_it(mock):

@@ -242,7 +242,8 @@ impl ProviderClient {
         res.map_err(|e| classify_send(e, &ctx))
     }
 
-    /// Read and classify a non-2xx response.
+    /// Read and classify a non-2xx response. Callers box it: it is the largest state of the
+    /// call futures and only needed on the error path.
     async fn error_response(&self, resp: Response, timeouts: &Timeouts, started: Instant) -> Error {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -257,14 +258,17 @@ impl ProviderClient {
     pub async fn chat(&self, req: &ChatRequest, timeouts: &Timeouts) -> Result<ChatResponse, Error> {
         let started = Instant::now();
         let client = self.client(timeouts)?;
-        let p = self.prepare(req, false)?;
-        let rb = client.post(p.url).headers(p.headers).body(p.body);
+        // Scoped: a moved-from local still takes room in the future across later awaits.
+        let rb = {
+            let p = self.prepare(req, false)?;
+            client.post(p.url).headers(p.headers).body(p.body)
+        };
         let resp = self.send(rb, timeouts, started).await?;
         let ttft = started.elapsed();
         let status = resp.status().as_u16();
         let header_rid = classify::request_id(resp.headers());
         if !resp.status().is_success() {
-            return Err(self.error_response(resp, timeouts, started).await);
+            return Err(Box::pin(self.error_response(resp, timeouts, started)).await);
         }
         let ctx = self.ctx();
         let with_meta = |mut e: Error| {
@@ -306,11 +310,14 @@ impl ProviderClient {
     pub async fn stream(&self, req: &ChatRequest, timeouts: &Timeouts) -> Result<EventStream, Error> {
         let started = Instant::now();
         let client = self.client(timeouts)?;
-        let p = self.prepare(req, true)?;
-        let rb = client.post(p.url).headers(p.headers).body(p.body);
+        // Scoped: a moved-from local still takes room in the future across later awaits.
+        let rb = {
+            let p = self.prepare(req, true)?;
+            client.post(p.url).headers(p.headers).body(p.body)
+        };
         let resp = self.send(rb, timeouts, started).await?;
         if !resp.status().is_success() {
-            return Err(self.error_response(resp, timeouts, started).await);
+            return Err(Box::pin(self.error_response(resp, timeouts, started)).await);
         }
         let header_rid = classify::request_id(resp.headers());
         let is_json = resp
@@ -370,7 +377,7 @@ impl ProviderClient {
         let status = resp.status();
         let alive = if mode == ProbeMode::Head { status.as_u16() < 500 } else { status.is_success() };
         if !alive {
-            return Err(self.error_response(resp, timeouts, started).await);
+            return Err(Box::pin(self.error_response(resp, timeouts, started)).await);
         }
         // Read the (small) body so the connection can be reused; its content does not matter.
         let _ = read_body(resp, total_deadline(timeouts, started), MAX_ERROR_BODY).await;
