@@ -176,13 +176,18 @@ impl Pool {
 
     /// Route one request through the pool.
     pub async fn run(&self, req: &ChatRequest, start: Instant, deadline: Option<Instant>, stream: bool, max_instance_attempts: Option<u32>) -> Result<Walked, Error> {
-        let permit = self.admit(deadline).await;
-        let result = match permit {
-            // For streams the permit is released once the first token arrived; from then on
-            // the instance slot held by the stream bounds concurrency.
-            Ok(_permit) => walk(&self.plan(max_instance_attempts), req, start, deadline, stream).await,
-            Err(e) => Err(e),
+        // Only the permit itself is kept across the walk, not the whole admission result (an
+        // `Error`-sized value in every in-flight request's future). For streams the permit is
+        // released once the first token arrived; from then on the instance slot held by the
+        // stream bounds concurrency.
+        let _permit = match self.admit(deadline).await {
+            Ok(permit) => permit,
+            Err(e) => {
+                self.stats.record(false, Duration::ZERO);
+                return Err(e);
+            }
         };
+        let result = walk(&self.plan(max_instance_attempts), req, start, deadline, stream).await;
         match &result {
             Ok(Walked::Chat(r)) => self.stats.record(true, r.latency),
             Ok(Walked::Stream(_)) => {}

@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::{Method, Response};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
@@ -223,10 +223,13 @@ impl ProviderClient {
     }
 
     /// Send and wait for the response headers under min(first_token, total).
-    async fn send(&self, rb: RequestBuilder, timeouts: &Timeouts, started: Instant) -> Result<Response, Error> {
+    ///
+    /// Takes the already started request (`RequestBuilder::send()`), not the builder: an async
+    /// fn keeps its arguments for its whole life, and a builder is ~280 bytes of every
+    /// in-flight request's future.
+    async fn send(&self, fut: impl std::future::Future<Output = reqwest::Result<Response>>, timeouts: &Timeouts, started: Instant) -> Result<Response, Error> {
         let ctx = self.ctx();
         let (deadline, which) = header_deadline(timeouts, started);
-        let fut = rb.send();
         let res = match deadline {
             Some(d) => match tokio::time::timeout_at(d, fut).await {
                 Ok(r) => r,
@@ -259,17 +262,22 @@ impl ProviderClient {
         let started = Instant::now();
         let client = self.client(timeouts)?;
         // Scoped: a moved-from local still takes room in the future across later awaits.
-        let rb = {
+        let sent = {
             let p = self.prepare(req, false)?;
-            client.post(p.url).headers(p.headers).body(p.body)
+            client.post(p.url).headers(p.headers).body(p.body).send()
         };
-        let resp = self.send(rb, timeouts, started).await?;
-        let ttft = started.elapsed();
-        let status = resp.status().as_u16();
-        let header_rid = classify::request_id(resp.headers());
-        if !resp.status().is_success() {
-            return Err(Box::pin(self.error_response(resp, timeouts, started)).await);
-        }
+        // The response lives in this block only: once borrowed, a local keeps its room in the
+        // future until its scope ends, and the body read below must not carry it twice.
+        let (ttft, status, header_rid, reading) = {
+            let resp = self.send(sent, timeouts, started).await?;
+            let ttft = started.elapsed();
+            let status = resp.status().as_u16();
+            let header_rid = classify::request_id(resp.headers());
+            if !resp.status().is_success() {
+                return Err(Box::pin(self.error_response(resp, timeouts, started)).await);
+            }
+            (ttft, status, header_rid, read_body(resp, total_deadline(timeouts, started), MAX_BODY))
+        };
         let ctx = self.ctx();
         let with_meta = |mut e: Error| {
             e.status = Some(status);
@@ -278,7 +286,7 @@ impl ProviderClient {
             }
             e
         };
-        let body = match read_body(resp, total_deadline(timeouts, started), MAX_BODY).await {
+        let body = match reading.await {
             Ok(b) => b,
             Err(BodyError { timed_out: true, .. }) => {
                 let mut e = ctx.error(ErrorKind::Timeout, &format!("body not complete within the total timeout of {:?}", timeouts.total.unwrap_or_default()));
@@ -311,11 +319,11 @@ impl ProviderClient {
         let started = Instant::now();
         let client = self.client(timeouts)?;
         // Scoped: a moved-from local still takes room in the future across later awaits.
-        let rb = {
+        let sent = {
             let p = self.prepare(req, true)?;
-            client.post(p.url).headers(p.headers).body(p.body)
+            client.post(p.url).headers(p.headers).body(p.body).send()
         };
-        let resp = self.send(rb, timeouts, started).await?;
+        let resp = self.send(sent, timeouts, started).await?;
         if !resp.status().is_success() {
             return Err(Box::pin(self.error_response(resp, timeouts, started)).await);
         }
@@ -373,7 +381,7 @@ impl ProviderClient {
             (_, ProviderKind::Gemini) => (Method::GET, gemini::models_url(&m.base_url)),
             _ => (Method::GET, openai::models_url(&m.base_url)),
         };
-        let resp = self.send(client.request(method, &url).headers(headers), timeouts, started).await?;
+        let resp = self.send(client.request(method, &url).headers(headers).send(), timeouts, started).await?;
         let status = resp.status();
         let alive = if mode == ProbeMode::Head { status.as_u16() < 500 } else { status.is_success() };
         if !alive {
