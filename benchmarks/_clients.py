@@ -372,7 +372,7 @@ class EchelonChatH2(EchelonChat):
 
     name = "echelon_chat_h2"
     label = 'echelon Router.chat, http_version="2"'
-    skip = frozenset({"p1", "p2", "p4", "p6", "ttft"})
+    skip = frozenset({"p1", "p4", "p6", "ttft"})
 
     async def setup(self, max_conns: int) -> None:
         try:

@@ -63,7 +63,7 @@ FIG_CLIENTS = {
     "p5": ["aiohttp", "httpx", "openai", "litellm", "tensorzero", "echelon_chat", "echelon_compat"],
     "p1": [c for c in PEERS + ECHELON if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2", "echelon_chat_1w")],
     "ttft": PEERS + ["echelon_chat"],
-    "p2": [c for c in PEERS + ECHELON if c not in ("echelon_chat_h2", "echelon_batch_1core", "echelon_chat_1w")],
+    "p2": [c for c in PEERS + ECHELON if c not in ("echelon_batch_1core", "echelon_chat_1w")],
     "p4": [c for c in ALL_CLIENTS if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2")],
     "p6": PEERS + ["echelon_chat", "echelon_batch", "echelon_batch_1core"],
     "p3": [c for c in PEERS + ECHELON if c not in ("echelon_batch_1core", "echelon_chat_1w")],
