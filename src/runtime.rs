@@ -20,9 +20,9 @@ pub const MAX_WORKER_THREADS: usize = 64;
 /// a Python thread shares that CPU with the runtime: under the scheduler's per-thread
 /// fairness, a second worker keeps the I/O side from starving behind the interpreter
 /// (measured ~10% more `Router.chat` throughput on one pinned core). One is better when
-/// Python is mostly idle, as during `Router.batch` (+22% over HTTP/2 there), and costs
-/// 5–10% less CPU per request at low load: set it to 1 then. More than 4 only pays when
-/// several Python processes do not already share the machine.
+/// Python is mostly idle, as during `Router.batch` (+22% over HTTP/2 there): set it to 1
+/// then. More than 4 only pays when several Python processes do not already share the
+/// machine.
 pub fn worker_threads(setting: Option<&str>) -> Result<usize, ConfigError> {
     let Some(raw) = setting else {
         return Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4));
