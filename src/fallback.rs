@@ -168,61 +168,48 @@ pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Opti
                                 });
                             }
                         };
-                        let mut announced = false;
-                        let kind = error_kind;
                         last_err = Some(e);
                         role = AttemptRole::Retry;
-                        match step {
-                            Next::Stop => break,
-                            Next::NextTarget => break,
+                        // Whether the next try goes to the instance that just failed, which
+                        // then waits out a backoff first; a different instance is tried at once.
+                        let same_instance_again = match step {
+                            Next::Stop | Next::NextTarget => break,
                             Next::LargerContext(n) => {
                                 min_context = Some(min_context.map_or(n, |m| m.max(n)));
                                 if !target.selector.instances.iter().any(|i| i.context_window > n) {
                                     break;
                                 }
+                                false
                             }
                             Next::OtherInstance => {
-                                if !untried(target, &tried) {
-                                    // A 429 without Retry-After on the target's last instance: back
-                                    // off (full jitter; the selector also waits out the 429
-                                    // cooldown) and retry it, budget permitting, then fall back.
-                                    // With a Retry-After, fall back at once instead.
-                                    if kind != ErrorKind::RateLimited || retry_after.is_some() {
-                                        break;
-                                    }
-                                    let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                                    match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, None, remaining) {
-                                        Some(d) if tries < target.max_tries => {
-                                            retry_event(d);
-                                            announced = true;
-                                            pause = Some(d);
-                                        }
-                                        _ => break,
-                                    }
+                                // A 429 without Retry-After on the target's last instance: back
+                                // off (full jitter; the selector also waits out the 429
+                                // cooldown) and retry it, budget permitting, then fall back.
+                                // With a Retry-After, fall back at once instead.
+                                let last = !untried(target, &tried);
+                                if last && (error_kind != ErrorKind::RateLimited || retry_after.is_some()) {
+                                    break;
                                 }
+                                last
                             }
                             Next::Retry => {
                                 if plan.provider_failover && !failed_providers.contains(&inst.provider) {
                                     failed_providers.push(inst.provider.clone());
                                 }
-                                // A different instance can be tried at once; the same one waits.
-                                if !untried(target, &tried) {
-                                    let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                                    match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, retry_after, remaining) {
-                                        Some(d) if tries < target.max_tries => {
-                                            retry_event(d);
-                                            announced = true;
-                                            pause = Some(d);
-                                        }
-                                        _ => break,
-                                    }
+                                !untried(target, &tried)
+                            }
+                        };
+                        if same_instance_again {
+                            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                            match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, retry_after, remaining) {
+                                Some(d) if tries < target.max_tries => {
+                                    retry_event(d);
+                                    pause = Some(d);
                                 }
+                                _ => break,
                             }
                         }
-                        if matches!(step, Next::Stop) {
-                            break;
-                        }
-                        if !announced && tries < target.max_tries.max(1) {
+                        if pause.is_none() && tries < target.max_tries.max(1) {
                             retry_event(Duration::ZERO);
                         }
                     }
