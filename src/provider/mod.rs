@@ -127,13 +127,6 @@ pub struct ProviderClient {
     has_defaults: bool,
 }
 
-/// A prepared request: URL, serialized body, headers.
-struct Prepared {
-    url: reqwest::Url,
-    body: Vec<u8>,
-    headers: HeaderMap,
-}
-
 impl ProviderClient {
     /// Build a client for `model`, reusing `pool`'s connections to the same host.
     /// A malformed base_url or header is reported by the first call (`ErrorKind::Config`).
@@ -199,7 +192,10 @@ impl ProviderClient {
         Ok(client)
     }
 
-    fn prepare(&self, req: &ChatRequest, stream: bool) -> Result<Prepared, Error> {
+    /// Build the chat request (URL, headers, serialized body) and start sending it. A plain
+    /// fn, so nothing of the build is left in the caller's future across its awaits.
+    fn start(&self, req: &ChatRequest, stream: bool, timeouts: &Timeouts) -> Result<impl std::future::Future<Output = reqwest::Result<Response>>, Error> {
+        let client = self.client(timeouts)?;
         let ctx = self.ctx();
         let headers = match &*self.chat_headers {
             Ok(h) => h[usize::from(stream)].clone(),
@@ -219,7 +215,7 @@ impl ProviderClient {
             ProviderKind::Gemini => serde_json::to_vec(&gemini::build_body(req, &params)),
         };
         let body = body.map_err(|e| ctx.error(ErrorKind::BadRequest, &format!("cannot serialize request: {e}")))?;
-        Ok(Prepared { url, body, headers })
+        Ok(client.post(url).headers(headers).body(body).send())
     }
 
     /// Send and wait for the response headers under min(first_token, total).
@@ -260,12 +256,7 @@ impl ProviderClient {
     /// `ttft` is the time to response headers and `latency` the whole call.
     pub async fn chat(&self, req: &ChatRequest, timeouts: &Timeouts) -> Result<ChatResponse, Error> {
         let started = Instant::now();
-        let client = self.client(timeouts)?;
-        // Scoped: a moved-from local still takes room in the future across later awaits.
-        let sent = {
-            let p = self.prepare(req, false)?;
-            client.post(p.url).headers(p.headers).body(p.body).send()
-        };
+        let sent = self.start(req, false, timeouts)?;
         // The response lives in this block only: once borrowed, a local keeps its room in the
         // future until its scope ends, and the body read below must not carry it twice.
         let (ttft, status, header_rid, reading) = {
@@ -317,12 +308,7 @@ impl ProviderClient {
     /// `StreamInterrupted` carrying the partial text.
     pub async fn stream(&self, req: &ChatRequest, timeouts: &Timeouts) -> Result<EventStream, Error> {
         let started = Instant::now();
-        let client = self.client(timeouts)?;
-        // Scoped: a moved-from local still takes room in the future across later awaits.
-        let sent = {
-            let p = self.prepare(req, true)?;
-            client.post(p.url).headers(p.headers).body(p.body).send()
-        };
+        let sent = self.start(req, true, timeouts)?;
         let resp = self.send(sent, timeouts, started).await?;
         if !resp.status().is_success() {
             return Err(Box::pin(self.error_response(resp, timeouts, started)).await);
