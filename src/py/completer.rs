@@ -127,46 +127,35 @@ impl Completer {
 
 impl Completer {
     fn deliver(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: Outcome) -> PyResult<()> {
-        {
-            if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
-                return Ok(()); // cancelled by the caller meanwhile
-            }
-            match outcome {
-                Outcome::Chat(Ok(r)) => {
-                    fut.call_method1(pyo3::intern!(py, "set_result"), (Py::new(py, PyResponse::from(r))?,))?;
-                }
-                Outcome::Chat(Err(e)) => {
-                    fut.call_method1(pyo3::intern!(py, "set_exception"), (error_to_py(py, e).into_value(py),))?;
-                }
-                Outcome::Batch(results) => {
-                    let list = pyo3::types::PyList::empty(py);
-                    for r in results {
-                        match r {
-                            Ok(resp) => list.append(Py::new(py, PyResponse::from(resp))?)?,
-                            Err(e) => list.append(error_to_py(py, e).into_value(py))?,
-                        }
-                    }
-                    fut.call_method1(pyo3::intern!(py, "set_result"), (list,))?;
-                }
-                Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Delta { text, tool_call }))) => {
-                    fut.call_method1(pyo3::intern!(py, "set_result"), (Py::new(py, PyChunk::delta(text, tool_call))?,))?;
-                }
-                Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Final(resp)))) => {
-                    let chunk = PyChunk::final_(Py::new(py, PyResponse::from(resp))?);
-                    fut.call_method1(pyo3::intern!(py, "set_result"), (Py::new(py, chunk)?,))?;
-                }
-                Outcome::Chunk(Ok(None)) => {
-                    let stop = pyo3::exceptions::PyStopAsyncIteration::new_err(());
-                    fut.call_method1(pyo3::intern!(py, "set_exception"), (stop.into_value(py),))?;
-                }
-                Outcome::Chunk(Err(e)) => {
-                    fut.call_method1(pyo3::intern!(py, "set_exception"), (error_to_py(py, e).into_value(py),))?;
-                }
-                Outcome::Failure(msg) => {
-                    fut.call_method1(pyo3::intern!(py, "set_exception"), (pyo3::exceptions::PyRuntimeError::new_err(msg).into_value(py),))?;
-                }
-            }
+        if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+            return Ok(()); // cancelled by the caller meanwhile
         }
+        let result: Result<Bound<'_, PyAny>, PyErr> = match outcome {
+            Outcome::Chat(Ok(r)) => Ok(Bound::new(py, PyResponse::from(r))?.into_any()),
+            Outcome::Chat(Err(e)) | Outcome::Chunk(Err(e)) => Err(error_to_py(py, e)),
+            Outcome::Batch(results) => {
+                let list = pyo3::types::PyList::empty(py);
+                for r in results {
+                    match r {
+                        Ok(resp) => list.append(Py::new(py, PyResponse::from(resp))?)?,
+                        Err(e) => list.append(error_to_py(py, e).into_value(py))?,
+                    }
+                }
+                Ok(list.into_any())
+            }
+            Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Delta { text, tool_call }))) => {
+                Ok(Bound::new(py, PyChunk::delta(text, tool_call))?.into_any())
+            }
+            Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Final(resp)))) => {
+                Ok(Bound::new(py, PyChunk::final_(Py::new(py, PyResponse::from(resp))?))?.into_any())
+            }
+            Outcome::Chunk(Ok(None)) => Err(pyo3::exceptions::PyStopAsyncIteration::new_err(())),
+            Outcome::Failure(msg) => Err(pyo3::exceptions::PyRuntimeError::new_err(msg)),
+        };
+        match result {
+            Ok(value) => fut.call_method1(pyo3::intern!(py, "set_result"), (value,))?,
+            Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))?,
+        };
         Ok(())
     }
 
