@@ -336,12 +336,18 @@ def echelon_config(base_url: str) -> Dict[str, Any]:
 
 
 class _EchelonBase(Client):
+    #: the provider's ``http_version`` (None: the default, HTTP/1.1)
+    http_version: Optional[str] = None
+
     async def setup(self, max_conns: int) -> None:
         try:
             from echelon import Router
         except ImportError as e:  # pragma: no cover - depends on the venv
             raise Unavailable(f"echelon not importable: {e}") from e
-        self._router = Router.from_dict(echelon_config(self.base_url))
+        cfg = echelon_config(self.base_url)
+        if self.http_version is not None:
+            cfg["providers"]["mock"]["common"]["http_version"] = self.http_version
+        self._router = Router.from_dict(cfg)
 
     async def ttft(self) -> float:
         t0 = time.perf_counter()
@@ -373,15 +379,7 @@ class EchelonChatH2(EchelonChat):
     name = "echelon_chat_h2"
     label = 'echelon Router.chat, http_version="2"'
     skip = frozenset({"p1", "p4", "p6", "ttft"})
-
-    async def setup(self, max_conns: int) -> None:
-        try:
-            from echelon import Router
-        except ImportError as e:  # pragma: no cover - depends on the venv
-            raise Unavailable(f"echelon not importable: {e}") from e
-        cfg = echelon_config(self.base_url)
-        cfg["providers"]["mock"]["common"]["http_version"] = "2"
-        self._router = Router.from_dict(cfg)
+    http_version = "2"
 
 
 class EchelonPool(_EchelonBase):
@@ -471,6 +469,7 @@ class EchelonChatOneWorker(EchelonChat):
         _one_worker()
         await super().setup(max_conns)
 
+
 class EchelonBatchOneCore(EchelonBatch):
     """``Router.batch`` configured for a process confined to one CPU, as the harness confines
     every client: ``ECHELON_WORKER_THREADS=1`` (the default runs two workers, which suits
@@ -480,14 +479,11 @@ class EchelonBatchOneCore(EchelonBatch):
     name = "echelon_batch_1core"
     label = 'echelon Router.batch, 1 worker, http_version="2"'
     skip = frozenset({"p1", "p2", "p4", "ttft", "p3", "p5"})
+    http_version = "2"
 
     async def setup(self, max_conns: int) -> None:
         _one_worker()
-        from echelon import Router
-
-        cfg = echelon_config(self.base_url)
-        cfg["providers"]["mock"]["common"]["http_version"] = "2"
-        self._router = Router.from_dict(cfg)
+        await super().setup(max_conns)
 
 
 class OpenLoopAlone(Client):
