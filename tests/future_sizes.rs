@@ -2,7 +2,7 @@
 //! future in its tokio task, so its size is paid once per concurrent request. Rare paths
 //! (hedging, stream opening, reading an error response) are boxed, nothing large is kept
 //! alive across a retry's wait or the body read, and the HTTP send takes the started request
-//! rather than its builder, to keep it small (1,776 bytes, from 2,992); this test fails if
+//! rather than its builder, to keep it small (1,768 bytes, from 2,992); this test fails if
 //! that regresses.
 
 use _core::config::Config;
