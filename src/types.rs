@@ -44,6 +44,17 @@ impl Message {
             other => other.to_string(),
         }
     }
+
+    /// `text_content().len()` without building the string: the TPM estimate runs on every
+    /// call, and a long prompt would otherwise be copied once just to be measured.
+    pub fn text_len(&self) -> usize {
+        match &self.content {
+            Value::String(s) => s.len(),
+            Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).map(str::len).sum(),
+            Value::Null => 0,
+            other => other.to_string().len(),
+        }
+    }
 }
 
 /// Generation parameters. `None` means "use the configured default, else the provider's".
@@ -108,7 +119,7 @@ impl ChatRequest {
     /// Rough token estimate of the prompt (chars / 4, at least 1), used for TPM admission
     /// before the real usage is known.
     pub fn estimate_prompt_tokens(&self) -> u32 {
-        let chars: usize = self.messages.iter().map(|m| m.text_content().len() + 4).sum();
+        let chars: usize = self.messages.iter().map(|m| m.text_len() + 4).sum();
         ((chars / 4).max(1)) as u32
     }
 }
@@ -157,4 +168,32 @@ pub enum StreamEvent {
     Delta { text: String, tool_call: Option<Value> },
     /// The stream ended normally. Carries whatever the provider reported at the end.
     Done { finish_reason: Option<String>, usage: Option<Usage>, model: Option<String>, request_id: Option<String> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_len_is_the_length_of_text_content_for_every_content_shape() {
+        let shapes = [
+            json!("héllo wörld"),
+            json!([{"type": "text", "text": "ab"}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "çd"}]),
+            Value::Null,
+            json!(42),
+            json!({"odd": "shape"}),
+        ];
+        for content in shapes {
+            let m = Message { role: "user".into(), content, ..Default::default() };
+            assert_eq!(m.text_len(), m.text_content().len(), "{:?}", m.content);
+        }
+    }
+
+    #[test]
+    fn prompt_estimate_counts_chars_over_four_plus_per_message_overhead() {
+        let req = ChatRequest { messages: vec![Message::text("system", "x".repeat(36)), Message::text("user", "y".repeat(396))], ..Default::default() };
+        assert_eq!(req.estimate_prompt_tokens(), (36 + 4 + 396 + 4) / 4);
+        assert_eq!(ChatRequest::default().estimate_prompt_tokens(), 1);
+    }
 }
