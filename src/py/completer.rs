@@ -30,8 +30,6 @@ use crate::types::ChatResponse;
 /// What a finished task hands back.
 pub enum Outcome {
     Chat(Result<ChatResponse, Error>),
-    /// A batch: each item a response or an error.
-    Batch(Vec<Result<ChatResponse, Error>>),
     /// The next item of a stream (`None`: the stream is over).
     Chunk(Result<Option<crate::attempt::StreamChunk>, Error>),
     /// A Python error prepared on the Rust side without the GIL (rare paths).
@@ -133,16 +131,6 @@ impl Completer {
         let result: Result<Bound<'_, PyAny>, PyErr> = match outcome {
             Outcome::Chat(Ok(r)) => Ok(Bound::new(py, PyResponse::from(r))?.into_any()),
             Outcome::Chat(Err(e)) | Outcome::Chunk(Err(e)) => Err(error_to_py(py, e)),
-            Outcome::Batch(results) => {
-                let list = pyo3::types::PyList::empty(py);
-                for r in results {
-                    match r {
-                        Ok(resp) => list.append(Py::new(py, PyResponse::from(resp))?)?,
-                        Err(e) => list.append(error_to_py(py, e).into_value(py))?,
-                    }
-                }
-                Ok(list.into_any())
-            }
             Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Delta { text, tool_call }))) => {
                 Ok(Bound::new(py, PyChunk::delta(text, tool_call))?.into_any())
             }
