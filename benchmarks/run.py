@@ -408,7 +408,8 @@ def _median(rounds: List[Dict[str, Any]], key: str) -> Optional[float]:
 
 def run_interleaved(ctx: Ctx, fig: str, clients: List[str], loops: List[str], plan, rounds: int, max_conns: int) -> None:
     """Start one process per (client × loop), warm each up, then run `rounds` rounds, each
-    round visiting every process in turn (rotated so no client always goes first)."""
+    round visiting every process in turn (rotated so no client always goes first).
+    `plan(client, loop, warm)` gives the ops to run: warm-up ops, or (key, op) pairs."""
     workers: List[Worker] = []
     for loop in loops:
         for c in clients:
@@ -428,12 +429,12 @@ def run_interleaved(ctx: Ctx, fig: str, clients: List[str], loops: List[str], pl
             w.kill()
     per: Dict[Tuple[str, str], Dict[str, List[Dict[str, Any]]]] = {(w.client, w.loop): {} for w in live}
     for w in live:
-        for op in plan(w.client, warm=True):
+        for op in plan(w.client, w.loop, warm=True):
             w.ask(op, timeout=120)
     for r in range(rounds):
         order = live[r % max(len(live), 1):] + live[: r % max(len(live), 1)]
         for w in order:
-            for key, op in plan(w.client, warm=False):
+            for key, op in plan(w.client, w.loop, warm=False):
                 res = w.ask(op, timeout=300)
                 per[(w.client, w.loop)].setdefault(key, []).append(res)
     for w in live:
@@ -451,7 +452,7 @@ def run_interleaved(ctx: Ctx, fig: str, clients: List[str], loops: List[str], pl
 
 
 def fig_p1(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) -> None:
-    def plan(client: str, warm: bool):
+    def plan(client: str, loop: str, warm: bool):
         n = cfg["p1_n"] if client != "litellm" else max(30, cfg["p1_n"] // 4)
         if warm:
             return [{"op": "p1", "n": 50}]
@@ -461,7 +462,7 @@ def fig_p1(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
 
 
 def fig_ttft(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) -> None:
-    def plan(client: str, warm: bool):
+    def plan(client: str, loop: str, warm: bool):
         n = cfg["ttft_n"] if client != "litellm" else max(20, cfg["ttft_n"] // 4)
         if warm:
             return [{"op": "ttft", "n": 20}]
@@ -473,7 +474,7 @@ def fig_ttft(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]
 def fig_p2(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) -> None:
     d = cfg["p2_s"]
 
-    def plan(client: str, warm: bool):
+    def plan(client: str, loop: str, warm: bool):
         if warm:
             return [{"op": "warmup", "concurrency": 256, "duration": cfg["warm_s"]}]
         return [(f"c{c}", {"op": "p2", "concurrency": c, "duration": d, "ramp_max": cfg["p2_ramp_max"]}) for c in (64, 256)]
@@ -496,10 +497,9 @@ def busy_p4_clients(ctx: Ctx, clients: List[str], loop: str, busy_rate: float) -
 
 
 def fig_p4(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) -> None:
-    busy: Dict[str, List[str]] = {}
-    current_loop: Dict[str, str] = {}
+    busy = {loop: busy_p4_clients(ctx, clients, loop, cfg["p4_rate_busy"]) for loop in loops}
 
-    def plan(client: str, warm: bool):
+    def plan(client: str, loop: str, warm: bool):
         rate = cfg["p4_rate"] if client != "litellm" else cfg["p4_rate_slow"]
         dur = cfg["p4_s"] if client != "litellm" else cfg["p4_s"] * 2
         if warm:
@@ -507,15 +507,11 @@ def fig_p4(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
         ops = [("fixed", {"op": "p4", "rate": rate, "duration": dur})]
         # A second, busy load: CPU per request falls with load as wake-ups are shared by
         # overlapping requests.
-        if client in busy[current_loop["loop"]]:
+        if client in busy[loop]:
             ops.append(("busy", {"op": "p4", "rate": cfg["p4_rate_busy"], "duration": cfg["p4_s"]}))
         return ops
 
-    # Loops run one after the other here so each plan knows who takes the busy load.
-    for loop in loops:
-        current_loop["loop"] = loop
-        busy[loop] = busy_p4_clients(ctx, clients, loop, cfg["p4_rate_busy"])
-        run_interleaved(ctx, "p4", clients, [loop], plan, cfg["rounds"], 256)
+    run_interleaved(ctx, "p4", clients, loops, plan, cfg["rounds"], 256)
 
 
 def fig_p6(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) -> None:
@@ -530,18 +526,13 @@ def fig_p6(ctx: Ctx, clients: List[str], loops: List[str], cfg: Dict[str, Any]) 
                 p2 = ctx.results.get("p2", {}).get(loop, {}).get(c, {}).get("c256", {})
                 rps = p2.get("rps") or 1000
                 sizes[(c, loop)] = int(min(cfg["p6_n"], max(100, rps * cfg["p6_peer_s"])))
-    current_loop: Dict[str, str] = {}
 
-    def plan(client: str, warm: bool):
+    def plan(client: str, loop: str, warm: bool):
         if warm:
             return [{"op": "p6", "n": 512, "concurrency": 256}]
-        loop = current_loop["loop"]
         return [("batch", {"op": "p6", "n": sizes[(client, loop)], "concurrency": 256})]
 
-    # Loops run one after the other here so each plan knows its batch size.
-    for loop in loops:
-        current_loop["loop"] = loop
-        run_interleaved(ctx, "p6", clients, [loop], plan, cfg["rounds"], 256)
+    run_interleaved(ctx, "p6", clients, loops, plan, cfg["rounds"], 256)
     for (c, loop), n in sizes.items():
         v = ctx.results.get("p6", {}).get(loop, {}).get(c)
         if isinstance(v, dict) and "batch" in v:
