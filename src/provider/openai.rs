@@ -180,7 +180,7 @@ struct PlainUsage {
 /// Parse a non-streaming response body: the common shape directly (no JSON tree is built),
 /// everything else (tool calls, errors, unusual types) through [`parse_response`].
 pub fn parse_body(body: &[u8], ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error> {
-    if let Ok(p) = serde_json::from_slice::<Plain<'_>>(body) {
+    if let Some(Ok(p)) = super::utf8(body).map(serde_json::from_str::<Plain<'_>>) {
         if let (None, Some(choice)) = (&p.error, p.choices.first()) {
             if choice.message.tool_calls.is_none() && choice.finish_reason.as_deref() != Some("content_filter") {
                 let clamp = |n: Option<u64>| n.map_or(0, |n| n.min(u32::MAX as u64) as u32);
@@ -382,7 +382,7 @@ mod tests {
         ];
         // The common shapes really take the direct path.
         for b in &bodies[..3] {
-            assert!(serde_json::from_slice::<Plain<'_>>(b.as_bytes()).is_ok(), "{b}");
+            assert!(serde_json::from_str::<Plain<'_>>(b).is_ok(), "{b}");
         }
         for b in bodies {
             let direct = parse_body(b.as_bytes(), &ctx);
@@ -393,6 +393,23 @@ mod tests {
                 (d, g) => panic!("paths disagree on {b}: {d:?} vs {g:?}"),
             }
         }
+    }
+
+    /// Bodies are validated as UTF-8 once, before parsing: raw multi-byte text comes through
+    /// whole, and a body that is not UTF-8 is an InvalidResponse on both paths, never a panic.
+    #[test]
+    fn body_text_is_validated_once_and_invalid_utf8_is_an_invalid_response() {
+        let s = Secret::new("sk-test");
+        let ctx = ErrCtx { label: "openai/m", secret: &s };
+        let raw = "{\"choices\":[{\"message\":{\"content\":\"café 日本語 🚀\"},\"finish_reason\":\"stop\"}]}";
+        assert_eq!(parse_body(raw.as_bytes(), &ctx).expect("valid body").content, "café 日本語 🚀");
+        let mut bad = raw.as_bytes().to_vec();
+        let at = raw.find("日").expect("marker");
+        bad[at + 1] = 0xff; // breaks the three-byte sequence inside the content string
+        let e = parse_body(&bad, &ctx).expect_err("not UTF-8");
+        assert_eq!(e.kind, ErrorKind::InvalidResponse);
+        assert!(e.message.contains("unparseable JSON body"), "{}", e.message);
+        assert!(json_body(&bad, &ctx).is_err());
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl SseParser {
     }
 
     fn process_line(&mut self, raw: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        let mut line = std::str::from_utf8(raw).map_err(|_| SseError::InvalidUtf8)?;
+        let mut line = simdutf8::basic::from_utf8(raw).map_err(|_| SseError::InvalidUtf8)?;
         if !self.started {
             self.started = true;
             line = line.strip_prefix('\u{feff}').unwrap_or(line);
