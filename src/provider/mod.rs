@@ -215,12 +215,17 @@ impl ProviderClient {
             ProviderKind::Gemini => serde_json::to_vec(&gemini::build_body(req, &params)),
         };
         let body = body.map_err(|e| ctx.error(ErrorKind::BadRequest, &format!("cannot serialize request: {e}")))?;
-        Ok(client.post(url).headers(headers).body(body).send())
+        // The request is built whole rather than through RequestBuilder, whose `headers()`
+        // re-inserts every header one by one into a fresh map.
+        let mut request = reqwest::Request::new(reqwest::Method::POST, url);
+        *request.headers_mut() = headers;
+        *request.body_mut() = Some(body.into());
+        Ok(client.execute(request))
     }
 
     /// Send and wait for the response headers under min(first_token, total).
     ///
-    /// Takes the already started request (`RequestBuilder::send()`), not the builder: an async
+    /// Takes the already started request (`Client::execute`), not the builder: an async
     /// fn keeps its arguments for its whole life, and a builder is ~280 bytes of every
     /// in-flight request's future.
     async fn send(&self, fut: impl std::future::Future<Output = reqwest::Result<Response>>, timeouts: &Timeouts, started: Instant) -> Result<Response, Error> {
