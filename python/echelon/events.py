@@ -31,6 +31,7 @@ import logging
 from typing import Any, Awaitable, Callable, Collection, Dict, List, Optional, Union
 
 from . import _core
+from ._loop import _completer, _deliver
 
 __all__ = ["EventStream", "Subscription", "EVENT_TYPES", "refresh_log_levels"]
 
@@ -98,7 +99,8 @@ class EventStream:
             out, self._pending = self._pending[:max], self._pending[max:]
             return out
         while not self._closed:
-            batch = await self._inner.next_batch(max)
+            completer = _completer()
+            batch = await _deliver(completer, *self._inner.next_batch_via(completer, max))
             if not batch:
                 self._closed = True
                 break

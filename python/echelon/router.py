@@ -4,36 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import weakref
 from typing import Any, AsyncIterator, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import _core
 from ._core import Response, StreamChunk
+from ._loop import _completer, _deliver
 from .events import Callback, Dispatcher, EventStream, Subscription
 
 Messages = Union[str, Sequence[Any]]
 
 __all__ = ["Router", "PollingPool", "TaskGroup", "Stream", "Wrapper"]
 
-_COMPLETERS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _core.Completer]" = weakref.WeakKeyDictionary()
-_last_loop: Optional[asyncio.AbstractEventLoop] = None
-_last_completer: Optional["_core.Completer"] = None
-
-
-def _completer() -> "_core.Completer":
-    """The completion queue of the running loop: finished calls are delivered in batches,
-    one loop wake-up per batch (see src/py/completer.rs)."""
-    global _last_loop, _last_completer
-    loop = asyncio.get_running_loop()
-    if loop is _last_loop and _last_completer is not None:
-        return _last_completer
-    c = _COMPLETERS.get(loop)
-    if c is None:
-        c = _core.Completer(weakref.ref(loop))
-        loop.add_reader(c.fileno(), c.drain)
-        _COMPLETERS[loop] = c
-    _last_loop, _last_completer = loop, c
-    return c
 
 
 class Stream:
@@ -54,16 +35,12 @@ class Stream:
 
     async def __anext__(self) -> StreamChunk:
         completer = _completer()
-        fut, rid = self._inner.next_via(completer)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            completer.cancel(rid)
-            raise
+        return await _deliver(completer, *self._inner.next_via(completer))
 
     async def aclose(self) -> None:
         """Abort the stream (idempotent)."""
-        await self._inner.aclose()
+        completer = _completer()
+        await _deliver(completer, *self._inner.aclose_via(completer))
 
     async def text(self) -> str:
         """Consume the stream and return the whole text."""
@@ -204,6 +181,7 @@ class Router:
             _attempts_arg(max_instance_attempts),
             params,
         )
+        # Inline rather than `_deliver`: one coroutine less on the hottest path.
         try:
             return await fut
         except asyncio.CancelledError:
@@ -258,7 +236,8 @@ class Router:
         # The engine reads each dict without changing it; other mappings are copied to dicts,
         # and anything else comes back as that request's TypeError.
         items = [r if type(r) is dict or not isinstance(r, Mapping) else dict(r) for r in requests]
-        return await self._core.batch(items, concurrency)
+        completer = _completer()
+        return await _deliver(completer, *self._core.submit_batch(completer, items, concurrency))
 
     def chat_sync(self, messages: Messages, **kwargs: Any) -> Response:
         """Blocking :meth:`chat` for scripts. Refuses to run inside a running event loop

@@ -9,6 +9,11 @@
 //! its result and writes one byte only if no wake-up is pending; the loop thread then drains
 //! every queued result in one callback, converting and setting them while it holds the GIL
 //! anyway. Tokio threads never take the GIL on this path.
+//!
+//! Every call that crosses into the engine returns through here, not only for speed: a tokio
+//! thread that takes the GIL while the interpreter shuts down is terminated by CPython
+//! (`PyThread_exit_thread`), and unwinding that through Rust frames aborts the process. With
+//! `future_into_py` that happened when a script's last `await` resolved just before exit.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -34,6 +39,19 @@ pub enum Outcome {
     Chunk(Result<Option<crate::attempt::StreamChunk>, Error>),
     /// A Python error prepared on the Rust side without the GIL (rare paths).
     Failure(String),
+    /// Anything else (a batch's list, a batch of events, `None`): the conversion runs on the
+    /// loop thread, which holds the GIL anyway, so the tokio thread never has to take it.
+    Convert(Conversion),
+}
+
+/// Builds a result's Python value; runs on the loop thread with the GIL held.
+pub type Conversion = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+impl Outcome {
+    /// An outcome that `convert`s its value on the loop thread.
+    pub fn convert(convert: impl FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send + 'static) -> Self {
+        Outcome::Convert(Box::new(convert))
+    }
 }
 
 struct Shared {
@@ -139,6 +157,7 @@ impl Completer {
             }
             Outcome::Chunk(Ok(None)) => Err(pyo3::exceptions::PyStopAsyncIteration::new_err(())),
             Outcome::Failure(msg) => Err(pyo3::exceptions::PyRuntimeError::new_err(msg)),
+            Outcome::Convert(convert) => convert(py).map(|v| v.into_bound(py)),
         };
         match result {
             Ok(value) => fut.call_method1(pyo3::intern!(py, "set_result"), (value,))?,

@@ -10,6 +10,7 @@ use pyo3::types::PyList;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
+use super::completer::{Completer, Outcome};
 use super::convert::{error_to_py, to_py};
 use super::router::PyRouter;
 use crate::error::Error;
@@ -25,13 +26,14 @@ pub struct PyEventStream {
 
 #[pymethods]
 impl PyEventStream {
-    /// Wait for at least one event, then return up to `max` as a list of dicts (each with
-    /// `type` and `timestamp`). An empty list means the subscription is closed.
-    #[pyo3(signature = (max=256))]
-    fn next_batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+    /// Wait for at least one event, then deliver up to `max` as a list of dicts (each with
+    /// `type` and `timestamp`) through `completer`. An empty list means the subscription is
+    /// closed. Returns `(future, id)` like `Router.submit_chat`.
+    #[pyo3(signature = (completer, max=256))]
+    fn next_batch_via(&self, py: Python<'_>, completer: &Bound<'_, Completer>, max: usize) -> PyResult<(Py<PyAny>, u64)> {
         let sub = self.sub.clone();
         let stop = self.stop.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        completer.get().spawn(py, async move {
             let mut guard = sub.lock().await;
             let batch = match guard.as_mut() {
                 None => Vec::new(),
@@ -43,9 +45,9 @@ impl PyEventStream {
             if stop.is_cancelled() {
                 *guard = None;
             }
-            Python::attach(|py| -> PyResult<Py<PyList>> {
+            Outcome::convert(move |py| {
                 let items = batch.iter().map(|e| to_py(py, e.as_ref())).collect::<PyResult<Vec<_>>>()?;
-                Ok(PyList::new(py, items)?.unbind())
+                Ok(PyList::new(py, items)?.into_any().unbind())
             })
         })
     }

@@ -26,10 +26,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     if let Ok(handle) = pyo3_log::try_init() {
         let _ = events::LOG_RESET.set(handle);
     }
-    // One runtime for everything; pyo3-async-runtimes hands futures to it. A bad
-    // ECHELON_WORKER_THREADS fails the import with a ConfigError naming it.
-    let rt = runtime::try_get().map_err(config::config_error_to_py)?;
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
+    // One runtime for everything, started here so that a bad ECHELON_WORKER_THREADS fails
+    // the import with a ConfigError naming it. Results come back through `completer`.
+    runtime::try_get().map_err(config::config_error_to_py)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(runtime_workers, m)?)?;
     m.add_class::<router::PyRouter>()?;

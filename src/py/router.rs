@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::completer::{Completer, Outcome};
 use super::convert::{duration_from, error_to_py, messages_from, request_from, set_param, to_py};
-use super::types::{PyChunk, PyResponse};
+use super::types::PyResponse;
 use crate::attempt::{ChatStream, StreamChunk};
 use crate::config::Config;
 use crate::error::Error;
@@ -226,10 +226,11 @@ impl PyRouter {
         })
     }
 
-    /// Run many requests with one crossing; results in order, each a `Response` or an
-    /// exception instance (never raised).
-    #[pyo3(signature = (requests, concurrency=64))]
-    fn batch<'py>(&self, py: Python<'py>, requests: &Bound<'py, PyAny>, concurrency: usize) -> PyResult<Bound<'py, PyAny>> {
+    /// Run many requests with one crossing; the list of results (in order, each a `Response`
+    /// or an exception instance, never raised) is delivered through `completer`. Returns
+    /// `(future, id)` like `submit_chat`.
+    #[pyo3(signature = (completer, requests, concurrency=64))]
+    fn submit_batch(&self, py: Python<'_>, completer: &Bound<'_, Completer>, requests: &Bound<'_, PyAny>, concurrency: usize) -> PyResult<(Py<PyAny>, u64)> {
         type Prepared = Result<(Option<Route>, ChatRequest, CallOptions), PyErr>;
         // Sized up front: a batch is often 10,000 requests of a few hundred bytes each, and
         // growing by doubling copies megabytes into freshly faulted pages.
@@ -240,7 +241,7 @@ impl PyRouter {
         }
         let router = self.inner.clone();
         let concurrency = concurrency.max(1);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        completer.get().spawn(py, async move {
             let mut results: Vec<Result<Result<crate::types::ChatResponse, Error>, PyErr>> = Vec::with_capacity(prepared.len());
             let mut calls = futures_util::stream::iter(prepared)
                 .map(|p| {
@@ -261,7 +262,7 @@ impl PyRouter {
                 results.push(r);
             }
             drop(calls);
-            Python::attach(|py| -> PyResult<Py<PyList>> {
+            Outcome::convert(move |py| {
                 let items = results
                     .into_iter()
                     .map(|r| -> PyResult<Py<PyAny>> {
@@ -272,7 +273,7 @@ impl PyRouter {
                         })
                     })
                     .collect::<PyResult<Vec<_>>>()?;
-                Ok(PyList::new(py, items)?.unbind())
+                Ok(PyList::new(py, items)?.into_any().unbind())
             })
         })
     }
@@ -345,46 +346,7 @@ pub struct PyStream {
 
 #[pymethods]
 impl PyStream {
-    fn __aiter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.state.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut guard = state.lock().await;
-            if let StreamState::Pending { .. } = &*guard {
-                let StreamState::Pending { router, route, req, opts } = std::mem::replace(&mut *guard, StreamState::Done) else {
-                    unreachable!()
-                };
-                match router.run(route.as_ref(), &req, &opts, true).await {
-                    Ok(Walked::Stream(s)) => *guard = StreamState::Open(s),
-                    Ok(Walked::Chat(_)) => return Err(PyRuntimeError::new_err("internal: chat result for a stream")),
-                    Err(e) => return Err(err_py(e)),
-                }
-            }
-            let StreamState::Open(s) = &mut *guard else {
-                return Err(PyStopAsyncIteration::new_err(()));
-            };
-            match s.next().await {
-                Some(Ok(StreamChunk::Delta { text, tool_call })) => Ok(Python::attach(|py| Py::new(py, PyChunk::delta(text, tool_call)))?),
-                Some(Ok(StreamChunk::Final(resp))) => {
-                    *guard = StreamState::Done;
-                    Python::attach(|py| Py::new(py, PyChunk::final_(Py::new(py, PyResponse::from(resp))?)))
-                }
-                Some(Err(e)) => {
-                    *guard = StreamState::Done;
-                    Err(err_py(e))
-                }
-                None => {
-                    *guard = StreamState::Done;
-                    Err(PyStopAsyncIteration::new_err(()))
-                }
-            }
-        })
-    }
-
-    /// Like `__anext__`, delivering through `completer`. Returns `(future, id)`; the future
+    /// The next chunk, delivered through `completer`. Returns `(future, id)`; the future
     /// resolves to a `StreamChunk` or raises (`StopAsyncIteration` at the end).
     fn next_via(&self, py: Python<'_>, completer: &Bound<'_, Completer>) -> PyResult<(Py<PyAny>, u64)> {
         let state = self.state.clone();
@@ -415,12 +377,13 @@ impl PyStream {
         })
     }
 
-    /// Abort the stream now: the upstream request is cancelled and the slot freed.
-    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Abort the stream: the upstream request is cancelled and the slot freed. Delivers
+    /// `None` through `completer` once done (it waits for a `next_via` in progress).
+    fn aclose_via(&self, py: Python<'_>, completer: &Bound<'_, Completer>) -> PyResult<(Py<PyAny>, u64)> {
         let state = self.state.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        completer.get().spawn(py, async move {
             *state.lock().await = StreamState::Done;
-            Ok(None::<()>)
+            Outcome::convert(|py| Ok(py.None()))
         })
     }
 
