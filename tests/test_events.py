@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any, Callable, Dict, List
 
@@ -184,6 +185,49 @@ async def test_events_go_to_the_echelon_logger(mock, caplog):
     names = {(r.name, r.levelno) for r in caplog.records}
     assert ("echelon.events", logging.INFO) in names
     assert any(r.name == "echelon.events" and "rate limited" in r.getMessage() for r in caplog.records)
+
+
+async def test_engine_log_records_arrive_on_the_loop_thread(mock, caplog):
+    # The record is logged on an engine thread; the loop thread hands it to logging, so
+    # handlers never run on (and engine threads never wait for the GIL in) the engine.
+    mock.script("m-a", {"steps": [{"fault": "rate_limit", "retry_after": "1", "times": 1}]})
+    caplog.set_level(logging.DEBUG, logger="echelon")
+    refresh_log_levels()
+    before = time.time()
+    async with router_for(mock) as router:
+        await router.chat("hi", group="g")
+        for _ in range(100):
+            hits = [r for r in caplog.records if "rate limited" in r.getMessage()]
+            if hits:
+                break
+            await asyncio.sleep(0.01)
+    assert hits, [r.getMessage() for r in caplog.records]
+    rec = hits[0]
+    assert rec.threadName == threading.current_thread().name
+    # Stamped when the engine logged it, not when the loop delivered it.
+    assert before - 1 <= rec.created <= time.time()
+    assert rec.pathname.endswith(".rs")
+
+
+async def test_engine_log_records_are_delivered_while_the_loop_idles(mock, caplog):
+    # Nothing awaits the engine while the health check fails the instance: the log queue
+    # itself wakes the loop.
+    caplog.set_level(logging.INFO, logger="_core")
+    refresh_log_levels()
+    pools = {"p": {"task_groups": ["g.echelon1"],
+                   "health_check": {"interval": 0.05, "failure_threshold": 1, "recovery_time": 60}}}
+    async with router_for(mock, pools=pools) as router:
+        await router.chat("hi", pool="p")  # the loop's completion queue exists from here on
+        mock.script("_health", {"fault": "server_error", "status": 503})
+        mock.script("m-a", {"health": {"fault": "server_error", "status": 503}})
+        deadline = time.monotonic() + 5
+        hits: List[logging.LogRecord] = []
+        while not hits and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            hits = [r for r in caplog.records
+                    if r.name == "_core.router" and "g.echelon1_m-a is now" in r.getMessage()]
+    assert hits, [(r.name, r.getMessage()) for r in caplog.records]
+    assert hits[0].levelno == logging.INFO and hits[0].threadName == threading.current_thread().name
 
 
 async def test_on_validates_event_type_and_unsubscribes(mock):

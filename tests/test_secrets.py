@@ -35,8 +35,9 @@ def assert_clean(texts: Iterable[str], where: str) -> None:
 
 def check_log_records(caplog: Any) -> None:
     """In a fresh interpreter (see the last test) the core's DEBUG records must have reached
-    Python logging, so the secret check over them means something. In a long test session
-    pyo3-log may have cached the logger levels at WARNING before caplog lowered them."""
+    Python logging, so the secret check over them means something. In a long test session an
+    earlier test may have left the engine's level filter at WARNING (it is re-read when a
+    router is built and by refresh_log_levels)."""
     if os.environ.get("ECHELON_SECRETS_FRESH") == "1":
         core = [r for r in caplog.records if r.name.startswith("_core") and r.levelno <= logging.DEBUG]
         assert core, sorted({r.name for r in caplog.records})
@@ -204,8 +205,8 @@ def test_secrets_never_leak_from_echelon_check(tmp_path):
 
 
 def test_secrets_never_leak_into_debug_logs_in_a_fresh_interpreter():
-    # pyo3-log caches logger levels on first use; a fresh interpreter whose first core log
-    # happens after caplog set DEBUG really captures the core's DEBUG records.
+    # A fresh interpreter whose routers are built after caplog set DEBUG really captures the
+    # core's DEBUG records.
     here = Path(__file__).resolve().parent
     env = dict(os.environ, ECHELON_SECRETS_FRESH="1")
     out = subprocess.run(

@@ -30,8 +30,11 @@ mode = sys.argv[1]
 messages = [{"role": "user", "content": "hi"}]
 
 async def main():
+    if mode == "logging":
+        import logging
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s %(levelname)s %(message)s")
     r = Router.from_dict(cfg)
-    if mode == "batch":
+    if mode in ("batch", "logging"):
         out = await r.batch([{"messages": messages, "pool": "p"}] * 2000, concurrency=256)
         assert all(not isinstance(x, BaseException) for x in out), out[:3]
     elif mode == "stream":
@@ -51,10 +54,15 @@ asyncio.run(main())
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
-@pytest.mark.parametrize("mode", ["batch", "stream", "events"])
+@pytest.mark.parametrize("mode", ["batch", "stream", "events", "logging"])
 def test_exit_right_after_the_last_engine_result_is_clean(mock, mode):
+    if mode == "logging":
+        # Every call fails over from m-a: engine threads log until the very end.
+        mock.script("m-a", {"fault": "server_error", "status": 503})
     env = dict(os.environ, ECHELON_TEST_CONFIG=json.dumps(mock_config(mock.openai_base_url)))
     for run in range(5):
         done = subprocess.run([sys.executable, "-c", CHILD, mode], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"run {run}: exit status {done.returncode}\n{done.stderr[-2000:]}"
         assert done.stdout.strip() == "done", done.stdout + done.stderr
+        if mode == "logging":
+            assert "_core.router INFO instance g.echelon1_m-a is now" in done.stderr, done.stderr[-2000:]

@@ -12,8 +12,14 @@ import os as _os
 # with ~25% less resident memory per in-flight request. Read once, when the extension loads.
 _os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
 
+import atexit as _atexit  # noqa: E402
+
 from . import _core  # noqa: E402
 from ._core import Attempt, Response, StreamChunk, Usage
+
+# Log records from the engine's threads reach `logging` on the event loop's thread; whatever is
+# still queued when the interpreter exits is handed over here, on the main thread.
+_atexit.register(_core.flush_logs)
 from .errors import (
     AllTargetsFailed,
     AuthError,

@@ -237,4 +237,8 @@ def wrapper_names(router: Router) -> List[str]:
     """Names of ``router``'s wrappers."""
 
 def refresh_log_levels() -> None:
-    """Forget the cached Python logger levels (after changing them at runtime)."""
+    """Re-read the Python logger levels the engine filters its records by (after changing
+    them at runtime)."""
+
+def flush_logs() -> None:
+    """Hand the engine's queued log records to ``logging`` now (registered with ``atexit``)."""

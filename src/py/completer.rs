@@ -63,10 +63,21 @@ struct Shared {
 impl Shared {
     fn push(&self, id: u64, outcome: Outcome) {
         self.queue.lock().push((id, outcome));
+        self.signal();
+    }
+
+    fn signal(&self) {
         if !self.signalled.swap(true, Ordering::AcqRel) {
             // A full socket buffer means a wake-up is already pending: nothing to do.
             let _ = (&self.writer).write(&[1u8]);
         }
+    }
+}
+
+/// Engine log records wake the loop the same way results do (see `logs.rs`).
+impl super::logs::Wake for Shared {
+    fn wake(&self) {
+        self.signal();
     }
 }
 
@@ -90,8 +101,10 @@ impl Completer {
         let (reader, writer) = UnixStream::pair()?;
         reader.set_nonblocking(true)?;
         writer.set_nonblocking(true)?;
+        let shared = Arc::new(Shared { queue: Mutex::new(Vec::new()), signalled: AtomicBool::new(false), writer });
+        super::logs::register_waker(&shared);
         Ok(Self {
-            shared: Arc::new(Shared { queue: Mutex::new(Vec::new()), signalled: AtomicBool::new(false), writer }),
+            shared,
             reader,
             loop_ref,
             pending: Mutex::new(HashMap::new()),
@@ -122,6 +135,8 @@ impl Completer {
             }
         }
         self.shared.signalled.store(false, Ordering::Release);
+        // Log records first: those of a call were logged before its result was queued.
+        super::logs::deliver(py);
         let items = std::mem::take(&mut *self.shared.queue.lock());
         let mut first_err: Option<PyErr> = None;
         for (id, outcome) in items {

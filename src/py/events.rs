@@ -109,18 +109,6 @@ fn wrapper_names(router: &PyRouter) -> Vec<String> {
     router.inner.engine().config.wrappers.keys().cloned().collect()
 }
 
-/// The handle that clears pyo3-log's cache of Python logger levels (set at module init).
-pub static LOG_RESET: std::sync::OnceLock<pyo3_log::ResetHandle> = std::sync::OnceLock::new();
-
-/// Forget the cached Python logger levels, so a level changed at runtime (`logging.getLogger(
-/// "echelon").setLevel(...)`) applies to records from the engine.
-#[pyfunction]
-fn refresh_log_levels() {
-    if let Some(h) = LOG_RESET.get() {
-        h.reset();
-    }
-}
-
 /// Register the classes and functions of this file.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEventStream>()?;
@@ -128,6 +116,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(events_status, m)?)?;
     m.add_function(wrap_pyfunction!(wrapper_config, m)?)?;
     m.add_function(wrap_pyfunction!(wrapper_names, m)?)?;
-    m.add_function(wrap_pyfunction!(refresh_log_levels, m)?)?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod completer;
 pub mod config;
 pub mod convert;
 pub mod events;
+pub mod logs;
 pub mod router;
 pub mod types;
 
@@ -22,10 +23,10 @@ fn runtime_workers() -> usize {
 /// The extension module `echelon._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Route the core's `log` records into Python's `logging` ("echelon" logger hierarchy).
-    if let Ok(handle) = pyo3_log::try_init() {
-        let _ = events::LOG_RESET.set(handle);
-    }
+    // The core's `log` records go to Python's `logging` (loggers `_core.*`, `echelon.events`).
+    logs::init(m.py())?;
+    m.add_function(wrap_pyfunction!(logs::flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(logs::refresh_log_levels, m)?)?;
     // One runtime for everything, started here so that a bad ECHELON_WORKER_THREADS fails
     // the import with a ConfigError naming it. Results come back through `completer`.
     runtime::try_get().map_err(config::config_error_to_py)?;

@@ -144,6 +144,8 @@ impl PyRouter {
     /// Build from a config directory (TOML layout or the original YAML layout).
     #[staticmethod]
     fn from_dir(py: Python<'_>, path: &str) -> PyResult<Self> {
+        // Logging is usually configured after `import echelon` and before a router is built.
+        super::logs::refresh_log_levels(py)?;
         let cfg = py.detach(|| crate::config::load_dir(std::path::Path::new(path))).map_err(super::config::config_error_to_py)?;
         Ok(Self::from_config(cfg))
     }
@@ -151,6 +153,7 @@ impl PyRouter {
     /// Build from a dict shaped like the config directory.
     #[staticmethod]
     fn from_dict(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        super::logs::refresh_log_levels(obj.py())?;
         let v = super::convert::py_to_json(obj)?;
         let cfg = crate::config::from_json(&v).map_err(super::config::config_error_to_py)?;
         Ok(Self::from_config(cfg))
