@@ -230,6 +230,30 @@ async def test_engine_log_records_are_delivered_while_the_loop_idles(mock, caplo
     assert hits[0].levelno == logging.INFO and hits[0].threadName == threading.current_thread().name
 
 
+async def test_engine_log_records_wake_the_loop_that_was_active_last(mock, caplog):
+    # A second loop (in another thread) used the engine and is gone; this loop was active
+    # after it, so the log queue must wake this one.
+    caplog.set_level(logging.INFO, logger="_core")
+    refresh_log_levels()
+    pools = {"p": {"task_groups": ["g.echelon1"],
+                   "health_check": {"interval": 0.05, "failure_threshold": 1, "recovery_time": 60}}}
+    async with router_for(mock, pools=pools) as router:
+        await router.chat("hi", pool="p")
+        other = threading.Thread(target=lambda: asyncio.run(router.chat("hi", pool="p")))
+        other.start()
+        other.join()
+        await router.chat("hi", pool="p")
+        mock.script("_health", {"fault": "server_error", "status": 503})
+        mock.script("m-b", {"health": {"fault": "server_error", "status": 503}})
+        deadline = time.monotonic() + 5
+        hits: List[logging.LogRecord] = []
+        while not hits and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            hits = [r for r in caplog.records if "g.echelon1_m-b is now" in r.getMessage()]
+    assert hits, [(r.name, r.getMessage()) for r in caplog.records]
+    assert hits[0].threadName == threading.current_thread().name
+
+
 async def test_on_validates_event_type_and_unsubscribes(mock):
     async with router_for(mock) as router:
         with pytest.raises(ValueError, match="did you mean 'breaker_state'"):

@@ -136,6 +136,7 @@ impl Completer {
         }
         self.shared.signalled.store(false, Ordering::Release);
         // Log records first: those of a call were logged before its result was queued.
+        super::logs::register_waker(&self.shared);
         super::logs::deliver(py);
         let items = std::mem::take(&mut *self.shared.queue.lock());
         let mut first_err: Option<PyErr> = None;

@@ -3,9 +3,10 @@
 //! A record's target becomes the logger name (`_core::router` → `_core.router`,
 //! `echelon.events` stays). Records logged on a Python thread (config loading, `reload`) are
 //! handed to `logging` at once. Records from the engine's threads are queued and handed over by
-//! the loop thread: the queue wakes the most recently created [`super::completer::Completer`]
-//! and its `drain` delivers them before any result, and `flush_logs` (registered with `atexit`)
-//! delivers what is left when the interpreter exits.
+//! a loop thread: the queue wakes the [`super::completer::Completer`] that was created or
+//! drained last, any completer's `drain` delivers them before its results, and `flush_logs`
+//! (registered with `atexit`) delivers what is left when the interpreter exits. With no event
+//! loop using echelon, records wait for the next one or for exit.
 //!
 //! Why not `pyo3-log`: it takes the GIL on whichever thread logs. On an engine thread that
 //! costs a GIL hand-off per record under load, and while the interpreter shuts down CPython
@@ -39,11 +40,6 @@ struct Queued {
 static QUEUE: Mutex<Vec<Queued>> = Mutex::new(Vec::new());
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static WAKER: Mutex<Option<Weak<dyn Wake>>> = Mutex::new(None);
-
-/// Send future engine-thread records through `waker` (the newest loop's completer).
-pub fn set_waker(waker: Weak<dyn Wake>) {
-    *WAKER.lock() = Some(waker);
-}
 
 struct EngineLogger;
 
@@ -195,8 +191,13 @@ pub fn refresh_log_levels(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// Keeps `T` reachable as a [`Wake`] for [`set_waker`] while it lives.
+/// Make `waker` the one engine-thread records wake (a no-op when it already is). Completers
+/// call this when created and on every drain, so records wake the loop that was active last.
 pub fn register_waker<T: Wake + 'static>(waker: &Arc<T>) {
+    let mut current = WAKER.lock();
+    if current.as_ref().is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(waker))) {
+        return;
+    }
     let weak: Weak<T> = Arc::downgrade(waker);
-    set_waker(weak);
+    *current = Some(weak);
 }
