@@ -507,6 +507,26 @@ async def test_s16_caller_cancellation_mid_request_and_mid_stream(mock):
     assert requests(mock, "m-a") == 3
 
 
+async def test_s16_cancelling_a_batch_aborts_every_request_in_it(mock):
+    mock.script("m-a", {"latency_ms": 3000})
+    async with router_for(mock) as router:
+        reqs = [{"messages": "hi", "group": "solo"}] * 6
+        task = asyncio.ensure_future(router.batch(reqs, concurrency=3))
+        assert await eventually(lambda: model_counters(mock, "m-a")["in_flight"] == 3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await eventually(lambda: model_counters(mock, "m-a")["client_disconnects"] == 3)
+        assert await eventually(lambda: instance_status(router, "solo", "solo.echelon1_m-a")["in_flight"] == 0)
+        inst = instance_status(router, "solo", "solo.echelon1_m-a")
+        assert inst["breaker"]["failure_count"] == 0 and inst["status"] == "healthy"
+        # The three not yet started never reach the provider.
+        await asyncio.sleep(0.2)
+        assert requests(mock, "m-a") == 3
+        mock.script("m-a", {})
+        assert (await router.chat("hi", group="solo")).served_by == "solo.echelon1_m-a"
+
+
 # -- Hedging -----------------------------------------------------------------------------------
 
 def hedge_groups() -> Dict[str, Any]:
