@@ -209,25 +209,34 @@ async def test_engine_log_records_arrive_on_the_loop_thread(mock, caplog):
     assert rec.pathname.endswith(".rs")
 
 
+# A pool whose health check marks an instance unhealthy after one failed probe (50 ms apart).
+FAST_HEALTH_POOL = {"p": {"task_groups": ["g.echelon1"],
+                          "health_check": {"interval": 0.05, "failure_threshold": 1, "recovery_time": 60}}}
+
+
+async def fail_probes_and_wait_for_transition_log(mock, caplog, model: str) -> logging.LogRecord:
+    """Make ``model``'s health probes fail, then only sleep until the engine's record of the
+    instance's transition reaches ``logging`` (5 s at most)."""
+    mock.script("_health", {"fault": "server_error", "status": 503})
+    mock.script(model, {"health": {"fault": "server_error", "status": 503}})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        hits = [r for r in caplog.records if r.name == "_core.router" and f"g.echelon1_{model} is now" in r.getMessage()]
+        if hits:
+            return hits[0]
+    raise AssertionError([(r.name, r.getMessage()) for r in caplog.records])
+
+
 async def test_engine_log_records_are_delivered_while_the_loop_idles(mock, caplog):
     # Nothing awaits the engine while the health check fails the instance: the log queue
     # itself wakes the loop.
     caplog.set_level(logging.INFO, logger="_core")
     refresh_log_levels()
-    pools = {"p": {"task_groups": ["g.echelon1"],
-                   "health_check": {"interval": 0.05, "failure_threshold": 1, "recovery_time": 60}}}
-    async with router_for(mock, pools=pools) as router:
+    async with router_for(mock, pools=FAST_HEALTH_POOL) as router:
         await router.chat("hi", pool="p")  # the loop's completion queue exists from here on
-        mock.script("_health", {"fault": "server_error", "status": 503})
-        mock.script("m-a", {"health": {"fault": "server_error", "status": 503}})
-        deadline = time.monotonic() + 5
-        hits: List[logging.LogRecord] = []
-        while not hits and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            hits = [r for r in caplog.records
-                    if r.name == "_core.router" and "g.echelon1_m-a is now" in r.getMessage()]
-    assert hits, [(r.name, r.getMessage()) for r in caplog.records]
-    assert hits[0].levelno == logging.INFO and hits[0].threadName == threading.current_thread().name
+        rec = await fail_probes_and_wait_for_transition_log(mock, caplog, "m-a")
+    assert rec.levelno == logging.INFO and rec.threadName == threading.current_thread().name
 
 
 async def test_engine_log_records_wake_the_loop_that_was_active_last(mock, caplog):
@@ -235,23 +244,14 @@ async def test_engine_log_records_wake_the_loop_that_was_active_last(mock, caplo
     # after it, so the log queue must wake this one.
     caplog.set_level(logging.INFO, logger="_core")
     refresh_log_levels()
-    pools = {"p": {"task_groups": ["g.echelon1"],
-                   "health_check": {"interval": 0.05, "failure_threshold": 1, "recovery_time": 60}}}
-    async with router_for(mock, pools=pools) as router:
+    async with router_for(mock, pools=FAST_HEALTH_POOL) as router:
         await router.chat("hi", pool="p")
         other = threading.Thread(target=lambda: asyncio.run(router.chat("hi", pool="p")))
         other.start()
         other.join()
         await router.chat("hi", pool="p")
-        mock.script("_health", {"fault": "server_error", "status": 503})
-        mock.script("m-b", {"health": {"fault": "server_error", "status": 503}})
-        deadline = time.monotonic() + 5
-        hits: List[logging.LogRecord] = []
-        while not hits and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            hits = [r for r in caplog.records if "g.echelon1_m-b is now" in r.getMessage()]
-    assert hits, [(r.name, r.getMessage()) for r in caplog.records]
-    assert hits[0].threadName == threading.current_thread().name
+        rec = await fail_probes_and_wait_for_transition_log(mock, caplog, "m-b")
+    assert rec.threadName == threading.current_thread().name
 
 
 async def test_on_validates_event_type_and_unsubscribes(mock):
