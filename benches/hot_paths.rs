@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use _core::breaker::Breaker;
+use _core::state::breaker::Breaker;
 use _core::config::{BreakerConfig, RotationStrategy};
-use _core::limit::{ConcurrencyLimit, RateLimiter, SlidingWindow, TokenBucket};
-use _core::schedule::{Candidate, Scheduler, WeightedTerms};
+use _core::state::limit::{ConcurrencyLimit, RateLimiter, SlidingWindow, TokenBucket};
+use _core::engine::schedule::{Candidate, Scheduler, WeightedTerms};
 
 /// A candidate with plain fields, so the benchmark measures the strategy and not an
 /// instance's atomics.

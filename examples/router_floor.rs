@@ -32,13 +32,13 @@ fn main() {
         "global": {"default_route": "pool:bench"},
     });
     let cfg = _core::config::from_json(&cfg).expect("config");
-    let router = Arc::new(_core::router::Router::new(cfg, rt.handle().clone()));
-    let route = _core::router::Route::parse("pool:bench").expect("route");
+    let router = Arc::new(_core::engine::router::Router::new(cfg, rt.handle().clone()));
+    let route = _core::engine::router::Route::parse("pool:bench").expect("route");
     let req: _core::types::ChatRequest = serde_json::from_value(serde_json::json!({
         "messages": [{"role": "user", "content": "Say hello in one short sentence, please."}],
         "params": {"max_tokens": 16}
     })).expect("request");
-    let opts = _core::router::CallOptions::default();
+    let opts = _core::engine::router::CallOptions::default();
     let handle = rt.handle().clone();
     if args.get(4).map(String::as_str) == Some("hold") {
         let (router, route, req, opts, hv) = (router.clone(), route.clone(), req.clone(), opts.clone(), hv.clone());

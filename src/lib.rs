@@ -7,32 +7,22 @@
 //! - [`types`], [`error`], [`secret`]: the request/response vocabulary and error classes.
 //! - [`config`]: the configuration model, loader (TOML dir, YAML layout, dicts) and validation.
 //! - [`provider`]: HTTP clients for OpenAI(-compatible), Anthropic and Gemini, SSE streaming.
-//! - [`breaker`], [`limit`], [`schedule`], [`backoff`], [`health`]: resilience primitives.
-//! - [`store`]: the interface through which shared mutable state is created (in memory today).
-//! - [`instance`], [`pool`], [`group`], [`router`]: the engine composed from the above.
+//! - [`state`]: breakers, health, limits with their wait queues, statistics, and the
+//!   [`state::store::StateStore`] through which all of it is created and shared.
+//! - [`engine`]: instances and leases, selection, pools, groups, the fallback chain
+//!   ([`engine::chain`]) and the router.
+//! - [`observe`]: the event bus and alerts.
 //! - [`mock`]: the mock provider server used by tests, the demo and benchmarks.
 
-pub mod attempt;
-pub mod backoff;
-pub mod breaker;
 pub mod config;
+pub mod engine;
 pub mod error;
-pub mod events;
-pub mod alerts;
-pub mod fallback;
-pub mod group;
-pub mod health;
-pub mod instance;
-pub mod limit;
 pub mod mock;
-pub mod pool;
+pub mod observe;
 pub mod provider;
-pub mod router;
 pub mod runtime;
-pub mod schedule;
-pub mod selector;
 pub mod secret;
-pub mod store;
+pub mod state;
 pub mod types;
 
 #[cfg(feature = "python")]

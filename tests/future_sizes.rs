@@ -6,7 +6,7 @@
 //! that regresses.
 
 use _core::config::Config;
-use _core::router::{CallOptions, Route, Router};
+use _core::engine::router::{CallOptions, Route, Router};
 use _core::types::{ChatRequest, Message};
 
 #[test]

@@ -246,6 +246,6 @@ mod tests {
         let err = from_json_with_env(&bad, &env).expect_err("invalid");
         let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
         assert!(keys.contains(&"wrappers.w.type") && keys.contains(&"wrappers.x.target"), "{keys:?}");
-        assert_eq!(crate::router::Route::parse("wrapper:w").ok(), Some(crate::router::Route::Wrapper("w".into())));
+        assert_eq!(crate::engine::router::Route::parse("wrapper:w").ok(), Some(crate::engine::router::Route::Wrapper("w".into())));
     }
 }

@@ -36,7 +36,7 @@ use crate::types::ChatResponse;
 pub enum Outcome {
     Chat(Result<ChatResponse, Error>),
     /// The next item of a stream (`None`: the stream is over).
-    Chunk(Result<Option<crate::attempt::StreamChunk>, Error>),
+    Chunk(Result<Option<crate::engine::chain::attempt::StreamChunk>, Error>),
     /// A Python error prepared on the Rust side without the GIL (rare paths).
     Failure(String),
     /// Anything else (a batch's list, a batch of events, `None`): the conversion runs on the
@@ -165,10 +165,10 @@ impl Completer {
         let result: Result<Bound<'_, PyAny>, PyErr> = match outcome {
             Outcome::Chat(Ok(r)) => Ok(Bound::new(py, PyResponse::from(r))?.into_any()),
             Outcome::Chat(Err(e)) | Outcome::Chunk(Err(e)) => Err(error_to_py(py, e)),
-            Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Delta { text, tool_call }))) => {
+            Outcome::Chunk(Ok(Some(crate::engine::chain::attempt::StreamChunk::Delta { text, tool_call }))) => {
                 Ok(Bound::new(py, PyChunk::delta(text, tool_call))?.into_any())
             }
-            Outcome::Chunk(Ok(Some(crate::attempt::StreamChunk::Final(resp)))) => {
+            Outcome::Chunk(Ok(Some(crate::engine::chain::attempt::StreamChunk::Final(resp)))) => {
                 Ok(Bound::new(py, PyChunk::final_(Py::new(py, PyResponse::from(resp))?))?.into_any())
             }
             Outcome::Chunk(Ok(None)) => Err(pyo3::exceptions::PyStopAsyncIteration::new_err(())),

@@ -14,7 +14,7 @@ use super::completer::{Completer, Outcome};
 use super::convert::{error_to_py, to_py};
 use super::router::PyRouter;
 use crate::error::Error;
-use crate::events::{DropCounter, Subscription};
+use crate::observe::events::{DropCounter, Subscription};
 
 /// A subscription to a router's events (see `echelon.Router.events`).
 #[pyclass(frozen, name = "EventStream", module = "echelon._core")]
@@ -69,7 +69,7 @@ impl PyEventStream {
 
 /// Subscribe to `router`'s events with a buffer of `capacity` events.
 #[pyfunction]
-#[pyo3(signature = (router, capacity=crate::events::DEFAULT_CAPACITY))]
+#[pyo3(signature = (router, capacity=crate::observe::events::DEFAULT_CAPACITY))]
 fn events_subscribe(router: &PyRouter, capacity: usize) -> PyEventStream {
     let sub = router.inner.events().subscribe(capacity);
     PyEventStream { dropped: sub.drop_counter(), sub: Arc::new(AsyncMutex::new(Some(sub))), stop: CancellationToken::new() }

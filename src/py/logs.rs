@@ -1,6 +1,6 @@
 //! The core's `log` records into Python's `logging`, without engine threads taking the GIL.
 //!
-//! A record's target becomes the logger name (`_core::router` → `_core.router`,
+//! A record's target becomes the logger name (`_core::engine::router` → `_core.router`,
 //! `echelon.events` stays). Records logged on a Python thread (config loading, `reload`) are
 //! handed to `logging` at once. Records from the engine's threads are queued and handed over by
 //! a loop thread: the queue wakes the [`super::completer::Completer`] that was created or
@@ -174,7 +174,7 @@ pub fn flush_logs(py: Python<'_>) {
 pub fn refresh_log_levels(py: Python<'_>) -> PyResult<()> {
     let logging = py.import("logging")?;
     let get_logger = logging.getattr("getLogger")?;
-    let mut names: Vec<String> = vec!["_core".into(), crate::events::LOG_TARGET.into()];
+    let mut names: Vec<String> = vec!["_core".into(), crate::observe::events::LOG_TARGET.into()];
     let known = logging.getattr("root")?.getattr("manager")?.getattr("loggerDict")?;
     for name in known.call_method0("keys")?.try_iter()? {
         let name: String = name?.extract()?;

@@ -12,11 +12,11 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::completer::{Completer, Outcome};
 use super::convert::{duration_from, error_to_py, messages_from, request_from, set_param, to_py};
 use super::types::PyResponse;
-use crate::attempt::{ChatStream, StreamChunk};
+use crate::engine::chain::attempt::{ChatStream, StreamChunk};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fallback::Walked;
-use crate::router::{CallOptions, Route, Router};
+use crate::engine::chain::walk::Walked;
+use crate::engine::router::{CallOptions, Route, Router};
 use crate::runtime;
 use crate::types::ChatRequest;
 

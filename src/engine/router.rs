@@ -11,15 +11,15 @@ use serde::Serialize;
 
 use crate::config::{Config, EchelonConfig, GroupConfig, HealthCheckConfig, ModelConfig, RotationStrategy};
 use crate::error::{Error, ErrorKind};
-use crate::events::{EventBus, EventKind};
-use crate::health::{InstanceStatus, Transition};
-use crate::fallback::{walk, Plan, Target, Walked};
-use crate::group::{Echelon, Group};
-use crate::instance::{Instance, InstanceParts};
-use crate::pool::{Pool, PoolStats};
+use crate::observe::events::{EventBus, EventKind};
+use crate::state::health::{InstanceStatus, Transition};
+use crate::engine::chain::walk::{walk, Plan, Target, Walked};
+use crate::engine::group::{Echelon, Group};
+use crate::engine::instance::{Instance, InstanceParts};
+use crate::engine::pool::{Pool, PoolStats};
 use crate::provider::{HttpPool, ProviderClient};
-use crate::selector::Selector;
-use crate::store::{MemoryStore, RateSpec, StateStore};
+use crate::engine::selector::Selector;
+use crate::state::store::{MemoryStore, RateSpec, StateStore};
 use crate::types::{ChatRequest, Params};
 
 /// Where a request goes.
@@ -587,7 +587,7 @@ impl Drop for Router {
 /// Router-wide status.
 #[derive(Clone, Debug, Serialize)]
 pub struct RouterStatus {
-    pub pools: Vec<crate::pool::PoolStatus>,
+    pub pools: Vec<crate::engine::pool::PoolStatus>,
     pub groups: Vec<GroupStatus>,
 }
 
@@ -605,7 +605,7 @@ pub struct EchelonStatus {
     pub name: String,
     pub priority: u32,
     pub queue_length: u32,
-    pub instances: Vec<crate::instance::InstanceSnapshot>,
+    pub instances: Vec<crate::engine::instance::InstanceSnapshot>,
     pub unresolved_models: Vec<String>,
 }
 
@@ -637,7 +637,7 @@ impl Router {
         let engine = Arc::new(ArcSwap::from_pointee(engine));
         let alerts_stop = tokio_util::sync::CancellationToken::new();
         let config_changed = Arc::new(tokio::sync::Notify::new());
-        crate::alerts::spawn(&rt, Arc::downgrade(&engine), events.clone(), config_changed.clone(), alerts_stop.clone());
+        crate::observe::alerts::spawn(&rt, Arc::downgrade(&engine), events.clone(), config_changed.clone(), alerts_stop.clone());
         Router { engine, store, http, rt, events, config_changed, alerts_stop }
     }
 

@@ -12,9 +12,9 @@ use tokio::sync::Notify;
 
 use crate::config::RotationStrategy;
 use crate::error::{Error, ErrorKind};
-use crate::events::{EventBus, QueueWatch};
-use crate::instance::{Block, Instance, Lease};
-use crate::schedule::Scheduler;
+use crate::observe::events::{EventBus, QueueWatch};
+use crate::engine::instance::{Block, Instance, Lease};
+use crate::engine::schedule::Scheduler;
 
 /// Which instances a selection may use.
 #[derive(Clone, Copy)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::error::{Attempt, AttemptRole, Error, ErrorKind, TimeoutKind};
-use crate::instance::{mark_deadline, Instance, Lease};
+use crate::engine::instance::{mark_deadline, Instance, Lease};
 use crate::provider::EventStream;
 use crate::types::{ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage};
 

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PoolConfig;
 use crate::error::{Error, ErrorKind};
-use crate::fallback::{walk, Plan, Target, Walked};
-use crate::health::InstanceStatus;
-use crate::instance::InstanceSnapshot;
-use crate::limit::RateLimiter;
-use crate::selector::Selector;
+use crate::engine::chain::walk::{walk, Plan, Target, Walked};
+use crate::state::health::InstanceStatus;
+use crate::engine::instance::InstanceSnapshot;
+use crate::state::limit::RateLimiter;
+use crate::engine::selector::Selector;
 use crate::types::ChatRequest;
 
 /// Pool-wide request statistics (the original's `stats` dict).

@@ -20,9 +20,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::breaker::BreakerState;
+use crate::state::breaker::BreakerState;
 use crate::error::ErrorKind;
-use crate::health::InstanceStatus;
+use crate::state::health::InstanceStatus;
 
 /// Log target of event records (becomes the Python logger `echelon.events`).
 pub const LOG_TARGET: &str = "echelon.events";

@@ -10,14 +10,14 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::breaker::{Admission, Breaker, BreakerState};
+use crate::state::breaker::{Admission, Breaker, BreakerState};
 use crate::config::{RetryConfig, Timeouts};
 use crate::error::{Error, ErrorKind, TimeoutKind};
-use crate::events::{EventBus, EventKind};
-use crate::health::{Health, InstanceStatus, Transition};
-use crate::limit::{ConcurrencyLimit, RateLimiter};
+use crate::observe::events::{EventBus, EventKind};
+use crate::state::health::{Health, InstanceStatus, Transition};
+use crate::state::limit::{ConcurrencyLimit, RateLimiter};
 use crate::provider::ProviderClient;
-use crate::schedule::Candidate;
+use crate::engine::schedule::Candidate;
 use crate::types::{ChatRequest, ChatResponse, Usage};
 
 /// Process-wide monotonic epoch, so instants fit in atomics as nanoseconds.
@@ -122,9 +122,9 @@ impl InstanceStats {
     }
 
     /// The weighted score's terms for an instance of `weight`.
-    pub fn weighted_terms(&self, weight: f64) -> crate::schedule::WeightedTerms {
+    pub fn weighted_terms(&self, weight: f64) -> crate::engine::schedule::WeightedTerms {
         let (s, f) = (self.successes.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
-        crate::schedule::WeightedTerms::new(weight, self.avg_mirror.get().unwrap_or(0.0), s, f)
+        crate::engine::schedule::WeightedTerms::new(weight, self.avg_mirror.get().unwrap_or(0.0), s, f)
     }
 
     /// Latencies (seconds) of the successful calls recorded since `since`, among the last
@@ -461,7 +461,7 @@ impl Candidate for Arc<Instance> {
     fn failure_count(&self) -> u64 {
         self.stats.failures.load(Ordering::Relaxed)
     }
-    fn weighted_terms(&self) -> crate::schedule::WeightedTerms {
+    fn weighted_terms(&self) -> crate::engine::schedule::WeightedTerms {
         self.stats.weighted_terms(self.weight)
     }
 }
@@ -576,7 +576,7 @@ pub struct InstanceSnapshot {
     pub in_flight: u32,
     pub max_concurrency: u32,
     pub weight: f64,
-    pub breaker: crate::breaker::BreakerSnapshot,
+    pub breaker: crate::state::breaker::BreakerSnapshot,
     pub cooldown_remaining: Option<f64>,
     pub consecutive_failures: u32,
     pub last_health_check: Option<SystemTime>,

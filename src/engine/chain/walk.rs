@@ -1,5 +1,5 @@
 //! The fallback chain: walk an ordered list of targets (echelons, pools), retrying within a
-//! target and moving down the chain by the error-class rules of [`crate::attempt::next_step`].
+//! target and moving down the chain by the error-class rules of [`crate::engine::chain::attempt::next_step`].
 //!
 //! The chain is bounded by the number of targets in the plan (the group's `max_attempts`), the
 //! tries allowed per target, and the call's deadline; it never sleeps past the deadline.
@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::attempt::{self, next_step, sleep_within, ChatStream, Next, Success, Trace};
-use crate::backoff;
+use crate::engine::chain::attempt::{self, next_step, sleep_within, ChatStream, Next, Success, Trace};
+use crate::engine::chain::backoff;
 use crate::error::{AttemptRole, Error, ErrorKind};
-use crate::events::EventKind;
-use crate::instance::Instance;
-use crate::selector::{Filter, Selector};
+use crate::observe::events::EventKind;
+use crate::engine::instance::Instance;
+use crate::engine::selector::{Filter, Selector};
 use crate::types::{ChatRequest, ChatResponse};
 
 /// One step of the chain: a set of instances and how many tries it gets.
@@ -256,7 +256,7 @@ struct Loser {
 /// from, when that instance's attempt started, and the loser for the trace.
 #[allow(clippy::too_many_arguments)]
 async fn hedged(
-    lease: crate::instance::Lease,
+    lease: crate::engine::instance::Lease,
     hedge: &Target,
     after: Duration,
     req: &ChatRequest,

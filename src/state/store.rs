@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::breaker::Breaker;
+use crate::state::breaker::Breaker;
 use crate::config::{BreakerConfig, HealthCheckConfig, RateLimitConfig};
-use crate::health::Health;
-use crate::instance::InstanceStats;
-use crate::limit::{ConcurrencyLimit, RateLimiter, SlidingWindow, TokenBucket};
+use crate::state::health::Health;
+use crate::engine::instance::InstanceStats;
+use crate::state::limit::{ConcurrencyLimit, RateLimiter, SlidingWindow, TokenBucket};
 
 /// Rate limit spec a store is asked for.
 #[derive(Clone, Copy, Debug, PartialEq)]

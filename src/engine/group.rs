@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::breaker::BreakerSnapshot;
+use crate::state::breaker::BreakerSnapshot;
 use crate::config::{EchelonConfig, FallbackStrategy, GroupConfig};
 use crate::error::{Attempt, Error};
-use crate::selector::Selector;
+use crate::engine::selector::Selector;
 
 /// One echelon of a group: its config and the selector over its instances.
 pub struct Echelon {

@@ -1,0 +1,12 @@
+//! The state the engine keeps about each instance, model and pool: circuit breakers, health,
+//! concurrency and rate limits (each owning the queue of callers waiting for it), call
+//! statistics, and the [`store::StateStore`] through which all of it is created and shared.
+//!
+//! Nothing here performs I/O or knows about routes: the engine (`crate::engine`) reads and
+//! updates this state; a store backed by another process (Redis) plugs in at
+//! [`store::StateStore`].
+
+pub mod breaker;
+pub mod health;
+pub mod limit;
+pub mod store;
