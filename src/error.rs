@@ -50,6 +50,43 @@ pub enum ErrorKind {
     Config,
     /// The caller cancelled the request.
     Cancelled,
+    /// The account behind the key is out of quota or credit (OpenAI `insufficient_quota`,
+    /// Anthropic billing, Gemini quota exhaustion). Retrying does not help: the instance is
+    /// taken out for a long cooldown and the call falls back at once.
+    QuotaExceeded,
+    /// The provider does not serve the configured model (HTTP 404, `model_not_found`): the
+    /// instance is marked failed and the call falls back.
+    ModelNotFound,
+    /// A bug inside the engine (a panic), reported with the route instead of leaving the call
+    /// pending. Always logged.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order (the Python binding checks it has a class for each).
+    pub const ALL: [ErrorKind; 21] = [
+        ErrorKind::RateLimited,
+        ErrorKind::ServerError,
+        ErrorKind::Overloaded,
+        ErrorKind::Timeout,
+        ErrorKind::ConnectionError,
+        ErrorKind::AuthError,
+        ErrorKind::BadRequest,
+        ErrorKind::ContextWindowExceeded,
+        ErrorKind::ContentFiltered,
+        ErrorKind::StreamInterrupted,
+        ErrorKind::InvalidResponse,
+        ErrorKind::PoolExhausted,
+        ErrorKind::QueueTimeout,
+        ErrorKind::CircuitOpen,
+        ErrorKind::AllTargetsFailed,
+        ErrorKind::Routing,
+        ErrorKind::Config,
+        ErrorKind::Cancelled,
+        ErrorKind::QuotaExceeded,
+        ErrorKind::ModelNotFound,
+        ErrorKind::Internal,
+    ];
 }
 
 impl ErrorKind {
@@ -74,6 +111,9 @@ impl ErrorKind {
             ErrorKind::Routing => "routing",
             ErrorKind::Config => "config",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
+            ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::Internal => "internal",
         }
     }
 
@@ -102,6 +142,7 @@ impl ErrorKind {
                 | ErrorKind::InvalidResponse
                 | ErrorKind::StreamInterrupted
                 | ErrorKind::AuthError
+                | ErrorKind::ModelNotFound
         )
     }
 }

@@ -5,9 +5,14 @@ the result classes below are what those return.
 """
 
 import asyncio
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 __version__: str
+
+def error_kinds() -> List[Tuple[str, str]]:
+    """``(kind, class name)`` of every error kind the engine can raise; each class is in
+    :mod:`echelon.errors`."""
+    ...
 
 def runtime_workers() -> int:
     """Worker threads of the engine's tokio runtime (``ECHELON_WORKER_THREADS``, default 2-4)."""

@@ -30,6 +30,10 @@ __all__ = [
     "QueueTimeout",
     "CircuitOpen",
     "AllTargetsFailed",
+    "QuotaExceeded",
+    "ModelNotFound",
+    "Cancelled",
+    "InternalError",
 ]
 
 
@@ -111,6 +115,22 @@ class RateLimited(ProviderError):
 
     kind = "rate_limited"
     retryable = True
+
+
+class QuotaExceeded(RateLimited):
+    """The account behind the key is out of quota or credit (OpenAI ``insufficient_quota``,
+    Anthropic billing errors, Gemini quota exhaustion). Sending again does not help: the instance
+    is taken out for a long cooldown and the call falls back at once."""
+
+    kind = "quota_exceeded"
+    retryable = False
+
+
+class ModelNotFound(ProviderError):
+    """The provider does not serve the configured model (HTTP 404, ``model_not_found``). Not the
+    request's fault: the instance is marked failed and the call falls back."""
+
+    kind = "model_not_found"
 
 
 class ServerError(ProviderError):
@@ -214,6 +234,20 @@ class AllTargetsFailed(EchelonError):
     last_kind: Optional[str] = None
 
 
+class Cancelled(EchelonError):
+    """The request was cancelled (it appears in traces, for example the losing attempt of a
+    hedge; a call cancelled by its caller raises ``asyncio.CancelledError`` as usual)."""
+
+    kind = "cancelled"
+
+
+class InternalError(EchelonError):
+    """A bug inside echelon's engine. The call ends with this instead of hanging; the message
+    names the route, and the engine logged the details."""
+
+    kind = "internal"
+
+
 _BY_KIND = {
     cls.kind: cls
     for cls in (
@@ -234,6 +268,10 @@ _BY_KIND = {
         QueueTimeout,
         CircuitOpen,
         AllTargetsFailed,
+        QuotaExceeded,
+        ModelNotFound,
+        Cancelled,
+        InternalError,
     )
 }
 

@@ -274,16 +274,61 @@ pub fn duration_from(name: &str, secs: Option<f64>) -> PyResult<Option<Duration>
 }
 
 /// The Python exception for a core error, built from `echelon.errors` with the trace attached.
+///
+/// If the class cannot be built (a broken install), the error still reaches the caller with
+/// its message and kind, never the failure of building it.
 pub fn error_to_py(py: Python<'_>, e: Error) -> PyErr {
     match build_error(py, &e) {
         Ok(err) => err,
-        Err(fallback) => fallback,
+        Err(build_failure) => {
+            log::error!("could not build the Python exception for a {} error: {build_failure}", e.kind);
+            pyo3::exceptions::PyRuntimeError::new_err(format!("{}: {}", e.kind, e))
+        }
     }
 }
 
+/// The `echelon.errors` class of each kind. Exhaustive on purpose: a new kind does not compile
+/// until it has a class, and `tests/test_errors_binding.py` checks every name exists.
+pub fn class_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::RateLimited => "RateLimited",
+        ErrorKind::ServerError => "ServerError",
+        ErrorKind::Overloaded => "Overloaded",
+        ErrorKind::Timeout => "Timeout",
+        ErrorKind::ConnectionError => "ConnectionError",
+        ErrorKind::AuthError => "AuthError",
+        ErrorKind::BadRequest => "BadRequest",
+        ErrorKind::ContextWindowExceeded => "ContextWindowExceeded",
+        ErrorKind::ContentFiltered => "ContentFiltered",
+        ErrorKind::StreamInterrupted => "StreamInterrupted",
+        ErrorKind::InvalidResponse => "InvalidResponse",
+        ErrorKind::PoolExhausted => "PoolExhausted",
+        ErrorKind::QueueTimeout => "QueueTimeout",
+        ErrorKind::CircuitOpen => "CircuitOpen",
+        ErrorKind::AllTargetsFailed => "AllTargetsFailed",
+        ErrorKind::Routing => "RoutingError",
+        ErrorKind::Config => "ConfigError",
+        ErrorKind::Cancelled => "Cancelled",
+        ErrorKind::QuotaExceeded => "QuotaExceeded",
+        ErrorKind::ModelNotFound => "ModelNotFound",
+        ErrorKind::Internal => "InternalError",
+    }
+}
+
+/// `echelon.errors`, imported once.
+fn errors_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
+    MODULE.get_or_try_init(py, || Ok(py.import("echelon.errors")?.unbind())).map(|m| m.bind(py))
+}
+
+/// `(kind, class name)` of every error kind, for the binding test.
+#[pyfunction]
+pub fn error_kinds() -> Vec<(&'static str, &'static str)> {
+    ErrorKind::ALL.iter().map(|k| (k.as_str(), class_name(*k))).collect()
+}
+
 fn build_error(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
-    let errors = py.import("echelon.errors")?;
-    let cls = errors.getattr("_class_for")?.call1((e.kind.as_str(),))?;
+    let cls = errors_module(py)?.getattr(class_name(e.kind))?;
     let kw = PyDict::new(py);
     kw.set_item("status", e.status)?;
     kw.set_item("retry_after", e.retry_after.map(|d| d.as_secs_f64()))?;

@@ -26,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The core's `log` records go to Python's `logging` (loggers `_core.*`, `echelon.events`).
     logs::init(m.py())?;
     m.add_function(wrap_pyfunction!(logs::flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::error_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(logs::refresh_log_levels, m)?)?;
     // One runtime for everything, started here so that a bad ECHELON_WORKER_THREADS fails
     // the import with a ConfigError naming it. Results come back through `completer`.

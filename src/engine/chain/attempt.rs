@@ -138,7 +138,7 @@ pub fn next_step(e: &Error, inst: &Instance, content_filter_fallback: bool) -> N
         return Next::Stop;
     }
     match e.kind {
-        ErrorKind::BadRequest | ErrorKind::Cancelled | ErrorKind::Routing | ErrorKind::Config => Next::Stop,
+        ErrorKind::BadRequest | ErrorKind::Cancelled | ErrorKind::Routing | ErrorKind::Config | ErrorKind::Internal => Next::Stop,
         ErrorKind::ContentFiltered => {
             if content_filter_fallback {
                 Next::NextTarget
@@ -147,7 +147,8 @@ pub fn next_step(e: &Error, inst: &Instance, content_filter_fallback: bool) -> N
             }
         }
         ErrorKind::ContextWindowExceeded => Next::LargerContext(inst.context_window),
-        ErrorKind::RateLimited | ErrorKind::AuthError => Next::OtherInstance,
+        ErrorKind::RateLimited | ErrorKind::AuthError | ErrorKind::ModelNotFound => Next::OtherInstance,
+        ErrorKind::QuotaExceeded => Next::NextTarget,
         ErrorKind::ServerError
         | ErrorKind::Overloaded
         | ErrorKind::Timeout
