@@ -222,7 +222,7 @@ async def fail_probes_and_wait_for_transition_log(mock, caplog, model: str) -> l
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-        hits = [r for r in caplog.records if r.name == "_core.router" and f"g.echelon1_{model} is now" in r.getMessage()]
+        hits = [r for r in caplog.records if r.name == "_core.engine.router" and f"g.echelon1_{model} is now" in r.getMessage()]
         if hits:
             return hits[0]
     raise AssertionError([(r.name, r.getMessage()) for r in caplog.records])

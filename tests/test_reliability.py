@@ -98,37 +98,54 @@ async def test_s01_rate_limit_with_retry_after_is_honoured_and_next_instance_ser
 
 # -- 2. 429 without Retry-After ---------------------------------------------------------------
 
-async def test_s02_rate_limit_without_retry_after_backs_off_then_falls_back(mock):
+async def test_s02_rate_limit_without_retry_after_falls_back_at_once_while_the_instance_cools(mock):
+    # A cooling instance is not waited for while a later target can serve.
     mock.script("m-a", {"fault": "rate_limit"})
     cfg = mock_config(mock.openai_base_url, groups=two_tier(["m-a"], ["m-b"], retries=2))
     common = cfg["providers"]["mock"]["common"]
-    common["rate_limit_cooldown"] = 0.1
+    common["rate_limit_cooldown"] = 5
     common["retry_config"] = {"base_delay": 0.02, "max_delay": 0.2}
     async with Router.from_dict(cfg) as router:
-        t0 = time.monotonic()
         r = await router.chat("hi", group="t", timeout=10)
-        elapsed = time.monotonic() - t0
         assert r.served_by == "t.echelon2_m-b"
-        assert trace(r.attempts) == [("t.echelon1_m-a", "rate_limited")] * 3 + [("t.echelon2_m-b", None)]
-        assert [a.role for a in r.attempts] == ["primary", "retry", "retry", "fallback"]
-        # Each retry waited out the backoff (at least the 429 cooldown; an attempt's latency
-        # includes its wait for the instance).
-        ends = [a.started_after + a.latency for a in r.attempts[:3]]
+        assert trace(r.attempts) == [("t.echelon1_m-a", "rate_limited"), ("t.echelon2_m-b", None)]
+        assert [a.role for a in r.attempts] == ["primary", "fallback"]
+        assert instance_status(router, "t", "t.echelon1_m-a")["cooldown_remaining"] > 4
+        # While it cools, later calls skip it without sending anything.
+        r = await router.chat("hi", group="t", timeout=10)
+        assert [(a.target, a.error) for a in r.attempts] == [("t.echelon1", "rate_limited"), ("t.echelon2", None)]
+    assert requests(mock, "m-a") == 1
+
+
+async def test_s02a_rate_limit_without_retry_after_on_the_last_target_backs_off_and_retries(mock):
+    mock.script("m-a", {"steps": [{"fault": "rate_limit"}, {"fault": "rate_limit"}], "then": "ok"})
+    cfg = mock_config(mock.openai_base_url)
+    common = cfg["providers"]["mock"]["common"]
+    common["rate_limit_cooldown"] = 0.1
+    common["retry_config"] = {"base_delay": 0.02, "max_delay": 0.2}
+    common["max_retries"] = 2
+    async with Router.from_dict(cfg) as router:
+        t0 = time.monotonic()
+        r = await router.chat("hi", group="solo", timeout=10)
+        elapsed = time.monotonic() - t0
+        assert r.served_by == "solo.echelon1_m-a"
+        assert trace(r.attempts) == [("solo.echelon1_m-a", "rate_limited")] * 2 + [("solo.echelon1_m-a", None)]
+        assert [a.role for a in r.attempts] == ["primary", "retry", "retry"]
+        # Each retry waited out at least the 429 cooldown (an attempt's latency includes
+        # its wait for the instance).
+        ends = [a.started_after + a.latency for a in r.attempts]
         for prev, nxt in zip(ends, ends[1:]):
             assert nxt - prev >= 0.1 - 0.005
         assert elapsed >= 0.2
     assert requests(mock, "m-a") == 3
-    assert model_counters(mock, "m-a")["statuses"] == {"429": 3}
-    assert requests(mock, "m-b") == 1
 
 
 async def test_s02b_retry_on_the_same_instance_waits_out_retry_after_then_serves(mock):
     # One instance: the retry after a 503 must go to the same one, after its Retry-After
-    # (no cooldown or breaker is involved for a single 5xx, so only the retry's own wait
-    # can account for the gap).
+    # (within max_delay, so it is waited for rather than moved past).
     mock.script("m-a", {"steps": [{"fault": "server_error", "status": 503, "retry_after_ms": 300}], "then": "ok"})
     cfg = mock_config(mock.openai_base_url, groups=two_tier(["m-a"], ["m-b"], retries=1))
-    cfg["providers"]["mock"]["common"]["retry_config"] = {"base_delay": 0.001, "max_delay": 0.002}
+    cfg["providers"]["mock"]["common"]["retry_config"] = {"base_delay": 0.001, "max_delay": 1.0}
     async with Router.from_dict(cfg) as router:
         t0 = time.monotonic()
         r = await router.chat("hi", group="t", timeout=10)
@@ -139,6 +156,37 @@ async def test_s02b_retry_on_the_same_instance_waits_out_retry_after_then_serves
         assert elapsed >= 0.3
     assert requests(mock, "m-a") == 2
     assert requests(mock, "m-b") == 0
+
+
+async def test_s02c_a_retry_after_longer_than_max_delay_moves_on_at_once_and_cools_the_instance(mock):
+    # A 503 saying "come back in 10 minutes" with max_retries 2: never slept on, the next
+    # target serves at once, and the instance is left alone for the 10 minutes.
+    mock.script("m-a", {"fault": "server_error", "status": 503, "retry_after": "600"})
+    cfg = mock_config(mock.openai_base_url, groups=two_tier(["m-a"], ["m-b"], retries=2))
+    cfg["providers"]["mock"]["common"]["retry_config"] = {"base_delay": 0.01, "max_delay": 2}
+    async with Router.from_dict(cfg) as router:
+        t0 = time.monotonic()
+        r = await router.chat("hi", group="t", timeout=30)
+        assert time.monotonic() - t0 < 5
+        assert trace(r.attempts) == [("t.echelon1_m-a", "server_error"), ("t.echelon2_m-b", None)]
+        cooldown = instance_status(router, "t", "t.echelon1_m-a")["cooldown_remaining"]
+        assert 590 < cooldown <= 600
+    assert requests(mock, "m-a") == 1
+
+
+@pytest.mark.parametrize("retry_after", ["Fri, 31 Dec 9999 23:59:59 GMT", "99999999999999999999", "86400000"])
+async def test_s02d_absurd_retry_after_values_are_capped_at_a_day_and_never_hang(mock, retry_after):
+    mock.script("m-a", {"fault": "rate_limit", "retry_after": retry_after})
+    cfg = mock_config(mock.openai_base_url, groups=two_tier(["m-a"], ["m-b"]))
+    async with Router.from_dict(cfg) as router:
+        r = await asyncio.wait_for(router.chat("hi", group="t", timeout=10), 8)
+        assert r.served_by == "t.echelon2_m-b"
+        cooldown = instance_status(router, "t", "t.echelon1_m-a")["cooldown_remaining"]
+        assert cooldown <= 24 * 3600
+        # With nothing else to fall back to, the call ends at once with the provider's hint.
+        with pytest.raises(echelon.RateLimited) as ei:
+            await asyncio.wait_for(router.chat("hi", route="echelon:t.echelon1", timeout=10), 8)
+        assert ei.value.retry_after is not None and ei.value.retry_after <= 24 * 3600
 
 
 # -- 3. Persistent 503: breaker opens ---------------------------------------------------------
@@ -332,7 +380,7 @@ async def test_s09_connection_refused_or_reset_retried_fallback_and_health_check
         assert trace(r.attempts) == [("h.echelon1_m-b", None)]
         with MockProvider(port=port) as late:
             assert await eventually(lambda: status() == "healthy", timeout=10)
-            assert late.counters()["probes"] >= 2
+            assert late.counters()["probes"] >= 1
             served = {(await router.chat("hi", pool="hp")).served_by for _ in range(4)}
             assert late_id in served
             assert requests(late, "late-a") >= 1

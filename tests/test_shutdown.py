@@ -65,4 +65,4 @@ def test_exit_right_after_the_last_engine_result_is_clean(mock, mode):
         assert done.returncode == 0, f"run {run}: exit status {done.returncode}\n{done.stderr[-2000:]}"
         assert done.stdout.strip() == "done", done.stdout + done.stderr
         if mode == "logging":
-            assert "_core.router INFO instance g.echelon1_m-a is now" in done.stderr, done.stderr[-2000:]
+            assert "_core.engine.router INFO instance g.echelon1_m-a is now" in done.stderr, done.stderr[-2000:]

@@ -284,7 +284,7 @@ impl Default for FallbackConfig {
             strategy: FallbackStrategy::EchelonDown,
             fallback_groups: Vec::new(),
             max_attempts: 3,
-            retry_delay: Duration::from_secs(1),
+            retry_delay: Duration::ZERO,
             circuit_breaker: None,
             on_content_filter: false,
             hedge_after: None,
@@ -479,7 +479,7 @@ impl Default for GlobalConfig {
         Self {
             fallback_enabled: true,
             max_attempts: 3,
-            retry_delay: Duration::from_secs(1),
+            retry_delay: Duration::ZERO,
             circuit_breaker: BreakerConfig::default(),
             default_route: None,
             request_timeout: None,

@@ -1,198 +1,83 @@
 //! An instance: one model in one echelon of one group, with its client, limits, breaker,
-//! health and statistics. Pools and echelons select among instances and take a [`Lease`] on
-//! the chosen one; the lease releases everything on every path (success, error, cancellation).
+//! health and statistics. Pools and echelons select among instances and take a
+//! [`Lease`](super::lease::Lease) on the chosen one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::Notify;
 
-use crate::state::breaker::{Admission, Breaker, BreakerState};
+use super::lease::Lease;
 use crate::config::{RetryConfig, Timeouts};
-use crate::error::{Error, ErrorKind, TimeoutKind};
-use crate::observe::events::{EventBus, EventKind};
-use crate::state::health::{Health, InstanceStatus, Transition};
-use crate::state::limit::{ConcurrencyLimit, RateLimiter};
-use crate::provider::ProviderClient;
 use crate::engine::schedule::Candidate;
-use crate::types::{ChatRequest, ChatResponse, Usage};
-
-/// Process-wide monotonic epoch, so instants fit in atomics as nanoseconds.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn to_nanos(t: Instant) -> u64 {
-    t.saturating_duration_since(epoch()).as_nanos() as u64 + 1
-}
-
-fn from_nanos(n: u64) -> Option<Instant> {
-    (n != 0).then(|| epoch() + Duration::from_nanos(n - 1))
-}
-
-const LATENCY_RING: usize = 256;
-/// Weight of a new sample in the latency EWMA.
-const EWMA_ALPHA: f64 = 0.3;
-
-#[derive(Default)]
-struct Latency {
-    ewma: Option<f64>,
-    sum: f64,
-    count: u64,
-    ring: Vec<f32>,
-    /// When each ring sample was taken (`to_nanos`), for time-windowed quantiles (alerts).
-    ring_at: Vec<u64>,
-    pos: usize,
-}
-
-/// Call statistics of one instance. Lock-free counters plus a small latency window.
-#[derive(Default)]
-pub struct InstanceStats {
-    requests: AtomicU64,
-    successes: AtomicU64,
-    failures: AtomicU64,
-    last_used: AtomicU64,
-    cooldown_until: AtomicU64,
-    latency: Mutex<Latency>,
-    /// Mean latency and EWMA mirrored out of `latency` as they change, so weighted and
-    /// latency picks read atomics instead of taking the lock per candidate.
-    avg_mirror: F64Mirror,
-    ewma_mirror: F64Mirror,
-}
-
-/// An `Option<f64>` of a positive quantity in one atomic (0 bits = `None`).
-#[derive(Default)]
-struct F64Mirror(AtomicU64);
-
-impl F64Mirror {
-    fn set(&self, v: f64) {
-        // A measured latency is never exactly 0 s; the floor keeps 0 bits meaning "none".
-        self.0.store(v.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
-    }
-    fn get(&self) -> Option<f64> {
-        match self.0.load(Ordering::Relaxed) {
-            0 => None,
-            bits => Some(f64::from_bits(bits)),
-        }
-    }
-}
-
-/// A snapshot of an instance's statistics for status output.
-#[derive(Clone, Debug, Serialize)]
-pub struct StatsSnapshot {
-    pub requests: u64,
-    pub successes: u64,
-    pub failures: u64,
-    /// Mean latency of successful calls, seconds.
-    pub avg_latency: f64,
-    pub ewma_latency: Option<f64>,
-    pub p50_latency: Option<f64>,
-    pub p99_latency: Option<f64>,
-}
-
-impl InstanceStats {
-    fn record_latency(&self, secs: f64) {
-        let mut l = self.latency.lock();
-        l.ewma = Some(match l.ewma {
-            Some(prev) => prev + EWMA_ALPHA * (secs - prev),
-            None => secs,
-        });
-        l.sum += secs;
-        l.count += 1;
-        self.avg_mirror.set(l.sum / l.count as f64);
-        if let Some(e) = l.ewma {
-            self.ewma_mirror.set(e);
-        }
-        let at = to_nanos(Instant::now());
-        if l.ring.len() < LATENCY_RING {
-            l.ring.push(secs as f32);
-            l.ring_at.push(at);
-        } else {
-            let pos = l.pos;
-            l.ring[pos] = secs as f32;
-            if let Some(slot) = l.ring_at.get_mut(pos) {
-                *slot = at;
-            }
-        }
-        l.pos = (l.pos + 1) % LATENCY_RING;
-    }
-
-    /// The weighted score's terms for an instance of `weight`.
-    pub fn weighted_terms(&self, weight: f64) -> crate::engine::schedule::WeightedTerms {
-        let (s, f) = (self.successes.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
-        crate::engine::schedule::WeightedTerms::new(weight, self.avg_mirror.get().unwrap_or(0.0), s, f)
-    }
-
-    /// Latencies (seconds) of the successful calls recorded since `since`, among the last
-    /// 256. Used by the alert evaluator's `p99_latency` rule.
-    pub fn latencies_since(&self, since: Instant) -> Vec<f64> {
-        let cut = to_nanos(since);
-        let l = self.latency.lock();
-        l.ring.iter().zip(&l.ring_at).filter(|(_, at)| **at >= cut).map(|(v, _)| *v as f64).collect()
-    }
-
-    /// Requests leased and counted failures so far (cheap; for windowed error ratios).
-    pub fn counts(&self) -> (u64, u64) {
-        (self.requests.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
-    }
-
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let l = self.latency.lock();
-        let (p50, p99) = if l.ring.is_empty() {
-            (None, None)
-        } else {
-            let mut v = l.ring.clone();
-            v.sort_by(|a, b| a.total_cmp(b));
-            let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64;
-            (Some(at(0.5)), Some(at(0.99)))
-        };
-        StatsSnapshot {
-            requests: self.requests.load(Ordering::Relaxed),
-            successes: self.successes.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            avg_latency: if l.count > 0 { l.sum / l.count as f64 } else { 0.0 },
-            ewma_latency: l.ewma,
-            p50_latency: p50,
-            p99_latency: p99,
-        }
-    }
-}
+use crate::error::Error;
+use crate::observe::events::{EventBus, EventKind};
+use crate::provider::ProviderClient;
+use crate::state::breaker::{Breaker, BreakerBlock, BreakerState};
+use crate::state::health::{Health, InstanceStatus, Transition};
+use crate::state::limit::{ConcurrencyLimit, RateBlock, RateGate};
+use crate::state::stats::{InstanceStats, StatsSnapshot};
+use crate::state::wait::{WaitCtx, Waiter};
 
 /// Why an instance cannot take a request right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Block {
-    /// At its concurrency limit: a slot frees when a request ends (wait for a release).
+    /// Capacity someone else holds: a concurrency slot, a half-open probe slot, or a place an
+    /// older waiter has in a rate limit's line. The limit wakes its waiters when it frees.
     Busy,
-    /// Rate-limited or cooling down until this instant.
-    Until(Instant),
-    /// Unhealthy, failed or its breaker is open: do not wait for it.
-    Down,
+    /// Our own RPM/TPM budget fits again at this instant.
+    Rate(Instant),
+    /// The provider asked for a pause (a 429, a Retry-After, an exhausted quota) until then.
+    Cooling(Instant),
+    /// The breaker is open until then: not worth waiting for (fail fast, fall back), but worth
+    /// a look then.
+    Down(Instant),
 }
+
+/// Where an instance reports its health transitions (the router logs and publishes them).
+pub type TransitionSink = Box<dyn Fn(&Instance, Transition) + Send + Sync>;
 
 /// Everything needed to build an [`Instance`].
 pub struct InstanceParts {
+    /// Stable id: `"<group>.<echelon>_<model>"`.
     pub id: String,
+    /// The group it belongs to (`"direct"` for a direct model route).
     pub group: String,
+    /// The echelon it belongs to.
     pub echelon: String,
+    /// Logical model name.
     pub model_name: String,
+    /// Provider name.
     pub provider: String,
+    /// The HTTP client for its provider and model.
     pub client: ProviderClient,
+    /// Per-attempt timeouts.
     pub timeouts: Timeouts,
+    /// Retry settings on its target.
     pub retry: RetryConfig,
+    /// Selection weight.
     pub weight: f64,
+    /// Context window in tokens.
     pub context_window: u32,
+    /// Shortest pause after a 429.
     pub rate_limit_cooldown: Duration,
+    /// Pause after a quota/billing error (at least; a longer Retry-After wins).
+    pub quota_cooldown: Duration,
+    /// Its own concurrency limit (the echelon's `concurrency_limit`).
     pub concurrency: Arc<ConcurrencyLimit>,
+    /// The model's `max_concurrency`, shared by every instance of the model.
     pub model_concurrency: Option<Arc<ConcurrencyLimit>>,
-    pub rpm: Option<Arc<dyn RateLimiter>>,
-    pub model_rpm: Option<Arc<dyn RateLimiter>>,
-    pub model_tpm: Option<Arc<dyn RateLimiter>>,
+    /// The echelon's `rpm_limit`.
+    pub rpm: Option<Arc<RateGate>>,
+    /// The model's RPM, shared by every instance of the model.
+    pub model_rpm: Option<Arc<RateGate>>,
+    /// The model's TPM, shared by every instance of the model.
+    pub model_tpm: Option<Arc<RateGate>>,
+    /// Its circuit breaker.
     pub breaker: Arc<Breaker>,
+    /// Its health view and probe settings.
     pub health: Arc<Health>,
+    /// Its call statistics and cooldown.
     pub stats: Arc<InstanceStats>,
 }
 
@@ -200,35 +85,45 @@ pub struct InstanceParts {
 pub struct Instance {
     /// Stable id: `"<group>.<echelon>_<model>"`.
     pub id: String,
+    /// The group it belongs to.
     pub group: String,
+    /// The echelon it belongs to.
     pub echelon: String,
     /// Logical model name.
     pub model_name: String,
     /// Provider name (for provider failover).
     pub provider: String,
+    /// The HTTP client.
     pub client: ProviderClient,
+    /// Per-attempt timeouts.
     pub timeouts: Timeouts,
+    /// Retry settings on its target.
     pub retry: RetryConfig,
+    /// Selection weight.
     pub weight: f64,
+    /// Context window in tokens.
     pub context_window: u32,
-    rate_limit_cooldown: Duration,
-    concurrency: Arc<ConcurrencyLimit>,
-    model_concurrency: Option<Arc<ConcurrencyLimit>>,
-    rpm: Option<Arc<dyn RateLimiter>>,
-    model_rpm: Option<Arc<dyn RateLimiter>>,
-    model_tpm: Option<Arc<dyn RateLimiter>>,
+    pub(super) rate_limit_cooldown: Duration,
+    pub(super) quota_cooldown: Duration,
+    pub(super) concurrency: Arc<ConcurrencyLimit>,
+    pub(super) model_concurrency: Option<Arc<ConcurrencyLimit>>,
+    pub(super) rpm: Option<Arc<RateGate>>,
+    pub(super) model_rpm: Option<Arc<RateGate>>,
+    pub(super) model_tpm: Option<Arc<RateGate>>,
+    /// Its circuit breaker: the one state machine that decides whether it gets traffic.
     pub breaker: Arc<Breaker>,
+    /// What its health shows (read from the breaker) and its active-probe settings.
     pub health: Arc<Health>,
+    /// Call statistics and cooldown.
     pub stats: Arc<InstanceStats>,
-    /// Waiters to wake when a slot on this instance frees (its echelon and pools).
-    domains: OnceLock<Vec<Arc<Notify>>>,
-    /// Sink for state-change events (set by the router).
-    on_transition: OnceLock<Box<dyn Fn(&Instance, Transition) + Send + Sync>>,
+    /// Sink for health transitions (set by the router).
+    on_transition: OnceLock<TransitionSink>,
     /// The router's event bus (set by the router; absent in bare unit tests).
     events: OnceLock<Arc<EventBus>>,
 }
 
 impl Instance {
+    /// An instance from its parts.
     pub fn new(p: InstanceParts) -> Self {
         Self {
             id: p.id,
@@ -242,6 +137,7 @@ impl Instance {
             weight: p.weight,
             context_window: p.context_window,
             rate_limit_cooldown: p.rate_limit_cooldown,
+            quota_cooldown: p.quota_cooldown,
             concurrency: p.concurrency,
             model_concurrency: p.model_concurrency,
             rpm: p.rpm,
@@ -250,19 +146,13 @@ impl Instance {
             breaker: p.breaker,
             health: p.health,
             stats: p.stats,
-            domains: OnceLock::new(),
             on_transition: OnceLock::new(),
             events: OnceLock::new(),
         }
     }
 
-    /// Register the wait queues to wake when a slot frees. Called once while building.
-    pub fn set_domains(&self, domains: Vec<Arc<Notify>>) {
-        let _ = self.domains.set(domains);
-    }
-
     /// Register a callback for health transitions. Called once while building.
-    pub fn set_transition_sink(&self, sink: Box<dyn Fn(&Instance, Transition) + Send + Sync>) {
+    pub fn set_transition_sink(&self, sink: TransitionSink) {
         let _ = self.on_transition.set(sink);
     }
 
@@ -280,12 +170,12 @@ impl Instance {
     /// The breaker's phase before an outcome, when someone listens for breaker events (so the
     /// extra lock is only paid then).
     #[inline]
-    fn breaker_watch(&self) -> Option<BreakerState> {
+    pub(super) fn breaker_watch(&self) -> Option<BreakerState> {
         self.events.get().filter(|b| b.active()).map(|_| self.breaker.phase())
     }
 
     /// Emit a breaker event if the phase changed since `before`.
-    fn breaker_changed(&self, before: Option<BreakerState>, err: Option<&Error>) {
+    pub(super) fn breaker_changed(&self, before: Option<BreakerState>, err: Option<&Error>) {
         let (Some(from), Some(bus)) = (before, self.events.get()) else { return };
         let to = self.breaker.phase();
         if from == to {
@@ -295,6 +185,9 @@ impl Instance {
             let snap = self.breaker.snapshot(Instant::now());
             let class = err.map(|e| e.kind.as_str()).unwrap_or("");
             let reason = match (from, to) {
+                (_, BreakerState::Open) if snap.open_cause == Some(crate::state::breaker::OpenCause::Misconfigured) => {
+                    format!("the provider refused the instance's configuration ({class})")
+                }
                 (BreakerState::Closed, BreakerState::Open) if snap.failure_count >= snap.failure_threshold.max(1) => {
                     format!("{} consecutive failures (last: {class})", snap.failure_count)
                 }
@@ -308,15 +201,22 @@ impl Instance {
         });
     }
 
-    fn transitioned(&self, t: Option<Transition>) {
+    /// Report a health transition (if any) to the router's sink.
+    pub(super) fn transitioned(&self, t: Option<Transition>) {
         if let (Some(t), Some(sink)) = (t, self.on_transition.get()) {
             sink(self, t);
         }
     }
 
+    /// Look at the health again (time-based recovery) and report a change.
+    pub fn refresh_health(&self, now: Instant) {
+        let t = self.health.observe(&self.breaker, now, None);
+        self.transitioned(t);
+    }
+
     /// Health status now.
     pub fn status(&self, now: Instant) -> InstanceStatus {
-        self.health.status(now)
+        self.health.status(&self.breaker, now)
     }
 
     /// Requests in flight on this instance.
@@ -329,40 +229,62 @@ impl Instance {
         self.concurrency.limit()
     }
 
-    /// When a 429 cooldown ends, if one is running.
-    pub fn cooldown_until(&self, now: Instant) -> Option<Instant> {
-        from_nanos(self.stats.cooldown_until.load(Ordering::Relaxed)).filter(|t| *t > now)
+    /// Callers queued for this instance's own concurrency slot.
+    pub fn waiting(&self) -> usize {
+        self.concurrency.waiting()
     }
 
-    /// Whether the instance could take a request now, without taking anything.
-    pub fn check(&self, now: Instant, est_tokens: u64) -> Result<(), Block> {
-        if !self.health.status(now).is_available() || !self.breaker.would_admit(now) {
-            return Err(Block::Down);
+    /// When a cooldown (429, Retry-After, quota) ends, if one is running.
+    pub fn cooldown_until(&self, now: Instant) -> Option<Instant> {
+        self.stats.cooldown_until(now)
+    }
+
+    fn rate_gates(&self, est_tokens: u64) -> [(Option<&Arc<RateGate>>, u64); 3] {
+        [(self.rpm.as_ref(), 1), (self.model_rpm.as_ref(), 1), (self.model_tpm.as_ref(), est_tokens)]
+    }
+
+    /// Whether `who` (`None`: a caller that has not waited) could take a request now, without
+    /// taking or queueing anything.
+    pub fn check(&self, now: Instant, est_tokens: u64, who: Option<&Waiter>) -> Result<(), Block> {
+        match self.breaker.check(now, who) {
+            Err(BreakerBlock::Open { until }) => return Err(Block::Down(until)),
+            Err(BreakerBlock::ProbesBusy) => return Err(Block::Busy),
+            Ok(()) => {}
         }
         if let Some(t) = self.cooldown_until(now) {
-            return Err(Block::Until(t));
+            return Err(Block::Cooling(t));
         }
-        if !self.concurrency.has_room() || self.model_concurrency.as_ref().is_some_and(|c| !c.has_room()) {
+        if !self.concurrency.has_room_for(who) || self.model_concurrency.as_ref().is_some_and(|c| !c.has_room_for(who)) {
             return Err(Block::Busy);
         }
-        for (limiter, cost) in [(&self.rpm, 1), (&self.model_rpm, 1), (&self.model_tpm, est_tokens)] {
-            if let Some(l) = limiter {
-                if let Err(wait) = l.check(cost, now) {
-                    return Err(Block::Until(now + wait));
+        for (gate, cost) in self.rate_gates(est_tokens) {
+            if let Some(g) = gate {
+                match g.check(cost, now, who) {
+                    Ok(()) => {}
+                    Err(RateBlock::Until(t)) => return Err(Block::Rate(t)),
+                    Err(RateBlock::Queued) => return Err(Block::Busy),
                 }
             }
         }
         Ok(())
     }
 
-    /// Take a slot: concurrency, rate budgets and a breaker admission, all or nothing.
-    pub fn try_lease(self: &Arc<Self>, now: Instant, est_tokens: u64) -> Result<Lease, Block> {
-        self.check(now, est_tokens)?;
-        if !self.concurrency.try_acquire() {
+    /// Take a slot for the caller of `ctx`: concurrency (instance, then model), rate budgets and
+    /// a breaker admission, all or nothing. A waiting caller is queued in the limit that
+    /// refused it.
+    pub fn try_lease(self: &Arc<Self>, now: Instant, est_tokens: u64, ctx: &mut WaitCtx) -> Result<Lease, Block> {
+        // Time-based blocks first: they take nothing and queue nobody.
+        if let Err(BreakerBlock::Open { until }) = self.breaker.check(now, None) {
+            return Err(Block::Down(until));
+        }
+        if let Some(t) = self.cooldown_until(now) {
+            return Err(Block::Cooling(t));
+        }
+        if !self.concurrency.try_acquire(ctx) {
             return Err(Block::Busy);
         }
         if let Some(mc) = &self.model_concurrency {
-            if !mc.try_acquire() {
+            if !mc.try_acquire(ctx) {
                 self.concurrency.release();
                 return Err(Block::Busy);
             }
@@ -373,52 +295,80 @@ impl Instance {
                 mc.release();
             }
         };
-        let mut taken: Vec<(&Arc<dyn RateLimiter>, u64)> = Vec::with_capacity(3);
-        for (limiter, cost) in [(&self.rpm, 1), (&self.model_rpm, 1), (&self.model_tpm, est_tokens)] {
-            if let Some(l) = limiter {
-                if let Err(wait) = l.try_acquire(cost, now) {
-                    for (l, c) in taken {
-                        l.adjust(-(c as i64), now);
+        let gates = self.rate_gates(est_tokens);
+        for (i, (gate, cost)) in gates.iter().enumerate() {
+            let Some(g) = gate else { continue };
+            if let Err(b) = g.try_take(*cost, now, ctx) {
+                for (taken, c) in gates[..i].iter() {
+                    if let Some(t) = taken {
+                        t.give_back(*c, now);
                     }
-                    release_slots(self);
-                    return Err(Block::Until(now + wait));
                 }
-                taken.push((l, cost));
+                release_slots(self);
+                return Err(match b {
+                    RateBlock::Until(t) => Block::Rate(t),
+                    RateBlock::Queued => Block::Busy,
+                });
             }
         }
         let watch = self.breaker_watch();
-        let Some(admission) = self.breaker.try_admit(now) else {
-            for (l, c) in taken {
-                l.adjust(-(c as i64), now);
+        let admission = match self.breaker.admit(now, ctx) {
+            Ok(a) => a,
+            Err(b) => {
+                for (taken, c) in gates.iter() {
+                    if let Some(t) = taken {
+                        t.give_back(*c, now);
+                    }
+                }
+                release_slots(self);
+                return Err(match b {
+                    BreakerBlock::Open { until } => Block::Down(until),
+                    BreakerBlock::ProbesBusy => Block::Busy,
+                });
             }
-            release_slots(self);
-            return Err(Block::Down);
         };
         self.breaker_changed(watch, None);
-        self.stats.last_used.store(to_nanos(now), Ordering::Relaxed);
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease { inst: self.clone(), admission, est_tokens, started: now, done: false })
+        self.stats.record_lease(now);
+        Ok(Lease::new(self.clone(), admission, est_tokens, now))
     }
 
-    fn release(&self) {
+    /// Give back the slots a lease held (concurrency, model concurrency).
+    pub(super) fn release_slots(&self) {
         self.concurrency.release();
         if let Some(mc) = &self.model_concurrency {
             mc.release();
         }
-        if let Some(domains) = self.domains.get() {
-            for d in domains {
-                d.notify_one();
+    }
+
+    /// Give back rate budget a request did not use.
+    pub(super) fn give_back(&self, rpm: bool, tokens: u64, now: Instant) {
+        if rpm {
+            for g in [&self.rpm, &self.model_rpm].into_iter().flatten() {
+                g.give_back(1, now);
             }
+        }
+        if let Some(tpm) = &self.model_tpm {
+            tpm.give_back(tokens, now);
+        }
+    }
+
+    /// Correct the TPM estimate to the real usage.
+    pub(super) fn correct_tokens(&self, delta: i64, now: Instant) {
+        if let Some(tpm) = &self.model_tpm {
+            tpm.correct(delta, now);
         }
     }
 
     /// Record an active health probe result.
     pub fn on_probe(&self, ok: bool) {
-        let t = self.health.on_probe(ok, Instant::now());
+        let watch = self.breaker_watch();
+        let t = self.health.on_probe(ok, &self.breaker, Instant::now());
+        self.breaker_changed(watch, None);
         self.transitioned(t);
     }
 
-    /// Effective timeouts for an attempt that must end by `deadline`.
+    /// Effective timeouts for an attempt that must end by `deadline`, and whether the deadline
+    /// shortened them.
     pub fn timeouts_until(&self, deadline: Option<Instant>, now: Instant) -> (Timeouts, bool) {
         let mut t = self.timeouts;
         let mut clamped = false;
@@ -444,144 +394,64 @@ impl Candidate for Arc<Instance> {
         self.concurrency.limit()
     }
     fn last_used(&self) -> Option<Instant> {
-        from_nanos(self.stats.last_used.load(Ordering::Relaxed))
+        self.stats.last_used()
     }
     fn weight(&self) -> f64 {
         self.weight
     }
     fn avg_latency(&self) -> f64 {
-        self.stats.avg_mirror.get().unwrap_or(0.0)
+        self.stats.avg_latency().unwrap_or(0.0)
     }
     fn ewma_latency(&self) -> Option<f64> {
-        self.stats.ewma_mirror.get()
+        self.stats.ewma_latency()
     }
     fn success_count(&self) -> u64 {
-        self.stats.successes.load(Ordering::Relaxed)
+        self.stats.successes()
     }
     fn failure_count(&self) -> u64 {
-        self.stats.failures.load(Ordering::Relaxed)
+        self.stats.failures()
     }
     fn weighted_terms(&self) -> crate::engine::schedule::WeightedTerms {
         self.stats.weighted_terms(self.weight)
     }
 }
 
-/// A slot held on an instance for one attempt. Finish it with the outcome; dropping it
-/// unfinished (cancellation) releases everything and counts as neutral.
-pub struct Lease {
-    inst: Arc<Instance>,
-    admission: Admission,
-    est_tokens: u64,
-    started: Instant,
-    done: bool,
-}
-
-impl Lease {
-    pub fn instance(&self) -> &Arc<Instance> {
-        &self.inst
-    }
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
-    /// Record a success with the real usage (corrects the TPM estimate).
-    pub fn succeed(mut self, usage: Option<Usage>) {
-        self.done = true;
-        let now = Instant::now();
-        let inst = &self.inst;
-        inst.stats.successes.fetch_add(1, Ordering::Relaxed);
-        inst.stats.record_latency(now.duration_since(self.started).as_secs_f64());
-        let watch = inst.breaker_watch();
-        inst.breaker.on_success(self.admission, now);
-        inst.breaker_changed(watch, None);
-        let t = inst.health.on_success(now);
-        if let (Some(tpm), Some(u)) = (&inst.model_tpm, usage) {
-            tpm.adjust(u.total_tokens as i64 - self.est_tokens as i64, now);
-        }
-        inst.release();
-        inst.transitioned(t);
-    }
-
-    /// Record a failure. Applies the 429 cooldown, breaker and health rules for its class.
-    pub fn fail(mut self, err: &Error) {
-        self.done = true;
-        let now = Instant::now();
-        let inst = &self.inst;
-        let caller_deadline = err.timeout == Some(TimeoutKind::Deadline);
-        let mut t = None;
-        if err.kind == ErrorKind::RateLimited {
-            let cool = err.retry_after.unwrap_or_default().max(inst.rate_limit_cooldown);
-            inst.stats.cooldown_until.store(to_nanos(now + cool), Ordering::Relaxed);
-            inst.breaker.on_neutral(self.admission);
-            if let Some(bus) = inst.events.get() {
-                bus.emit(log::Level::Debug, || EventKind::RateLimited {
-                    instance: inst.id.clone(),
-                    retry_after: err.retry_after.map(|d| d.as_secs_f64()),
-                    cooldown: cool.as_secs_f64(),
-                });
-            }
-        } else if err.kind.counts_as_instance_failure() && !caller_deadline {
-            inst.stats.failures.fetch_add(1, Ordering::Relaxed);
-            let watch = inst.breaker_watch();
-            inst.breaker.on_failure(self.admission, now, err.retry_after);
-            inst.breaker_changed(watch, Some(err));
-            t = inst.health.on_failure(err.kind, now);
-        } else {
-            inst.breaker.on_neutral(self.admission);
-        }
-        inst.release();
-        inst.transitioned(t);
-    }
-
-    /// One non-streaming call on this lease's instance, ending by `deadline`.
-    /// Timeouts caused by the caller's deadline come back as `TimeoutKind::Deadline`.
-    pub async fn chat(&self, req: &ChatRequest, deadline: Option<Instant>) -> Result<ChatResponse, Error> {
-        let inst = &self.inst;
-        let (timeouts, clamped) = inst.timeouts_until(deadline, Instant::now());
-        let res = inst.client.chat(req, &timeouts).await;
-        res.map_err(|e| mark_deadline(e, clamped, deadline)).map(|mut r| {
-            r.served_by = inst.id.clone();
-            r
-        })
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if !self.done {
-            self.inst.breaker.on_neutral(self.admission);
-            self.inst.release();
-        }
-    }
-}
-
-/// Re-label a timeout that fired because the caller's deadline clamped it.
-pub fn mark_deadline(mut e: Error, clamped: bool, deadline: Option<Instant>) -> Error {
-    if e.kind == ErrorKind::Timeout && clamped && deadline.is_some_and(|d| Instant::now() + Duration::from_millis(2) >= d) {
-        e.timeout = Some(TimeoutKind::Deadline);
-        e.message = format!("call deadline reached ({})", e.message);
-    }
-    e
-}
-
 /// Status of one instance for `status()` output.
 #[derive(Clone, Debug, Serialize)]
 pub struct InstanceSnapshot {
+    /// `"<group>.<echelon>_<model>"`.
     pub instance_id: String,
+    /// Its group.
     pub group: String,
+    /// Its echelon.
     pub echelon: String,
+    /// Logical model name.
     pub model: String,
+    /// Provider name.
     pub provider: String,
+    /// Health as the original system spelled it.
     pub status: InstanceStatus,
+    /// Requests in flight.
     pub in_flight: u32,
+    /// Callers queued for its concurrency slot.
+    pub waiting: usize,
+    /// Its concurrency limit (0 = unlimited).
     pub max_concurrency: u32,
+    /// Selection weight.
     pub weight: f64,
+    /// Breaker state and counters.
     pub breaker: crate::state::breaker::BreakerSnapshot,
+    /// Seconds of cooldown left.
     pub cooldown_remaining: Option<f64>,
+    /// Consecutive counted failures.
     pub consecutive_failures: u32,
+    /// When an active probe last ran.
     pub last_health_check: Option<SystemTime>,
+    /// Call statistics.
     pub stats: StatsSnapshot,
+    /// RPM budget left (the tighter of the echelon's and the model's).
     pub rpm_remaining: Option<u64>,
+    /// The model's TPM budget left.
     pub tpm_remaining: Option<u64>,
 }
 
@@ -589,24 +459,22 @@ impl Instance {
     /// A status snapshot.
     pub fn snapshot(&self) -> InstanceSnapshot {
         let now = Instant::now();
-        let rpm_remaining = [&self.rpm, &self.model_rpm]
-            .into_iter()
-            .flatten()
-            .map(|l| l.status(now).remaining)
-            .min();
+        let rpm_remaining = [&self.rpm, &self.model_rpm].into_iter().flatten().map(|l| l.status(now).remaining).min();
+        let breaker = self.breaker.snapshot(now);
         InstanceSnapshot {
             instance_id: self.id.clone(),
             group: self.group.clone(),
             echelon: self.echelon.clone(),
             model: self.model_name.clone(),
             provider: self.provider.clone(),
-            status: self.health.status(now),
+            status: self.status(now),
             in_flight: self.concurrency.in_flight(),
+            waiting: self.concurrency.waiting(),
             max_concurrency: self.concurrency.limit(),
             weight: self.weight,
-            breaker: self.breaker.snapshot(now),
+            consecutive_failures: breaker.failure_count,
+            breaker,
             cooldown_remaining: self.cooldown_until(now).map(|t| (t - now).as_secs_f64()),
-            consecutive_failures: self.health.consecutive_failures(),
             last_health_check: self.health.last_check(),
             stats: self.stats.snapshot(),
             rpm_remaining,

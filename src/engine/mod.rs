@@ -5,6 +5,7 @@
 pub mod chain;
 pub mod group;
 pub mod instance;
+pub mod lease;
 pub mod pool;
 pub mod router;
 pub mod schedule;

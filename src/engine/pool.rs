@@ -1,22 +1,22 @@
 //! A polling pool: instances gathered from task-group references, rotated by a strategy,
 //! behind pool-wide admission (concurrency, rate, bounded queue) and active health checks.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PoolConfig;
-use crate::error::{Error, ErrorKind};
-use crate::engine::chain::walk::{walk, Plan, Target, Walked};
-use crate::state::health::InstanceStatus;
+use crate::engine::chain::walk::{walk, Plan, Walked};
 use crate::engine::instance::InstanceSnapshot;
-use crate::state::limit::RateLimiter;
-use crate::engine::selector::Selector;
+use crate::engine::selector::{QueueSlot, Selector};
+use crate::error::{Error, ErrorKind};
+use crate::state::health::InstanceStatus;
+use crate::state::limit::{RateBlock, RateGate};
+use crate::state::wait::WaitCtx;
 use crate::types::ChatRequest;
 
 /// Pool-wide request statistics (the original's `stats` dict).
@@ -50,6 +50,7 @@ impl PoolStats {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
+    /// The counts and the mean latency now.
     pub fn snapshot(&self) -> PoolStatsSnapshot {
         let ok = self.ok.load(Ordering::Relaxed);
         PoolStatsSnapshot {
@@ -77,78 +78,120 @@ pub struct PoolStatus {
     pub queue_size: u32,
     pub max_concurrent_requests: u32,
     pub stats: PoolStatsSnapshot,
+    /// The original's `concurrency_status`: the pool-wide concurrency cap and rate limit.
+    pub concurrency_status: ConcurrencyStatus,
     pub instances: Vec<InstanceSnapshot>,
+}
+
+/// The pool's concurrency cap and rate limit, with the original's keys.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConcurrencyStatus {
+    /// `{limit, current, available, queue_size}` (limit 0: no cap).
+    pub concurrency: ConcurrencyCap,
+    /// `{enabled, algorithm, ...}` as the original reported its rate limiter.
+    pub rate_limit: serde_json::Value,
+}
+
+/// The pool-wide concurrency cap now.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConcurrencyCap {
+    /// `max_concurrent_requests` (0: no cap).
+    pub limit: u32,
+    /// Requests holding a place under the cap.
+    pub current: u32,
+    /// Places free.
+    pub available: u32,
+    /// Callers waiting in the pool's queue.
+    pub queue_size: u32,
 }
 
 /// A polling pool.
 pub struct Pool {
+    /// Its name.
     pub name: String,
+    /// Its configuration.
     pub config: PoolConfig,
+    /// Selection among its instances; also counts the callers waiting in the pool (one place
+    /// per call, whether it waits for admission or for an instance).
     pub selector: Arc<Selector>,
     admission: Option<Arc<Semaphore>>,
-    admission_waiting: AtomicU32,
-    rate: Option<Arc<dyn RateLimiter>>,
-    rate_gate: Mutex<()>,
-    pub stats: PoolStats,
+    rate: Option<Arc<RateGate>>,
+    /// Calls through the pool (streams counted when they end).
+    pub stats: Arc<PoolStats>,
     health_stop: CancellationToken,
 }
 
 impl Pool {
-    pub fn new(config: PoolConfig, selector: Arc<Selector>, rate: Option<Arc<dyn RateLimiter>>) -> Self {
+    /// A pool selecting over `selector`, behind `rate` if configured.
+    pub fn new(config: PoolConfig, selector: Arc<Selector>, rate: Option<Arc<RateGate>>) -> Self {
         let admission = (config.max_concurrent_requests > 0).then(|| Arc::new(Semaphore::new(config.max_concurrent_requests as usize)));
         Self {
             name: config.name.clone(),
             config,
             selector,
             admission,
-            admission_waiting: AtomicU32::new(0),
             rate,
-            rate_gate: Mutex::new(()),
-            stats: PoolStats::default(),
+            stats: Arc::new(PoolStats::default()),
             health_stop: CancellationToken::new(),
         }
     }
 
     /// The single-target plan of this pool: up to `max_instance_attempts` instances.
     pub fn plan(&self, max_instance_attempts: Option<u32>) -> Plan {
-        Plan {
-            targets: vec![Target {
-                label: self.name.clone(),
-                selector: self.selector.clone(),
-                max_tries: max_instance_attempts.unwrap_or(self.config.max_instance_attempts).max(1),
-            }],
-            retry_delay: Duration::ZERO,
-            content_filter_fallback: false,
-            provider_failover: false,
-            hedge_after: None,
-        }
+        Plan::single(self.name.clone(), self.selector.clone(), max_instance_attempts.unwrap_or(self.config.max_instance_attempts).max(1))
     }
 
-    /// Pool-wide admission: the concurrency cap and the rate limit, waiting in the bounded
-    /// queue. The returned permit (if any) must be held for the whole call.
-    pub async fn admit(&self, deadline: Option<Instant>) -> Result<Option<OwnedSemaphorePermit>, Error> {
+    fn queue_full(&self, what: &str) -> Error {
+        Error::new(ErrorKind::PoolExhausted, format!("{}: {what} and the queue is full ({} waiting)", self.name, self.selector.queue_size()))
+    }
+
+    /// Pool-wide admission: the rate limit, then the concurrency cap, waiting in the pool's
+    /// bounded queue (the place taken, if any, is left in `slot` for the rest of the call).
+    /// The returned permit (if any) must be held for the whole call.
+    ///
+    /// # Errors
+    /// `PoolExhausted` when the queue is full, `QueueTimeout` when the deadline passes (or the
+    /// rate limit frees only after it).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a cancelled caller leaves the rate limit's line and the semaphore's queue
+    /// (tokio's semaphore hands a permit it was about to get to the next waiter).
+    pub async fn admit(&self, deadline: Option<Instant>, slot: &mut Option<QueueSlot>) -> Result<Option<OwnedSemaphorePermit>, Error> {
         if let Some(rate) = &self.rate {
+            let mut ctx = WaitCtx::new();
             loop {
                 let now = Instant::now();
-                let res = {
-                    let _g = self.rate_gate.lock();
-                    rate.try_acquire(1, now)
-                };
-                match res {
+                let until = match rate.try_take(1, now, &mut ctx) {
                     Ok(()) => break,
-                    Err(wait) => {
-                        if deadline.is_some_and(|d| now + wait > d) {
-                            return Err(Error::new(
-                                ErrorKind::QueueTimeout,
-                                format!("{}: pool rate limit would delay the request past its deadline", self.name),
-                            ));
+                    Err(RateBlock::Until(t)) => Some(t),
+                    Err(RateBlock::Queued) => None,
+                };
+                if deadline.is_some_and(|d| until.is_some_and(|t| t > d) || now >= d) {
+                    return Err(Error::new(
+                        ErrorKind::QueueTimeout,
+                        format!("{}: pool rate limit would delay the request past its deadline", self.name),
+                    ));
+                }
+                if slot.is_none() {
+                    *slot = Some(self.selector.enter_queue().ok_or_else(|| self.queue_full("rate limited"))?);
+                }
+                if !ctx.is_waiting() {
+                    ctx.start_waiting();
+                    continue;
+                }
+                let waiter = ctx.waiter().cloned().expect("waiting");
+                let wake_at = match (until, deadline) {
+                    (Some(u), Some(d)) => Some(u.min(d)),
+                    (u, d) => u.or(d),
+                };
+                match wake_at {
+                    Some(t) => {
+                        tokio::select! {
+                            _ = waiter.wait() => {}
+                            _ = tokio::time::sleep_until(t.into()) => {}
                         }
-                        if self.admission_waiting.load(Ordering::Relaxed) >= self.selector.queue_size() {
-                            return Err(Error::new(ErrorKind::PoolExhausted, format!("{}: rate limited and the queue is full", self.name)));
-                        }
-                        let _waiting = Waiting::enter(&self.admission_waiting);
-                        tokio::time::sleep(wait).await;
                     }
+                    None => waiter.wait().await,
                 }
             }
         }
@@ -156,41 +199,45 @@ impl Pool {
         if let Ok(p) = sem.clone().try_acquire_owned() {
             return Ok(Some(p));
         }
-        if self.admission_waiting.load(Ordering::Relaxed) >= self.selector.queue_size() {
-            return Err(Error::new(
-                ErrorKind::PoolExhausted,
-                format!("{}: {} requests in flight and the queue is full", self.name, self.config.max_concurrent_requests),
-            ));
+        if slot.is_none() {
+            let what = format!("{} requests in flight", self.config.max_concurrent_requests);
+            *slot = Some(self.selector.enter_queue().ok_or_else(|| self.queue_full(&what))?);
         }
-        let waiting = Waiting::enter(&self.admission_waiting);
         let waited = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), sem.clone().acquire_owned()).await.ok(),
             None => Some(sem.clone().acquire_owned().await),
         };
-        drop(waiting);
         match waited {
             Some(Ok(p)) => Ok(Some(p)),
             _ => Err(Error::new(ErrorKind::QueueTimeout, format!("{}: no free slot before the deadline", self.name))),
         }
     }
 
-    /// Route one request through the pool.
+    /// Route one request through the pool. A stream is counted in the pool's statistics when
+    /// it ends.
     pub async fn run(&self, req: &ChatRequest, start: Instant, deadline: Option<Instant>, stream: bool, max_instance_attempts: Option<u32>) -> Result<Walked, Error> {
         // Only the permit itself is kept across the walk, not the whole admission result (an
         // `Error`-sized value in every in-flight request's future). For streams the permit is
         // released once the first token arrived; from then on the instance slot held by the
         // stream bounds concurrency.
-        let _permit = match self.admit(deadline).await {
+        let mut slot = None;
+        let _permit = match self.admit(deadline, &mut slot).await {
             Ok(permit) => permit,
             Err(e) => {
                 self.stats.record(false, Duration::ZERO);
                 return Err(e);
             }
         };
-        let result = walk(&self.plan(max_instance_attempts), req, start, deadline, stream).await;
-        match &result {
+        let mut result = walk(&self.plan(max_instance_attempts), req, start, deadline, stream, slot).await;
+        match &mut result {
             Ok(Walked::Chat(r)) => self.stats.record(true, r.latency),
-            Ok(Walked::Stream(_)) => {}
+            Ok(Walked::Stream(s)) => {
+                let stats = self.stats.clone();
+                s.on_finish(Box::new(move |r| match r {
+                    Ok(resp) => stats.record(true, resp.latency),
+                    Err(_) => stats.record(false, Duration::ZERO),
+                }));
+            }
             Err(_) => self.stats.record(false, Duration::ZERO),
         }
         result
@@ -222,12 +269,37 @@ impl Pool {
             failed_instances: counts[3],
             recovering_instances: counts[4],
             in_flight,
-            queue_length: self.selector.queue_len() + self.admission_waiting.load(Ordering::Relaxed),
+            queue_length: self.selector.queue_len(),
             queue_size: self.selector.queue_size(),
             max_concurrent_requests: self.config.max_concurrent_requests,
             stats: self.stats.snapshot(),
+            concurrency_status: self.concurrency_status(now),
             instances: self.selector.instances.iter().map(|i| i.snapshot()).collect(),
         }
+    }
+
+    fn concurrency_status(&self, now: Instant) -> ConcurrencyStatus {
+        let limit = self.config.max_concurrent_requests;
+        let available = self.admission.as_ref().map_or(0, |s| s.available_permits() as u32);
+        let concurrency = ConcurrencyCap {
+            limit,
+            current: if limit > 0 { limit.saturating_sub(available) } else { self.selector.instances.iter().map(|i| i.in_flight()).sum() },
+            available,
+            queue_size: self.selector.queue_len(),
+        };
+        let rate_limit = match &self.rate {
+            None => serde_json::json!({"enabled": false}),
+            Some(gate) => {
+                let st = gate.status(now);
+                if st.algorithm == "token_bucket" {
+                    let rate = if st.period.is_zero() { 0.0 } else { 1.0 / st.period.as_secs_f64() };
+                    serde_json::json!({"enabled": true, "algorithm": "token_bucket", "bucket_size": st.limit, "current_tokens": st.remaining, "refill_rate": rate})
+                } else {
+                    serde_json::json!({"enabled": true, "algorithm": "sliding_window", "window_size": st.period.as_secs_f64(), "max_requests": st.limit, "current_requests": st.limit.saturating_sub(st.remaining)})
+                }
+            }
+        };
+        ConcurrencyStatus { concurrency, rate_limit }
     }
 
     /// Stop the background health checks.
@@ -278,27 +350,16 @@ impl Pool {
             }
         });
         futures_util::future::join_all(probes).await;
+        // Time-based recovery (an open breaker's rest ending) shows as a transition too.
+        let now = Instant::now();
+        for inst in &self.selector.instances {
+            inst.refresh_health(now);
+        }
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
         self.health_stop.cancel();
-    }
-}
-
-/// Counts a request waiting for pool admission for as long as it lives (cancellation-safe).
-struct Waiting<'a>(&'a AtomicU32);
-
-impl<'a> Waiting<'a> {
-    fn enter(counter: &'a AtomicU32) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -6,19 +6,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::config::{Config, EchelonConfig, GroupConfig, HealthCheckConfig, ModelConfig, RotationStrategy};
-use crate::error::{Error, ErrorKind};
-use crate::observe::events::{EventBus, EventKind};
-use crate::state::health::{InstanceStatus, Transition};
+use crate::config::{Config, EchelonConfig, FallbackStrategy, GroupConfig, HealthCheckConfig, ModelConfig, RotationStrategy};
 use crate::engine::chain::walk::{walk, Plan, Target, Walked};
 use crate::engine::group::{Echelon, Group};
 use crate::engine::instance::{Instance, InstanceParts};
 use crate::engine::pool::{Pool, PoolStats};
-use crate::provider::{HttpPool, ProviderClient};
 use crate::engine::selector::Selector;
+use crate::error::{Error, ErrorKind};
+use crate::observe::events::{EventBus, EventKind};
+use crate::provider::{HttpPool, ProviderClient};
+use crate::state::health::{InstanceStatus, Transition};
 use crate::state::store::{MemoryStore, RateSpec, StateStore};
 use crate::types::{ChatRequest, Params};
 
@@ -100,7 +102,7 @@ pub struct Engine {
     pub groups: BTreeMap<String, Arc<Group>>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     direct: Mutex<HashMap<String, Arc<Selector>>>,
-    direct_stats: PoolStats,
+    direct_stats: Arc<PoolStats>,
     /// One single-instance selector per instance, for `Route::Instance`.
     instance_selectors: BTreeMap<String, Arc<Selector>>,
     store: Arc<dyn StateStore>,
@@ -109,7 +111,15 @@ pub struct Engine {
     pub events: Arc<EventBus>,
 }
 
+/// Callers that may wait at one echelon (or at a direct model / instance route).
 const ECHELON_QUEUE: u32 = 1000;
+
+/// Direct `provider:model` routes kept built at once. The strings come from callers, so the
+/// cache is bounded: past this, an idle route is dropped (with its state) to make room.
+pub const DIRECT_ROUTES_MAX: usize = 256;
+
+/// How long a quota or billing error takes an instance out (a longer Retry-After wins).
+pub const QUOTA_COOLDOWN: Duration = Duration::from_secs(600);
 
 fn instance_params(model: &ModelConfig, e: &EchelonConfig) -> Params {
     let mut p = Params { temperature: e.temperature, max_tokens: e.max_tokens, ..Default::default() };
@@ -120,17 +130,6 @@ fn instance_params(model: &ModelConfig, e: &EchelonConfig) -> Params {
         p.tool_choice = Some(serde_json::Value::String(fc.clone()));
     }
     p.or(&model.parameters)
-}
-
-/// Health settings for an instance no pool health-checks: its passive ejection follows its
-/// breaker (same threshold, same rest), so the breaker's half-open probes are not blocked by a
-/// hidden default rest of 60 s that no active check would ever cut short.
-fn passive_health(breaker: &crate::config::BreakerConfig) -> HealthCheckConfig {
-    HealthCheckConfig {
-        failure_threshold: breaker.failure_threshold,
-        recovery_time: breaker.recovery_time,
-        ..HealthCheckConfig::default()
-    }
 }
 
 struct Builder<'a> {
@@ -144,10 +143,10 @@ struct Builder<'a> {
 /// Why an instance's health changed, from the transition alone.
 fn transition_reason(t: Transition) -> &'static str {
     match (t.from, t.to) {
-        (_, InstanceStatus::Failed) => "authentication failure",
-        (_, InstanceStatus::Unhealthy) => "consecutive failures reached the threshold",
+        (_, InstanceStatus::Failed) => "the provider refused its key or does not serve its model",
+        (_, InstanceStatus::Unhealthy) => "its circuit breaker opened (failures or failed health probes)",
         (_, InstanceStatus::Degraded) => "failure",
-        (_, InstanceStatus::Recovering) => "recovery time elapsed or health probe succeeded",
+        (_, InstanceStatus::Recovering) => "recovery time elapsed or health probe succeeded: admitting probes",
         (_, InstanceStatus::Healthy) => "success",
     }
 }
@@ -205,6 +204,7 @@ impl Builder<'_> {
             weight: model.weight,
             context_window: model.context_window,
             rate_limit_cooldown: model.rate_limit_cooldown,
+            quota_cooldown: QUOTA_COOLDOWN,
             concurrency: store.concurrency(&self.key(id.clone()), e.concurrency_limit),
             model_concurrency: (model.max_concurrency > 0)
                 .then(|| store.concurrency(&self.key(model_key.clone()), model.max_concurrency)),
@@ -256,8 +256,7 @@ impl Engine {
         let mut instances = BTreeMap::new();
         let mut groups = BTreeMap::new();
         for g in b.cfg.groups.values() {
-            let breaker = g.fallback.as_ref().and_then(|f| f.circuit_breaker).unwrap_or(g.circuit_breaker);
-            let health = health_of.get(g.name.as_str()).copied().unwrap_or_else(|| passive_health(&breaker));
+            let health = health_of.get(g.name.as_str()).copied().unwrap_or_default();
             let mut echelons = Vec::new();
             for e in g.echelons_by_priority() {
                 let mut members = Vec::new();
@@ -302,31 +301,13 @@ impl Engine {
             let rate = p.rate_limit.map(|r| store.rate(&b.key(format!("pool:{}:rate", p.name)), RateSpec::from(r)));
             pools.insert(p.name.clone(), Arc::new(Pool::new(p.clone(), selector, rate)));
         }
-        // Each instance wakes the queues of every echelon and pool it belongs to.
-        let mut domains: HashMap<String, Vec<Arc<tokio::sync::Notify>>> = HashMap::new();
-        for g in groups.values() {
-            for e in &g.echelons {
-                for i in &e.selector.instances {
-                    domains.entry(i.id.clone()).or_default().push(e.selector.notifier());
-                }
-            }
-        }
-        for p in pools.values() {
-            for i in &p.selector.instances {
-                domains.entry(i.id.clone()).or_default().push(p.selector.notifier());
-            }
-        }
+        // Waiters are woken by the limits they queue in, not by the routes they came through:
+        // nothing to wire between instances and selectors.
         let mut instance_selectors = BTreeMap::new();
         for (id, i) in &instances {
             let sel = Arc::new(Selector::new(id.clone(), vec![i.clone()], RotationStrategy::RoundRobin, ECHELON_QUEUE));
             sel.set_event_bus(events.clone());
-            domains.entry(id.clone()).or_default().push(sel.notifier());
             instance_selectors.insert(id.clone(), sel);
-        }
-        for (id, d) in domains {
-            if let Some(i) = instances.get(&id) {
-                i.set_domains(d);
-            }
         }
         let live = b.live;
         store.retain(&live);
@@ -336,7 +317,7 @@ impl Engine {
             groups,
             pools,
             direct: Mutex::new(HashMap::new()),
-            direct_stats: PoolStats::default(),
+            direct_stats: Arc::new(PoolStats::default()),
             instance_selectors,
             store,
             http,
@@ -373,6 +354,9 @@ impl Engine {
             let other = self.groups.get(g2).ok_or_else(|| self.unknown("fallback group", g2, self.groups.keys()))?;
             match e2 {
                 Some(en) => chain.push(other.echelon(en).cloned().ok_or_else(|| Error::routing(format!("fallback target '{r}': group '{g2}' has no echelon '{en}'")))?),
+                // `task_group_switch` walks groups, not echelons: each fallback group is tried
+                // at its first echelon, so `max_attempts` counts groups.
+                None if fb.strategy == FallbackStrategy::TaskGroupSwitch => chain.extend(other.echelons.first().cloned()),
                 None => chain.extend(other.echelons.iter().cloned()),
             }
         }
@@ -396,7 +380,7 @@ impl Engine {
             .map(|e| {
                 let retries = e.config.max_retries.unwrap_or_else(|| e.selector.instances.first().map_or(0, |i| i.retry.max_retries));
                 let mut tries = 1 + retries;
-                if fb.strategy == crate::config::FallbackStrategy::ModelRotate {
+                if fb.strategy == FallbackStrategy::ModelRotate {
                     tries = tries.max(e.selector.instances.len() as u32);
                 }
                 Target { label: e.reference(), selector: e.selector.clone(), max_tries: tries }
@@ -406,7 +390,7 @@ impl Engine {
             targets,
             retry_delay: fb.retry_delay,
             content_filter_fallback: fb.on_content_filter,
-            provider_failover: fb.strategy == crate::config::FallbackStrategy::ProviderFailover,
+            provider_failover: fb.strategy == FallbackStrategy::ProviderFailover,
             hedge_after: fb.hedge_after,
         };
         Ok((group, plan))
@@ -427,7 +411,9 @@ impl Engine {
         ))
     }
 
-    /// The selector for a direct model route, created on first use.
+    /// The selector for a direct model route, created on first use. At most
+    /// [`DIRECT_ROUTES_MAX`] are kept: past that, the least recently used idle one is dropped
+    /// with its state.
     fn direct_selector(&self, reference: &str) -> Result<Arc<Selector>, Error> {
         if let Some(s) = self.direct.lock().get(reference) {
             return Ok(s.clone());
@@ -439,18 +425,49 @@ impl Engine {
             name: "direct".into(),
             description: String::new(),
             echelons: vec![],
-            fallback_strategy: crate::config::FallbackStrategy::EchelonDown,
+            fallback_strategy: FallbackStrategy::EchelonDown,
             circuit_breaker: self.config.global.circuit_breaker,
             fallback: None,
             source: None,
         };
         let id = format!("direct.{reference}");
         let mut b = Builder { cfg: &self.config, store: &self.store, http: &self.http, events: &self.events, live: HashSet::new() };
-        let inst = b.instance(id.clone(), &group, None, model, &passive_health(&group.circuit_breaker));
-        let sel = Arc::new(Selector::new(id, vec![inst.clone()], RotationStrategy::RoundRobin, ECHELON_QUEUE));
+        let inst = b.instance(id.clone(), &group, None, model, &HealthCheckConfig::default());
+        let sel = Arc::new(Selector::new(id, vec![inst], RotationStrategy::RoundRobin, ECHELON_QUEUE));
         sel.set_event_bus(self.events.clone());
-        inst.set_domains(vec![sel.notifier()]);
-        Ok(self.direct.lock().entry(reference.to_string()).or_insert(sel).clone())
+        let mut direct = self.direct.lock();
+        if let Some(existing) = direct.get(reference) {
+            return Ok(existing.clone());
+        }
+        if direct.len() >= DIRECT_ROUTES_MAX {
+            let idle = |s: &Arc<Selector>| Arc::strong_count(s) == 1 && s.instances.iter().all(|i| i.in_flight() == 0 && i.waiting() == 0);
+            let victim = direct
+                .iter()
+                .filter(|(_, s)| idle(s))
+                .min_by_key(|(_, s)| s.instances.first().and_then(|i| i.stats.last_used()))
+                .map(|(k, _)| k.clone());
+            match victim {
+                Some(k) => {
+                    if let Some(old) = direct.remove(&k) {
+                        let keys: Vec<String> = old.instances.iter().map(|i| i.id.clone()).collect();
+                        self.store.forget(&keys);
+                    }
+                }
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::PoolExhausted,
+                        format!("{DIRECT_ROUTES_MAX} direct model routes are busy; '{reference}' cannot be added now"),
+                    ))
+                }
+            }
+        }
+        direct.insert(reference.to_string(), sel.clone());
+        Ok(sel)
+    }
+
+    /// Direct model routes currently built.
+    pub fn direct_routes(&self) -> usize {
+        self.direct.lock().len()
     }
 
     /// The route, request and options a wrapper call resolves to: the wrapper's target, with
@@ -481,6 +498,10 @@ impl Engine {
         }
         let start = Instant::now();
         let timeout = opts.timeout.or(self.config.global.request_timeout);
+        let single = |label: &str, sel: Arc<Selector>| {
+            let tries = 1 + sel.instances.first().map_or(0, |i| i.retry.max_retries);
+            Plan::single(label.to_string(), sel, tries)
+        };
         match route {
             Route::Pool(name) => {
                 let pool = self.pools.get(name).cloned().ok_or_else(|| self.unknown("pool", name, self.pools.keys()))?;
@@ -489,44 +510,28 @@ impl Engine {
             }
             Route::Group(reference) => {
                 let (group, plan) = self.group_plan(reference, opts.fallback_groups.as_deref())?;
-                let deadline = timeout.map(|t| start + t);
-                let res = walk(&plan, req, start, deadline, stream).await;
-                match &res {
-                    Ok(Walked::Chat(r)) => group.record(reference, &r.attempts, None),
-                    Ok(Walked::Stream(_)) => {}
-                    Err(e) => group.record(reference, &e.attempts, Some(e)),
-                }
-                res
+                let res = walk(&plan, req, start, timeout.map(|t| start + t), stream, None).await;
+                record_in_group(group, reference, res)
             }
             Route::Model(reference) => {
-                let sel = self.direct_selector(reference)?;
-                let tries = 1 + sel.instances.first().map_or(0, |i| i.retry.max_retries);
-                let plan = Plan {
-                    targets: vec![Target { label: reference.clone(), selector: sel, max_tries: tries }],
-                    retry_delay: Duration::ZERO,
-                    content_filter_fallback: false,
-                    provider_failover: false,
-                    hedge_after: None,
-                };
-                let res = walk(&plan, req, start, timeout.map(|t| start + t), stream).await;
-                if let Ok(Walked::Chat(r)) = &res {
-                    self.direct_stats.record(true, r.latency);
-                } else if res.is_err() {
-                    self.direct_stats.record(false, Duration::ZERO);
+                let plan = single(reference, self.direct_selector(reference)?);
+                let mut res = walk(&plan, req, start, timeout.map(|t| start + t), stream, None).await;
+                match &mut res {
+                    Ok(Walked::Chat(r)) => self.direct_stats.record(true, r.latency),
+                    Ok(Walked::Stream(s)) => {
+                        let stats = self.direct_stats.clone();
+                        s.on_finish(Box::new(move |r| match r {
+                            Ok(resp) => stats.record(true, resp.latency),
+                            Err(_) => stats.record(false, Duration::ZERO),
+                        }));
+                    }
+                    Err(_) => self.direct_stats.record(false, Duration::ZERO),
                 }
                 res
             }
             Route::Instance(id) => {
                 let sel = self.instance_selectors.get(id).cloned().ok_or_else(|| self.unknown("instance", id, self.instance_selectors.keys()))?;
-                let tries = 1 + sel.instances.first().map_or(0, |i| i.retry.max_retries);
-                let plan = Plan {
-                    targets: vec![Target { label: id.clone(), selector: sel, max_tries: tries }],
-                    retry_delay: Duration::ZERO,
-                    content_filter_fallback: false,
-                    provider_failover: false,
-                    hedge_after: None,
-                };
-                walk(&plan, req, start, timeout.map(|t| start + t), stream).await
+                walk(&single(id, sel), req, start, timeout.map(|t| start + t), stream, None).await
             }
             Route::Echelon(reference) => {
                 let (gname, ename) = Config::parse_group_reference(reference);
@@ -535,20 +540,10 @@ impl Engine {
                 let echelon = group.echelon(ename).cloned().ok_or_else(|| Error::routing(format!("group '{gname}' has no echelon '{ename}'")))?;
                 let fb = group.config.effective_fallback();
                 let retries = echelon.config.max_retries.unwrap_or_else(|| echelon.selector.instances.first().map_or(0, |i| i.retry.max_retries));
-                let plan = Plan {
-                    targets: vec![Target { label: echelon.reference(), selector: echelon.selector.clone(), max_tries: 1 + retries }],
-                    retry_delay: Duration::ZERO,
-                    content_filter_fallback: fb.on_content_filter,
-                    provider_failover: false,
-                    hedge_after: None,
-                };
-                let res = walk(&plan, req, start, timeout.map(|t| start + t), stream).await;
-                match &res {
-                    Ok(Walked::Chat(r)) => group.record(reference, &r.attempts, None),
-                    Ok(Walked::Stream(_)) => {}
-                    Err(e) => group.record(reference, &e.attempts, Some(e)),
-                }
-                res
+                let mut plan = Plan::single(echelon.reference(), echelon.selector.clone(), 1 + retries);
+                plan.content_filter_fallback = fb.on_content_filter;
+                let res = walk(&plan, req, start, timeout.map(|t| start + t), stream, None).await;
+                record_in_group(group, reference, res)
             }
             Route::Wrapper(_) => Err(Error::routing("internal: unresolved wrapper route")),
         }
@@ -570,6 +565,22 @@ impl Engine {
     }
 }
 
+/// Record a finished call in the group's history (a stream when it ends).
+fn record_in_group(group: Arc<Group>, reference: &str, mut res: Result<Walked, Error>) -> Result<Walked, Error> {
+    match &mut res {
+        Ok(Walked::Chat(r)) => group.record(reference, &r.attempts, None),
+        Ok(Walked::Stream(s)) => {
+            let reference = reference.to_string();
+            s.on_finish(Box::new(move |r| match r {
+                Ok(resp) => group.record(&reference, &resp.attempts, None),
+                Err(e) => group.record(&reference, &e.attempts, Some(e)),
+            }));
+        }
+        Err(e) => group.record(reference, &e.attempts, Some(e)),
+    }
+    res
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         self.close();
@@ -582,6 +593,17 @@ impl Drop for Router {
     fn drop(&mut self) {
         self.alerts_stop.cancel();
     }
+}
+
+/// The error a call ends with when the engine panicked while routing it; logged with the route.
+pub fn internal_error(route: &dyn std::fmt::Display, panic: &(dyn std::any::Any + Send)) -> Error {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    log::error!("internal error while routing {route}: {what}");
+    Error::new(ErrorKind::Internal, format!("internal error while routing {route}: {what} (this is a bug in echelon; it was logged)"))
 }
 
 /// Router-wide status.
@@ -678,7 +700,10 @@ impl Router {
             Some(r) => r.clone(),
             None => engine.default_route()?,
         };
-        let res = engine.run(&route, req, opts, stream).await;
+        let res = match AssertUnwindSafe(engine.run(&route, req, opts, stream)).catch_unwind().await {
+            Ok(res) => res,
+            Err(panic) => Err(internal_error(&route, panic.as_ref())),
+        };
         if let Err(e) = &res {
             self.events.emit(log::Level::Info, || EventKind::RequestFailed {
                 route: route.to_string(),

@@ -22,6 +22,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::panic::AssertUnwindSafe;
+
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -36,8 +38,9 @@ use crate::types::ChatResponse;
 pub enum Outcome {
     Chat(Result<ChatResponse, Error>),
     /// The next item of a stream (`None`: the stream is over).
-    Chunk(Result<Option<crate::engine::chain::attempt::StreamChunk>, Error>),
-    /// A Python error prepared on the Rust side without the GIL (rare paths).
+    Chunk(Result<Option<crate::engine::chain::stream::StreamChunk>, Error>),
+    /// An internal error (a bug) described on the Rust side without the GIL; raised as
+    /// `echelon.InternalError`.
     Failure(String),
     /// Anything else (a batch's list, a batch of events, `None`): the conversion runs on the
     /// loop thread, which holds the GIL anyway, so the tokio thread never has to take it.
@@ -165,14 +168,14 @@ impl Completer {
         let result: Result<Bound<'_, PyAny>, PyErr> = match outcome {
             Outcome::Chat(Ok(r)) => Ok(Bound::new(py, PyResponse::from(r))?.into_any()),
             Outcome::Chat(Err(e)) | Outcome::Chunk(Err(e)) => Err(error_to_py(py, e)),
-            Outcome::Chunk(Ok(Some(crate::engine::chain::attempt::StreamChunk::Delta { text, tool_call }))) => {
+            Outcome::Chunk(Ok(Some(crate::engine::chain::stream::StreamChunk::Delta { text, tool_call }))) => {
                 Ok(Bound::new(py, PyChunk::delta(text, tool_call))?.into_any())
             }
-            Outcome::Chunk(Ok(Some(crate::engine::chain::attempt::StreamChunk::Final(resp)))) => {
+            Outcome::Chunk(Ok(Some(crate::engine::chain::stream::StreamChunk::Final(resp)))) => {
                 Ok(Bound::new(py, PyChunk::final_(Py::new(py, PyResponse::from(resp))?))?.into_any())
             }
             Outcome::Chunk(Ok(None)) => Err(pyo3::exceptions::PyStopAsyncIteration::new_err(())),
-            Outcome::Failure(msg) => Err(pyo3::exceptions::PyRuntimeError::new_err(msg)),
+            Outcome::Failure(msg) => Err(error_to_py(py, Error::new(crate::error::ErrorKind::Internal, msg))),
             Outcome::Convert(convert) => convert(py).map(|v| v.into_bound(py)),
         };
         match result {
@@ -200,7 +203,15 @@ impl Completer {
         let mut pending = self.pending.lock();
         // A combinator, not `async move { work.await }`: an async block stores its captured
         // future and the awaited one separately, doubling every in-flight call's task.
-        let handle = crate::runtime::get().spawn(work.map(move |outcome| shared.push(id, outcome)));
+        // A panic in the work still completes the future (as `InternalError`), never leaves it
+        // pending.
+        let handle = crate::runtime::get().spawn(AssertUnwindSafe(work).catch_unwind().map(move |outcome| {
+            let outcome = outcome.unwrap_or_else(|panic| {
+                let e = crate::engine::router::internal_error(&"a call from Python", panic.as_ref());
+                Outcome::Failure(e.message)
+            });
+            shared.push(id, outcome)
+        }));
         pending.insert(id, (fut.clone_ref(py), handle.abort_handle()));
         Ok((fut, id))
     }

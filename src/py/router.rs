@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, StreamExt};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
@@ -12,7 +14,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::completer::{Completer, Outcome};
 use super::convert::{duration_from, error_to_py, messages_from, request_from, set_param, to_py};
 use super::types::PyResponse;
-use crate::engine::chain::attempt::{ChatStream, StreamChunk};
+use crate::engine::chain::stream::{ChatStream, StreamChunk};
 use crate::config::Config;
 use crate::error::Error;
 use crate::engine::chain::walk::Walked;
@@ -224,8 +226,10 @@ impl PyRouter {
         let req = request_from(messages, params)?;
         let route = route_from(route, pool, group, model, metadata)?;
         let opts = options(timeout, fallback_groups, max_instance_attempts)?;
+        let label: Arc<str> = route.as_ref().map_or_else(|| "the default route".into(), |r| r.to_string().into());
         Ok(PyStream {
             state: Arc::new(AsyncMutex::new(StreamState::Pending { router: self.inner.clone(), route, req, opts })),
+            label,
         })
     }
 
@@ -334,8 +338,13 @@ impl PyRouter {
     }
 }
 
+/// The routing of a stream, kept across reads so a read cancelled while the stream is being
+/// opened does not lose it: the next read goes on from where it was.
+type Opening = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Walked, Error>> + Send>>;
+
 enum StreamState {
     Pending { router: Arc<Router>, route: Option<Route>, req: ChatRequest, opts: CallOptions },
+    Opening(Opening),
     Open(ChatStream),
     Done,
 }
@@ -345,30 +354,49 @@ enum StreamState {
 #[pyclass(frozen, name = "Stream", module = "echelon._core")]
 pub struct PyStream {
     state: Arc<AsyncMutex<StreamState>>,
+    /// The route, for the message of an internal error.
+    label: Arc<str>,
 }
 
 #[pymethods]
 impl PyStream {
     /// The next chunk, delivered through `completer`. Returns `(future, id)`; the future
     /// resolves to a `StreamChunk` or raises (`StopAsyncIteration` at the end).
+    ///
+    /// Cancel-safe: a read cancelled while the stream is being routed leaves the routing in
+    /// place, and the next read goes on from where it was; a read cancelled while waiting for
+    /// a chunk loses nothing (the chunk arrives on the next read).
     fn next_via(&self, py: Python<'_>, completer: &Bound<'_, Completer>) -> PyResult<(Py<PyAny>, u64)> {
         let state = self.state.clone();
+        let label = self.label.clone();
         completer.get().spawn(py, async move {
             let mut guard = state.lock().await;
             if let StreamState::Pending { .. } = &*guard {
                 let StreamState::Pending { router, route, req, opts } = std::mem::replace(&mut *guard, StreamState::Done) else {
                     unreachable!()
                 };
-                match router.run(route.as_ref(), &req, &opts, true).await {
+                *guard = StreamState::Opening(Box::pin(async move { router.run(route.as_ref(), &req, &opts, true).await }));
+            }
+            if let StreamState::Opening(opening) = &mut *guard {
+                match opening.as_mut().await {
                     Ok(Walked::Stream(s)) => *guard = StreamState::Open(s),
-                    Ok(Walked::Chat(_)) => return Outcome::Failure("internal: chat result for a stream".into()),
-                    Err(e) => return Outcome::Chunk(Err(e)),
+                    Ok(Walked::Chat(_)) => {
+                        *guard = StreamState::Done;
+                        return Outcome::Failure("internal: chat result for a stream".into());
+                    }
+                    Err(e) => {
+                        *guard = StreamState::Done;
+                        return Outcome::Chunk(Err(e));
+                    }
                 }
             }
             let StreamState::Open(s) = &mut *guard else {
                 return Outcome::Chunk(Ok(None));
             };
-            let item = s.next().await;
+            let item = match AssertUnwindSafe(s.next()).catch_unwind().await {
+                Ok(item) => item,
+                Err(panic) => Some(Err(crate::engine::router::internal_error(&label, panic.as_ref()))),
+            };
             if !matches!(item, Some(Ok(StreamChunk::Delta { .. }))) {
                 *guard = StreamState::Done;
             }

@@ -4,13 +4,50 @@
 //! and costs no clock read of its own. All state sits behind one `parking_lot::Mutex`: every
 //! operation is a handful of comparisons, so an uncontended lock (~10–20 ns) is cheaper and far
 //! easier to keep exact than a lock-free multi-word state machine.
+//!
+//! The breaker is the one state machine that decides whether an instance gets traffic. Passive
+//! health (call outcomes), active health probes and "this instance is misconfigured" errors
+//! (authentication, unknown model) all drive it; the health status shown to users
+//! (`crate::state::health`) is read from it rather than kept beside it.
+//!
+//! It also owns the line of callers waiting for a half-open probe slot: a probe that ends wakes
+//! the next caller, and a change of phase wakes them all to look again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::BreakerConfig;
+use crate::error::ErrorKind;
+use crate::state::sync::Mutex;
+use crate::state::wait::{Queue, WaitCtx, WaitList, Waiter};
+
+/// Longest a breaker stays open on one decision (a Retry-After or a trip), whatever it is
+/// asked: keeps `now + duration` far from overflow and an instance from being lost for longer
+/// than a day by one odd answer.
+pub const MAX_OPEN: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a breaker refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerBlock {
+    /// Open; probes are admitted from this instant.
+    Open { until: Instant },
+    /// Half-open and every probe slot is taken; a waiting caller is queued for the next one.
+    ProbesBusy,
+}
+
+/// Why a breaker is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenCause {
+    /// Consecutive failures (or the failure ratio) reached the threshold.
+    Failures,
+    /// An error saying the instance cannot serve as configured (bad key, unknown model).
+    Misconfigured,
+    /// Active health probes failed.
+    Probes,
+}
 
 /// Breaker state, spelled as the original API spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -56,6 +93,8 @@ pub struct BreakerSnapshot {
     pub open_for: Option<Duration>,
     /// Probes currently in flight (half-open).
     pub probes_in_flight: u32,
+    /// While open: why (`failures`, `misconfigured`, `probes`).
+    pub open_cause: Option<OpenCause>,
 }
 
 /// A circuit breaker for one instance or target. Thread-safe; all methods take `&self`.
@@ -96,6 +135,12 @@ struct Inner {
     stale_probes: u32,
     /// Present only when `failure_ratio` is configured.
     ratio: Option<RatioWindow>,
+    /// Why it last opened.
+    cause: OpenCause,
+    /// Consecutive failed active probes.
+    probe_failures: u32,
+    /// Callers waiting for a probe slot.
+    waiters: WaitList,
 }
 
 impl Breaker {
@@ -113,6 +158,9 @@ impl Breaker {
                 probe_successes: 0,
                 stale_probes: 0,
                 ratio,
+                cause: OpenCause::Failures,
+                probe_failures: 0,
+                waiters: WaitList::default(),
             }),
         }
     }
@@ -126,40 +174,91 @@ impl Breaker {
         self.cfg.half_open_requests.max(1)
     }
 
-    /// Admit a request now, or refuse it (`None`) while open or while all probe slots are taken.
+    /// Admit the caller of `ctx` now, or say why not. While half-open with every probe slot
+    /// taken, a waiting caller is queued for the next slot.
+    pub fn admit(self: &Arc<Self>, now: Instant, ctx: &mut WaitCtx) -> Result<Admission, BreakerBlock> {
+        let mut g = self.inner.lock();
+        let who = ctx.waiter().cloned();
+        match self.decide(&mut g, now, who.as_deref(), true) {
+            Ok(a) => {
+                if let Some(w) = &who {
+                    if g.waiters.remove(w.ticket()) {
+                        self.wake_for_slots(&g);
+                    }
+                }
+                Ok(a)
+            }
+            Err(BreakerBlock::ProbesBusy) => {
+                if let Some(w) = &who {
+                    g.waiters.enqueue(w);
+                    drop(g);
+                    ctx.joined(self.clone());
+                }
+                Err(BreakerBlock::ProbesBusy)
+            }
+            Err(open) => Err(open),
+        }
+    }
+
+    /// Admit a request now (as a newcomer that never queues), or refuse it (`None`) while open
+    /// or while all probe slots are taken.
     pub fn try_admit(&self, now: Instant) -> Option<Admission> {
         let mut g = self.inner.lock();
+        self.decide(&mut g, now, None, true).ok()
+    }
+
+    /// Whether `who` would be admitted now, without taking a slot (for candidate filtering).
+    pub fn check(&self, now: Instant, who: Option<&Waiter>) -> Result<(), BreakerBlock> {
+        let mut g = self.inner.lock();
+        self.decide(&mut g, now, who, false).map(|_| ())
+    }
+
+    /// Whether a newcomer would be admitted now.
+    pub fn would_admit(&self, now: Instant) -> bool {
+        self.check(now, None).is_ok()
+    }
+
+    /// The admission rule; takes a slot only when `take`.
+    fn decide(&self, g: &mut Inner, now: Instant, who: Option<&Waiter>, take: bool) -> Result<Admission, BreakerBlock> {
         match g.phase {
-            Phase::Closed => Some(Admission::Normal),
+            Phase::Closed => Ok(Admission::Normal),
+            Phase::Open if now < g.open_until => Err(BreakerBlock::Open { until: g.open_until }),
             Phase::Open => {
-                if now < g.open_until {
-                    return None;
+                if !g.waiters.may_take(who) {
+                    return Err(BreakerBlock::ProbesBusy);
                 }
-                g.phase = Phase::HalfOpen;
-                g.probes_in_flight = 1;
-                g.probe_successes = 0;
-                log::debug!("circuit breaker half-open: admitting probes");
-                Some(Admission::Probe)
+                if take {
+                    g.phase = Phase::HalfOpen;
+                    g.probes_in_flight = 1;
+                    g.probe_successes = 0;
+                    log::debug!("circuit breaker half-open: admitting probes");
+                }
+                Ok(Admission::Probe)
             }
             Phase::HalfOpen => {
-                if g.probes_in_flight + g.probe_successes >= self.probe_slots() {
-                    // All slots taken, or enough probes already succeeded this period and only
-                    // in-flight ones remain; admitting more would exceed "exactly N probes".
-                    return None;
+                // All slots taken, or enough probes already succeeded this period and only
+                // in-flight ones remain; admitting more would exceed "exactly N probes".
+                if g.probes_in_flight + g.probe_successes >= self.probe_slots() || !g.waiters.may_take(who) {
+                    return Err(BreakerBlock::ProbesBusy);
                 }
-                g.probes_in_flight += 1;
-                Some(Admission::Probe)
+                if take {
+                    g.probes_in_flight += 1;
+                }
+                Ok(Admission::Probe)
             }
         }
     }
 
-    /// Whether `try_admit` would admit now, without taking a slot (for candidate filtering).
-    pub fn would_admit(&self, now: Instant) -> bool {
-        let g = self.inner.lock();
+    /// Wake as many waiters as there are free probe slots (all of them once closed).
+    fn wake_for_slots(&self, g: &Inner) {
         match g.phase {
-            Phase::Closed => true,
-            Phase::Open => now >= g.open_until,
-            Phase::HalfOpen => g.probes_in_flight + g.probe_successes < self.probe_slots(),
+            Phase::Closed => g.waiters.wake_all(),
+            Phase::HalfOpen => {
+                let free = self.probe_slots().saturating_sub(g.probes_in_flight + g.probe_successes);
+                g.waiters.wake_oldest(free as usize);
+            }
+            // Open: they wait for time now, and their next look takes them out of this line.
+            Phase::Open => g.waiters.wake_all(),
         }
     }
 
@@ -183,6 +282,7 @@ impl Breaker {
                     log::debug!("circuit breaker closed after {} successful probes", g.probe_successes);
                     g.close();
                 }
+                self.wake_for_slots(&g);
             }
             (Phase::Open, Admission::Probe) => {}
         }
@@ -211,7 +311,7 @@ impl Breaker {
             (Phase::Open, Admission::Normal) | (Phase::HalfOpen, Admission::Normal) => {
                 // A straggler from before the breaker opened: its Retry-After is still news.
                 if let (Phase::Open, Some(d)) = (g.phase, min_open) {
-                    g.open_until = g.open_until.max(now + d);
+                    g.open_until = g.open_until.max(later(now, d));
                 }
             }
             _ if stale => {}
@@ -231,7 +331,69 @@ impl Breaker {
         let mut g = self.inner.lock();
         if !g.take_stale(admission) && admission == Admission::Probe && g.phase == Phase::HalfOpen {
             g.probes_in_flight = g.probes_in_flight.saturating_sub(1);
+            self.wake_for_slots(&g);
         }
+    }
+
+    /// Open at once for `rest` (at least `recovery_time`): an error that says the instance
+    /// cannot serve as configured (a rejected key, a model the provider does not have).
+    pub fn trip(&self, now: Instant, rest: Duration) {
+        let mut g = self.inner.lock();
+        g.failures = g.failures.saturating_add(1);
+        g.last_failure = Some(SystemTime::now());
+        self.open(&mut g, now, Some(rest));
+        g.cause = OpenCause::Misconfigured;
+    }
+
+    /// Record an active health probe. `threshold` consecutive failed probes open the breaker
+    /// for `rest`; a successful probe closes a breaker the probes opened, and lets call
+    /// probes through at once when calls opened it.
+    pub fn on_health_probe(&self, ok: bool, now: Instant, threshold: u32, rest: Duration) {
+        let mut g = self.inner.lock();
+        if ok {
+            g.probe_failures = 0;
+            if g.phase != Phase::Closed && g.cause == OpenCause::Probes {
+                // Probes opened it; the evidence is gone.
+                log::debug!("health probe succeeded: closing the breaker the probes opened");
+                g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
+                g.close();
+                self.wake_for_slots(&g);
+            } else if g.phase == Phase::Open && now < g.open_until {
+                log::debug!("health probe succeeded: the open breaker admits probes now");
+                g.open_until = now;
+                self.wake_for_slots(&g);
+            }
+            return;
+        }
+        g.probe_failures = g.probe_failures.saturating_add(1);
+        if g.probe_failures < threshold.max(1) {
+            return;
+        }
+        match g.phase {
+            Phase::Open => g.open_until = g.open_until.max(later(now, rest)),
+            Phase::Closed | Phase::HalfOpen => {
+                g.last_failure = Some(SystemTime::now());
+                let d = rest.max(self.cfg.recovery_time);
+                g.phase = Phase::Open;
+                g.open_until = later(now, d);
+                g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
+                g.probes_in_flight = 0;
+                g.probe_successes = 0;
+                g.cause = OpenCause::Probes;
+                self.wake_for_slots(&g);
+            }
+        }
+    }
+
+    /// What the health view needs: the visible state, why it opened, consecutive failures.
+    pub fn health_view(&self, now: Instant) -> (BreakerState, OpenCause, u32) {
+        let g = self.inner.lock();
+        (g.visible_state(now), g.cause, g.failures)
+    }
+
+    /// Callers waiting for a probe slot.
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().waiters.len()
     }
 
     /// Current state (an open breaker whose time is up reads as half-open).
@@ -261,6 +423,7 @@ impl Breaker {
             last_failure_time: g.last_failure,
             open_for: (state == BreakerState::Open).then(|| g.open_until.saturating_duration_since(now)),
             probes_in_flight: if g.phase == Phase::HalfOpen { g.probes_in_flight } else { 0 },
+            open_cause: (state == BreakerState::Open).then_some(g.cause),
         }
     }
 
@@ -270,19 +433,42 @@ impl Breaker {
         g.close();
         g.last_failure = None;
         g.stale_probes = 0;
+        g.probe_failures = 0;
+        self.wake_for_slots(&g);
     }
 
     fn open(&self, g: &mut Inner, now: Instant, min_open: Option<Duration>) {
         let dur = self.cfg.recovery_time.max(min_open.unwrap_or(Duration::ZERO));
         g.phase = Phase::Open;
-        g.open_until = now + dur;
+        g.open_until = later(now, dur);
+        g.cause = OpenCause::Failures;
         g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
         g.probes_in_flight = 0;
         g.probe_successes = 0;
         if let Some(r) = g.ratio.as_mut() {
             r.clear();
         }
+        self.wake_for_slots(g);
     }
+}
+
+impl Queue for Breaker {
+    fn leave(&self, ticket: u64) {
+        let mut g = self.inner.lock();
+        if g.waiters.remove(ticket) {
+            self.wake_for_slots(&g);
+        }
+    }
+}
+
+/// `now + d`, with `d` capped at [`MAX_OPEN`] so it cannot overflow.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(MAX_OPEN)).unwrap_or(now)
+}
+
+/// Whether an error kind says the instance cannot serve as configured (it trips the breaker).
+pub fn trips_breaker(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::AuthError | ErrorKind::ModelNotFound)
 }
 
 impl Inner {
@@ -309,6 +495,7 @@ impl Inner {
 
     fn close(&mut self) {
         self.phase = Phase::Closed;
+        self.cause = OpenCause::Failures;
         self.failures = 0;
         self.probes_in_flight = 0;
         self.probe_successes = 0;

@@ -1,4 +1,23 @@
-//! Instance health state machine, driven by real call outcomes and active probes.
+//! The health an instance shows (the original system's five states), read from its circuit
+//! breaker, plus what active health probes record.
+//!
+//! Health used to be a second state machine beside the breaker, with its own threshold and
+//! rest: with pool health checks on, it ejected an instance after 3 failures while the breaker
+//! opened after 5, and its "recovering" state then let unlimited traffic through instead of a
+//! probe's worth. Now the breaker alone decides who gets traffic, and the status is a view of
+//! it:
+//!
+//! | breaker | status |
+//! |---|---|
+//! | open because a key was rejected or the model is unknown | `failed` |
+//! | open (failures, or failed health probes) | `unhealthy` |
+//! | half-open, or open with its rest over | `recovering` |
+//! | closed, with consecutive failures or a failure ratio above 50% recently | `degraded` |
+//! | closed | `healthy` |
+//!
+//! Active probes feed the breaker: `failure_threshold` consecutive failed probes open it for
+//! `recovery_time` (the pool's `health_check` settings), and a successful probe of an open
+//! breaker lets its half-open probes through at once.
 //!
 //! Time is passed in by the caller, so transitions are testable without sleeping.
 
@@ -8,7 +27,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::HealthCheckConfig;
-use crate::error::ErrorKind;
+use crate::state::breaker::{Breaker, BreakerState, OpenCause};
 
 /// How many recent outcomes the error-ratio rule looks at.
 pub const OUTCOME_WINDOW: u32 = 20;
@@ -19,10 +38,15 @@ pub const MIN_RATIO_SAMPLES: u32 = 10;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceStatus {
+    /// Closed breaker, no recent failures.
     Healthy,
+    /// Closed breaker with recent failures: still gets traffic.
     Degraded,
+    /// Open breaker: no traffic until its rest is over.
     Unhealthy,
+    /// Open because the instance cannot serve as configured (rejected key, unknown model).
     Failed,
+    /// Half-open: probes only.
     Recovering,
 }
 
@@ -37,52 +61,31 @@ impl InstanceStatus {
             InstanceStatus::Recovering => "recovering",
         }
     }
-    /// Whether requests may be routed to an instance in this state.
+    /// Whether an instance in this state may get requests (a recovering one only as the
+    /// breaker's probes).
     pub fn is_available(self) -> bool {
         matches!(self, InstanceStatus::Healthy | InstanceStatus::Degraded | InstanceStatus::Recovering)
     }
 }
 
-/// A state change, returned so the caller can emit an event.
+/// A status change, returned so the caller can emit an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
+    /// The status shown before.
     pub from: InstanceStatus,
+    /// The status shown now.
     pub to: InstanceStatus,
 }
 
-/// Health of one instance. Thread-safe.
-///
-/// Transitions:
-/// - success: Degraded/Recovering → Healthy; resets the consecutive-failure count.
-/// - failure that counts (see `ErrorKind::counts_as_instance_failure`): Healthy → Degraded;
-///   at `failure_threshold` consecutive → Unhealthy. `AuthError` → Failed at once.
-///   A failure while Recovering → Unhealthy again.
-/// - time: Unhealthy/Failed for `recovery_time` → Recovering (one probe's worth of traffic).
-/// - active probe ok: Unhealthy/Failed → Recovering; Recovering/Degraded → Healthy.
-///   Probe failure counts as a failure.
-/// - error ratio (optional, over the last outcomes): above 50% with ≥ 10 samples → Degraded.
-///
-/// How the rules combine (decisions this implementation makes):
-/// - The error-ratio rule looks at the last [`OUTCOME_WINDOW`] outcomes (calls and probes). It
-///   holds a Degraded instance there: a success (or ok probe) returns Degraded → Healthy only
-///   while at most 50% of the last ≥ 10 outcomes failed.
-/// - A counted failure while Unhealthy/Failed restarts the `recovery_time` rest.
-/// - The outcome history is cleared when an instance leaves Unhealthy/Failed (a recovered
-///   instance is judged on fresh evidence).
-/// - `status()` reports time-based recovery without recording it; call [`Health::tick`] to
-///   record it and get the transition as an event. Outcome methods apply it first, so their
-///   `Transition::from` is what `status()` would have said.
-/// - A `failure_threshold` of 0 is treated as 1.
+/// What one instance's health shows, and its active-probe settings. Thread-safe.
 pub struct Health {
     cfg: HealthCheckConfig,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
-    status: InstanceStatus,
-    consecutive: u32,
-    /// When the instance entered Unhealthy/Failed (or last failed there).
-    since: Instant,
+    /// The status last reported (transitions are changes of it).
+    shown: InstanceStatus,
     last_check: Option<SystemTime>,
     /// Ring of the last outcomes: bit set = failure.
     ring: u32,
@@ -115,146 +118,64 @@ impl Inner {
 }
 
 impl Health {
-    /// A healthy instance with no history.
+    /// A healthy instance with no history; `cfg` holds its active-probe settings.
     pub fn new(cfg: HealthCheckConfig) -> Self {
         Self {
             cfg,
-            inner: Mutex::new(Inner {
-                status: InstanceStatus::Healthy,
-                consecutive: 0,
-                since: Instant::now(),
-                last_check: None,
-                ring: 0,
-                ring_len: 0,
-                ring_pos: 0,
-            }),
+            inner: Mutex::new(Inner { shown: InstanceStatus::Healthy, last_check: None, ring: 0, ring_len: 0, ring_pos: 0 }),
         }
     }
 
-    /// The settings it was built with.
+    /// The active-probe settings.
     pub fn config(&self) -> &HealthCheckConfig {
         &self.cfg
     }
 
-    /// What the status is at `now` once time-based recovery is taken into account.
-    fn effective(&self, g: &Inner, now: Instant) -> InstanceStatus {
-        match g.status {
-            InstanceStatus::Unhealthy | InstanceStatus::Failed
-                if now.saturating_duration_since(g.since) >= self.cfg.recovery_time =>
-            {
-                InstanceStatus::Recovering
-            }
-            s => s,
+    fn derive(g: &Inner, breaker: &Breaker, now: Instant) -> InstanceStatus {
+        let (state, cause, failures) = breaker.health_view(now);
+        match state {
+            BreakerState::Open if cause == OpenCause::Misconfigured => InstanceStatus::Failed,
+            BreakerState::Open => InstanceStatus::Unhealthy,
+            BreakerState::HalfOpen => InstanceStatus::Recovering,
+            BreakerState::Closed if failures > 0 || g.ratio_degraded() => InstanceStatus::Degraded,
+            BreakerState::Closed => InstanceStatus::Healthy,
         }
     }
 
-    /// Record time-based recovery; returns the status before it.
-    fn apply_time(&self, g: &mut Inner, now: Instant) -> InstanceStatus {
-        let before = g.status;
-        let eff = self.effective(g, now);
-        if eff != before {
-            g.status = eff;
-            g.clear_ring();
-        }
-        eff
+    /// The status now.
+    pub fn status(&self, breaker: &Breaker, now: Instant) -> InstanceStatus {
+        let g = self.inner.lock();
+        Self::derive(&g, breaker, now)
     }
 
-    fn goto(g: &mut Inner, from: InstanceStatus, to: InstanceStatus, now: Instant) -> Option<Transition> {
-        if matches!(to, InstanceStatus::Unhealthy | InstanceStatus::Failed) {
-            g.since = now;
+    /// Record a call outcome that says something about the instance (`failed`), or nothing
+    /// (`None`: just look again), and return the status change since last reported, if any.
+    /// Call after the breaker has seen the outcome.
+    pub fn observe(&self, breaker: &Breaker, now: Instant, failed: Option<bool>) -> Option<Transition> {
+        let mut g = self.inner.lock();
+        if let Some(f) = failed {
+            g.record(f);
         }
+        let to = Self::derive(&g, breaker, now);
+        let from = g.shown;
         if from == to {
             return None;
         }
         if matches!(from, InstanceStatus::Unhealthy | InstanceStatus::Failed) {
+            // A recovered instance is judged on fresh evidence.
             g.clear_ring();
         }
-        g.status = to;
+        g.shown = to;
         log::debug!("instance health {} -> {}", from.as_str(), to.as_str());
         Some(Transition { from, to })
     }
 
-    /// Current status, applying time-based recovery.
-    pub fn status(&self, now: Instant) -> InstanceStatus {
-        let g = self.inner.lock();
-        self.effective(&g, now)
-    }
-
-    /// Record time-based recovery (Unhealthy/Failed → Recovering once `recovery_time` has
-    /// passed) and return it as a transition. Call from the health loop to get the event.
-    pub fn tick(&self, now: Instant) -> Option<Transition> {
-        let mut g = self.inner.lock();
-        let from = g.status;
-        let to = self.apply_time(&mut g, now);
-        (from != to).then_some(Transition { from, to })
-    }
-
-    /// A call succeeded.
-    pub fn on_success(&self, now: Instant) -> Option<Transition> {
-        let mut g = self.inner.lock();
-        let from = self.apply_time(&mut g, now);
-        g.consecutive = 0;
-        g.record(false);
-        let to = match from {
-            InstanceStatus::Recovering => InstanceStatus::Healthy,
-            InstanceStatus::Degraded if !g.ratio_degraded() => InstanceStatus::Healthy,
-            s => s,
-        };
-        Self::goto(&mut g, from, to, now)
-    }
-
-    /// `kind`s that do not count (see `counts_as_instance_failure`) change nothing.
-    pub fn on_failure(&self, kind: ErrorKind, now: Instant) -> Option<Transition> {
-        if !kind.counts_as_instance_failure() {
-            return None;
-        }
-        let mut g = self.inner.lock();
-        let from = self.apply_time(&mut g, now);
-        if kind == ErrorKind::AuthError {
-            g.consecutive = g.consecutive.saturating_add(1);
-            g.record(true);
-            return Self::goto(&mut g, from, InstanceStatus::Failed, now);
-        }
-        self.counted_failure(&mut g, from, now)
-    }
-
-    fn counted_failure(&self, g: &mut Inner, from: InstanceStatus, now: Instant) -> Option<Transition> {
-        g.consecutive = g.consecutive.saturating_add(1);
-        g.record(true);
-        let threshold = self.cfg.failure_threshold.max(1);
-        let to = match from {
-            InstanceStatus::Recovering => InstanceStatus::Unhealthy,
-            InstanceStatus::Healthy | InstanceStatus::Degraded if g.consecutive >= threshold => {
-                InstanceStatus::Unhealthy
-            }
-            InstanceStatus::Healthy | InstanceStatus::Degraded => InstanceStatus::Degraded,
-            s => s, // Unhealthy/Failed stay, with the rest restarted by `goto`.
-        };
-        Self::goto(g, from, to, now)
-    }
-
-    /// An active health probe finished.
-    pub fn on_probe(&self, ok: bool, now: Instant) -> Option<Transition> {
-        let mut g = self.inner.lock();
-        g.last_check = Some(SystemTime::now());
-        let from = self.apply_time(&mut g, now);
-        if !ok {
-            return self.counted_failure(&mut g, from, now);
-        }
-        g.consecutive = 0;
-        g.record(false);
-        let to = match from {
-            InstanceStatus::Unhealthy | InstanceStatus::Failed => InstanceStatus::Recovering,
-            InstanceStatus::Recovering => InstanceStatus::Healthy,
-            InstanceStatus::Degraded if !g.ratio_degraded() => InstanceStatus::Healthy,
-            s => s,
-        };
-        Self::goto(&mut g, from, to, now)
-    }
-
-    /// Consecutive counted failures.
-    pub fn consecutive_failures(&self) -> u32 {
-        self.inner.lock().consecutive
+    /// Record an active health probe: it drives `breaker` (see the module docs); returns the
+    /// status change.
+    pub fn on_probe(&self, ok: bool, breaker: &Breaker, now: Instant) -> Option<Transition> {
+        self.inner.lock().last_check = Some(SystemTime::now());
+        breaker.on_health_probe(ok, now, self.cfg.failure_threshold, self.cfg.recovery_time);
+        self.observe(breaker, now, Some(!ok))
     }
 
     /// Fraction of failures among the last [`OUTCOME_WINDOW`] outcomes (0.0 with no history).
@@ -271,31 +192,41 @@ impl Health {
     pub fn last_check(&self) -> Option<SystemTime> {
         self.inner.lock().last_check
     }
-
-    /// Force a status (compat API, tests). Forcing Healthy also clears the failure history.
-    pub fn set(&self, status: InstanceStatus, now: Instant) {
-        let mut g = self.inner.lock();
-        g.status = status;
-        g.since = now;
-        if status == InstanceStatus::Healthy {
-            g.consecutive = 0;
-            g.clear_ring();
-        }
-    }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(echelon_loom)))]
 mod tests {
     use super::*;
+    use crate::config::BreakerConfig;
     use std::time::Duration;
     use InstanceStatus::*;
 
-    fn health(threshold: u32, recovery_ms: u64) -> Health {
-        Health::new(HealthCheckConfig {
+    fn pair(threshold: u32, recovery_ms: u64) -> (Breaker, Health) {
+        let b = Breaker::new(BreakerConfig {
             failure_threshold: threshold,
             recovery_time: Duration::from_millis(recovery_ms),
             ..Default::default()
-        })
+        });
+        let h = Health::new(HealthCheckConfig {
+            failure_threshold: 2,
+            recovery_time: Duration::from_millis(recovery_ms),
+            ..Default::default()
+        });
+        (b, h)
+    }
+
+    fn fail(b: &Breaker, h: &Health, t: Instant) -> Option<Transition> {
+        if let Some(a) = b.try_admit(t) {
+            b.on_failure(a, t, None);
+        }
+        h.observe(b, t, Some(true))
+    }
+
+    fn ok(b: &Breaker, h: &Health, t: Instant) -> Option<Transition> {
+        if let Some(a) = b.try_admit(t) {
+            b.on_success(a, t);
+        }
+        h.observe(b, t, Some(false))
     }
 
     fn tr(from: InstanceStatus, to: InstanceStatus) -> Option<Transition> {
@@ -303,144 +234,79 @@ mod tests {
     }
 
     #[test]
-    fn failures_degrade_then_make_unhealthy_at_threshold() {
-        let h = health(3, 1000);
+    fn one_threshold_decides_ejection_the_breakers() {
+        let (b, h) = pair(3, 1000);
         let t = Instant::now();
-        assert_eq!(h.on_failure(ErrorKind::ServerError, t), tr(Healthy, Degraded));
-        assert_eq!(h.on_failure(ErrorKind::Timeout, t), None, "still degraded: no transition");
-        assert_eq!(h.consecutive_failures(), 2);
-        assert_eq!(h.on_failure(ErrorKind::ConnectionError, t), tr(Degraded, Unhealthy));
-        assert!(!h.status(t).is_available());
+        assert_eq!(fail(&b, &h, t), tr(Healthy, Degraded));
+        assert_eq!(fail(&b, &h, t), None);
+        assert_eq!(h.status(&b, t), Degraded, "still gets traffic");
+        assert_eq!(fail(&b, &h, t), tr(Degraded, Unhealthy), "ejected exactly when the breaker opens");
+        assert!(!b.would_admit(t));
     }
 
     #[test]
-    fn success_heals_degraded_and_resets_count() {
-        let h = health(3, 1000);
+    fn recovering_lets_only_the_breakers_probes_through_then_heals() {
+        let (b, h) = pair(1, 100);
         let t = Instant::now();
-        h.on_failure(ErrorKind::ServerError, t);
-        h.on_failure(ErrorKind::ServerError, t);
-        assert_eq!(h.on_success(t), tr(Degraded, Healthy));
-        assert_eq!(h.consecutive_failures(), 0);
-        assert_eq!(h.on_success(t), None);
-        h.on_failure(ErrorKind::ServerError, t);
-        h.on_failure(ErrorKind::ServerError, t);
-        assert_eq!(h.status(t), Degraded, "the count restarted after the success");
+        fail(&b, &h, t);
+        let t1 = t + Duration::from_millis(100);
+        assert_eq!(h.status(&b, t1), Recovering);
+        assert_eq!(h.observe(&b, t1, None), tr(Unhealthy, Recovering));
+        let probe = b.try_admit(t1).expect("one probe");
+        assert!(b.try_admit(t1).is_none(), "a recovering instance takes one probe's worth, not unlimited traffic");
+        b.on_success(probe, t1);
+        assert_eq!(h.observe(&b, t1, Some(false)), tr(Recovering, Healthy));
     }
 
     #[test]
-    fn non_counting_errors_change_nothing() {
-        let h = health(1, 1000);
+    fn a_rejected_key_shows_failed_and_recovers_through_probes() {
+        let (b, h) = pair(5, 200);
         let t = Instant::now();
-        for k in [ErrorKind::RateLimited, ErrorKind::BadRequest, ErrorKind::Cancelled, ErrorKind::ContextWindowExceeded] {
-            assert_eq!(h.on_failure(k, t), None);
-        }
-        assert_eq!((h.status(t), h.consecutive_failures()), (Healthy, 0));
+        b.trip(t, Duration::from_millis(200));
+        assert_eq!(h.observe(&b, t, Some(true)), tr(Healthy, Failed));
+        assert_eq!(h.status(&b, t + Duration::from_millis(199)), Failed);
+        assert_eq!(h.status(&b, t + Duration::from_millis(200)), Recovering);
     }
 
     #[test]
-    fn auth_error_fails_at_once_and_recovers_after_recovery_time() {
-        let h = health(5, 200);
+    fn active_probes_open_after_their_threshold_and_good_probes_close_what_they_opened() {
+        let (b, h) = pair(5, 60_000);
         let t = Instant::now();
-        assert_eq!(h.on_failure(ErrorKind::AuthError, t), tr(Healthy, Failed));
-        assert_eq!(h.status(t + Duration::from_millis(199)), Failed);
-        let t1 = t + Duration::from_millis(200);
-        assert_eq!(h.status(t1), Recovering);
-        assert!(h.status(t1).is_available());
-        assert_eq!(h.tick(t1), tr(Failed, Recovering));
-        assert_eq!(h.tick(t1), None);
-        assert_eq!(h.on_success(t1), tr(Recovering, Healthy));
-    }
-
-    #[test]
-    fn time_recovery_then_failure_goes_back_to_unhealthy_for_a_fresh_rest() {
-        let h = health(1, 100);
-        let t = Instant::now();
-        assert_eq!(h.on_failure(ErrorKind::ServerError, t), tr(Healthy, Unhealthy));
-        let t1 = t + Duration::from_millis(150);
-        // Outcome methods apply time first: `from` is what status() showed.
-        assert_eq!(h.on_failure(ErrorKind::ServerError, t1), tr(Recovering, Unhealthy));
-        assert_eq!(h.status(t1 + Duration::from_millis(99)), Unhealthy);
-        assert_eq!(h.status(t1 + Duration::from_millis(100)), Recovering);
-    }
-
-    #[test]
-    fn failures_while_unhealthy_restart_the_rest() {
-        let h = health(1, 100);
-        let t = Instant::now();
-        h.on_failure(ErrorKind::ServerError, t);
-        assert_eq!(h.on_failure(ErrorKind::Timeout, t + Duration::from_millis(80)), None);
-        assert_eq!(h.status(t + Duration::from_millis(150)), Unhealthy);
-        assert_eq!(h.status(t + Duration::from_millis(180)), Recovering);
-    }
-
-    #[test]
-    fn probes_drive_recovery() {
-        let h = health(2, 60_000);
-        let t = Instant::now();
-        h.on_failure(ErrorKind::ServerError, t);
-        h.on_failure(ErrorKind::ServerError, t);
-        assert_eq!(h.status(t), Unhealthy);
         assert!(h.last_check().is_none());
-        assert_eq!(h.on_probe(true, t), tr(Unhealthy, Recovering));
+        assert_eq!(h.on_probe(false, &b, t), None, "one failed probe of two: breaker still closed");
         assert!(h.last_check().is_some());
-        assert_eq!(h.on_probe(true, t), tr(Recovering, Healthy));
-        // A failed probe counts as a failure.
-        assert_eq!(h.on_probe(false, t), tr(Healthy, Degraded));
-        assert_eq!(h.on_probe(true, t), tr(Degraded, Healthy));
-        // Failed (auth) also recovers through a good probe.
-        h.on_failure(ErrorKind::AuthError, t);
-        assert_eq!(h.on_probe(true, t), tr(Failed, Recovering));
-        assert_eq!(h.on_probe(false, t), tr(Recovering, Unhealthy));
+        assert_eq!(h.on_probe(false, &b, t), tr(Healthy, Unhealthy));
+        assert!(!b.would_admit(t));
+        assert_eq!(h.on_probe(true, &b, t), tr(Unhealthy, Healthy), "the probes opened it; a good probe closes it");
+        assert!(b.would_admit(t));
     }
 
     #[test]
-    fn error_ratio_holds_degraded() {
-        let h = health(100, 1000);
+    fn a_good_probe_of_a_breaker_calls_opened_admits_call_probes_at_once() {
+        let (b, h) = pair(1, 60_000);
         let t = Instant::now();
-        // Alternate fail, fail, ok: 2/3 failures, never `threshold` in a row.
-        for _ in 0..3 {
-            h.on_failure(ErrorKind::ServerError, t);
-            h.on_failure(ErrorKind::ServerError, t);
-            h.on_success(t);
-        }
-        // 9 samples: too few for the ratio rule, so that success healed it.
-        assert_eq!(h.status(t), Healthy);
-        h.on_failure(ErrorKind::ServerError, t);
-        h.on_failure(ErrorKind::ServerError, t);
-        assert_eq!(h.on_success(t), None, "8/12 failed: stays degraded");
-        assert!((h.error_ratio() - 8.0 / 12.0).abs() < 1e-9);
-        // Enough successes push the ratio to ≤ 50%, and the next success heals.
-        let mut healed = None;
-        for i in 0..20 {
-            if let Some(x) = h.on_success(t) {
-                healed = Some((i, x));
-                break;
-            }
-        }
-        assert_eq!(healed, Some((3, Transition { from: Degraded, to: Healthy })), "8/16 is not above 50%");
+        assert_eq!(fail(&b, &h, t), tr(Healthy, Unhealthy));
+        assert_eq!(h.on_probe(true, &b, t), tr(Unhealthy, Recovering), "models endpoint up: let a real call probe");
+        let p = b.try_admit(t).expect("probe admitted without waiting out the rest");
+        assert!(b.try_admit(t).is_none());
+        b.on_success(p, t);
+        assert_eq!(h.observe(&b, t, Some(false)), tr(Recovering, Healthy));
     }
 
     #[test]
-    fn outcome_ring_keeps_only_the_last_20() {
-        let h = health(1000, 1000);
+    fn error_ratio_holds_degraded_while_the_breaker_stays_closed() {
+        let (b, h) = pair(100, 1000);
         let t = Instant::now();
-        for _ in 0..30 {
-            h.on_failure(ErrorKind::ServerError, t);
+        for _ in 0..4 {
+            fail(&b, &h, t);
+            fail(&b, &h, t);
+            ok(&b, &h, t);
         }
-        for _ in 0..10 {
-            h.on_success(t);
+        assert!(h.error_ratio() > 0.5);
+        assert_eq!(h.status(&b, t), Degraded, "2/3 failures: degraded although the last call succeeded");
+        for _ in 0..12 {
+            ok(&b, &h, t);
         }
-        assert!((h.error_ratio() - 0.5).abs() < 1e-9);
-    }
-
-    #[test]
-    fn set_forces_status() {
-        let h = health(1, 1000);
-        let t = Instant::now();
-        h.set(Unhealthy, t);
-        assert_eq!(h.status(t), Unhealthy);
-        assert_eq!(h.status(t + Duration::from_secs(1)), Recovering);
-        h.set(Healthy, t);
-        assert_eq!((h.status(t), h.consecutive_failures()), (Healthy, 0));
+        assert_eq!(h.status(&b, t), Healthy);
     }
 }

@@ -9,4 +9,7 @@
 pub mod breaker;
 pub mod health;
 pub mod limit;
+pub mod stats;
 pub mod store;
+pub(crate) mod sync;
+pub mod wait;

@@ -2,8 +2,19 @@
 //! stable id (an instance id, or `model:<name>` for limits shared by every instance of a model).
 //!
 //! The engine asks a [`StateStore`] for each piece of state instead of constructing it, so
-//! that (a) a config reload that keeps an instance keeps its state, and (b) a store backed by
-//! Redis can later replace [`MemoryStore`] without touching the callers.
+//! that (a) a config reload that keeps an instance keeps its state (and the callers queued for
+//! its limits: a limit owns its wait queue, so a release on the old engine wakes a caller
+//! queued through the new one), and (b) a store backed by Redis can later replace
+//! [`MemoryStore`] without touching the callers.
+//!
+//! Contract for implementations:
+//! - The same key with equal settings returns the same object. A concurrency limit whose
+//!   limit changed is the same object with the new limit (its in-flight count and its waiters
+//!   carry over); other state whose settings changed is replaced by a fresh object.
+//! - Waiting is local: a store shared between processes keeps the shared *budget* (counts,
+//!   windows, breaker phase) and still hands out local objects whose queues wake this process's
+//!   callers; it must re-check the shared budget when a local waiter is woken or its time
+//!   comes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,8 +25,8 @@ use parking_lot::Mutex;
 use crate::state::breaker::Breaker;
 use crate::config::{BreakerConfig, HealthCheckConfig, RateLimitConfig};
 use crate::state::health::Health;
-use crate::engine::instance::InstanceStats;
-use crate::state::limit::{ConcurrencyLimit, RateLimiter, SlidingWindow, TokenBucket};
+use crate::state::stats::InstanceStats;
+use crate::state::limit::{ConcurrencyLimit, RateGate, SlidingWindow, TokenBucket};
 
 /// Rate limit spec a store is asked for.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,14 +52,20 @@ impl From<RateLimitConfig> for RateSpec {
 /// same object for the same key and equal settings; when the settings changed, a fresh object
 /// with the new settings replaces the old one.
 pub trait StateStore: Send + Sync {
+    /// The circuit breaker of an instance.
     fn breaker(&self, key: &str, cfg: &BreakerConfig) -> Arc<Breaker>;
+    /// The health view and active-probe settings of an instance.
     fn health(&self, key: &str, cfg: &HealthCheckConfig) -> Arc<Health>;
+    /// A concurrency limit (an instance's, or a model's shared by all its instances).
     fn concurrency(&self, key: &str, limit: u32) -> Arc<ConcurrencyLimit>;
-    fn rate(&self, key: &str, spec: RateSpec) -> Arc<dyn RateLimiter>;
+    /// A rate limit with its wait queue (RPM/TPM of an instance or model, a pool's rate).
+    fn rate(&self, key: &str, spec: RateSpec) -> Arc<RateGate>;
     /// Call statistics of an instance (latency EWMA, counts, cooldown): kept across reloads.
     fn stats(&self, key: &str) -> Arc<InstanceStats>;
     /// Drop state whose key is not in `live` (after a reload removed instances).
     fn retain(&self, live: &HashSet<String>);
+    /// Drop the state of these keys (a direct route evicted from the engine's cache).
+    fn forget(&self, keys: &[String]);
 }
 
 struct Entry<T: ?Sized, S> {
@@ -61,12 +78,13 @@ struct Entry<T: ?Sized, S> {
 pub struct MemoryStore {
     breakers: Mutex<HashMap<String, Entry<Breaker, BreakerConfig>>>,
     health: Mutex<HashMap<String, Entry<Health, HealthCheckConfig>>>,
-    concurrency: Mutex<HashMap<String, Entry<ConcurrencyLimit, u32>>>,
-    rates: Mutex<HashMap<String, Entry<dyn RateLimiter, RateSpec>>>,
+    concurrency: Mutex<HashMap<String, Arc<ConcurrencyLimit>>>,
+    rates: Mutex<HashMap<String, Entry<RateGate, RateSpec>>>,
     stats: Mutex<HashMap<String, Entry<InstanceStats, ()>>>,
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -97,14 +115,23 @@ impl StateStore for MemoryStore {
         get_or_make(&self.health, key, *cfg, || Arc::new(Health::new(*cfg)))
     }
     fn concurrency(&self, key: &str, limit: u32) -> Arc<ConcurrencyLimit> {
-        get_or_make(&self.concurrency, key, limit, || Arc::new(ConcurrencyLimit::new(limit)))
+        let mut m = self.concurrency.lock();
+        if let Some(c) = m.get(key) {
+            if c.limit() != limit {
+                c.set_limit(limit);
+            }
+            return c.clone();
+        }
+        let c = Arc::new(ConcurrencyLimit::new(limit));
+        m.insert(key.to_string(), c.clone());
+        c
     }
-    fn rate(&self, key: &str, spec: RateSpec) -> Arc<dyn RateLimiter> {
-        get_or_make(&self.rates, key, spec, || -> Arc<dyn RateLimiter> {
-            match spec {
+    fn rate(&self, key: &str, spec: RateSpec) -> Arc<RateGate> {
+        get_or_make(&self.rates, key, spec, || {
+            Arc::new(RateGate::new(match spec {
                 RateSpec::Window { limit, window } => Arc::new(SlidingWindow::new(limit, window)),
                 RateSpec::Bucket { bucket_size, refill_rate } => Arc::new(TokenBucket::new(bucket_size, refill_rate)),
-            }
+            }))
         })
     }
     fn stats(&self, key: &str) -> Arc<InstanceStats> {
@@ -116,5 +143,14 @@ impl StateStore for MemoryStore {
         self.health.lock().retain(|k, _| live.contains(k));
         self.concurrency.lock().retain(|k, _| live.contains(k));
         self.rates.lock().retain(|k, _| live.contains(k));
+    }
+    fn forget(&self, keys: &[String]) {
+        for k in keys {
+            self.stats.lock().remove(k);
+            self.breakers.lock().remove(k);
+            self.health.lock().remove(k);
+            self.concurrency.lock().remove(k);
+            self.rates.lock().remove(k);
+        }
     }
 }

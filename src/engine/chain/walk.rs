@@ -1,5 +1,4 @@
-//! The fallback chain: walk an ordered list of targets (echelons, pools), retrying within a
-//! target and moving down the chain by the error-class rules of [`crate::engine::chain::attempt::next_step`].
+//! The fallback chain's effects: lease, attempt, record, sleep, as [`super::policy`] decides.
 //!
 //! The chain is bounded by the number of targets in the plan (the group's `max_attempts`), the
 //! tries allowed per target, and the call's deadline; it never sleeps past the deadline.
@@ -7,12 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::chain::attempt::{self, next_step, sleep_within, ChatStream, Next, Success, Trace};
-use crate::engine::chain::backoff;
-use crate::error::{AttemptRole, Error, ErrorKind};
+use super::acquire::{acquire, remaining, Acquired};
+use super::attempt::{self, Success};
+use super::hedge::hedged;
+use super::policy::{ChainState, ChainView, Failure, Rules, Step};
+use super::stream::ChatStream;
+use super::trace::Trace;
+use crate::engine::selector::{QueueSlot, Selector};
+use crate::error::{AttemptRole, Error};
 use crate::observe::events::EventKind;
-use crate::engine::instance::Instance;
-use crate::engine::selector::{Filter, Selector};
 use crate::types::{ChatRequest, ChatResponse};
 
 /// One step of the chain: a set of instances and how many tries it gets.
@@ -20,6 +22,7 @@ use crate::types::{ChatRequest, ChatResponse};
 pub struct Target {
     /// `"group.echelon"` or the pool name.
     pub label: String,
+    /// The instances and their selection.
     pub selector: Arc<Selector>,
     /// Tries on this target (first try + retries).
     pub max_tries: u32,
@@ -28,8 +31,9 @@ pub struct Target {
 /// A whole chain and its rules.
 #[derive(Clone)]
 pub struct Plan {
+    /// The targets, in trial order.
     pub targets: Vec<Target>,
-    /// Waited before moving to the next target.
+    /// Waited before moving to the next target (only when configured; zero by default).
     pub retry_delay: Duration,
     /// Route around `ContentFiltered` instead of surfacing it.
     pub content_filter_fallback: bool,
@@ -40,9 +44,43 @@ pub struct Plan {
     pub hedge_after: Option<Duration>,
 }
 
+impl Plan {
+    /// A one-target plan with no chain rules (a pool, a model, an instance, an echelon).
+    pub fn single(label: String, selector: Arc<Selector>, max_tries: u32) -> Plan {
+        Plan {
+            targets: vec![Target { label, selector, max_tries }],
+            retry_delay: Duration::ZERO,
+            content_filter_fallback: false,
+            provider_failover: false,
+            hedge_after: None,
+        }
+    }
+
+    fn rules(&self) -> Rules {
+        Rules { retry_delay: self.retry_delay, content_filter_fallback: self.content_filter_fallback, provider_failover: self.provider_failover }
+    }
+}
+
+impl ChainView for Plan {
+    fn targets(&self) -> usize {
+        self.targets.len()
+    }
+    fn max_tries(&self, target: usize) -> u32 {
+        self.targets[target].max_tries
+    }
+    fn instances(&self, target: usize) -> usize {
+        self.targets[target].selector.instances.len()
+    }
+    fn context_window(&self, target: usize, index: usize) -> u32 {
+        self.targets[target].selector.instances[index].context_window
+    }
+}
+
 /// What a successful walk produced.
 pub enum Walked {
+    /// A whole response.
     Chat(ChatResponse),
+    /// A stream past its first token.
     Stream(ChatStream),
 }
 
@@ -51,257 +89,140 @@ pub fn estimate_tokens(req: &ChatRequest) -> u64 {
     req.estimate_prompt_tokens() as u64 + req.params.max_tokens.unwrap_or(256) as u64
 }
 
-fn untried(target: &Target, tried: &[Arc<Instance>]) -> bool {
-    target.selector.instances.iter().any(|i| !tried.iter().any(|t| Arc::ptr_eq(t, i)))
-}
-
 /// Walk `plan` for `req`. `stream` selects streaming attempts (the walk commits to a target
-/// once its first token arrived; before that, failures fall back like any other).
-pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Option<Instant>, stream: bool) -> Result<Walked, Error> {
+/// once its first token arrived; before that, failures fall back like any other). `slot` is a
+/// wait-queue place the caller already holds (pool admission), if any.
+///
+/// # Errors
+/// The error of the last attempt (or of the last target that could not serve), or
+/// `AllTargetsFailed` when several attempts failed (see [`Trace::into_error`]).
+///
+/// # Cancel safety
+/// Cancel-safe: dropping the future aborts the attempt in flight (its lease releases
+/// everything as neutral) and leaves any wait queue.
+pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Option<Instant>, stream: bool, mut slot: Option<QueueSlot>) -> Result<Walked, Error> {
     let est = estimate_tokens(req);
+    let rules = plan.rules();
     let mut trace = Trace::new(start);
-    let mut last_err: Option<Error> = None;
-    let mut min_context: Option<u32> = None;
-    let mut failed_providers: Vec<String> = Vec::new();
-    let mut prev_label: Option<&str> = None;
-
-    for target in &plan.targets {
-        if let Some(n) = min_context {
-            if !target.selector.instances.iter().any(|i| i.context_window > n) {
-                continue;
-            }
-        }
-        if last_err.is_some() && !sleep_within(plan.retry_delay, deadline).await {
-            break;
-        }
-        if let (Some(from), Some(bus)) = (prev_label, target.selector.instances.first().and_then(|i| i.event_bus())) {
-            bus.emit(log::Level::Debug, || EventKind::Fallback {
-                from: from.to_string(),
-                to: target.label.clone(),
-                error: last_err.as_ref().map(|e| e.kind),
-            });
-        }
-        prev_label = Some(&target.label);
-        let mut tried: Vec<Arc<Instance>> = Vec::new();
-        let mut tries = 0u32;
-        let mut role = if trace.attempts.is_empty() { AttemptRole::Primary } else { AttemptRole::Fallback };
-        while tries < target.max_tries.max(1) {
-            tries += 1;
-            let avoid_providers = plan.provider_failover
-                && !failed_providers.is_empty()
-                && target.selector.instances.iter().any(|i| !failed_providers.contains(&i.provider));
-            let filter = match min_context {
-                Some(n) => Filter::ContextAbove(n),
-                None if avoid_providers => Filter::OtherProviders(&failed_providers),
-                None => Filter::Avoid(&tried),
-            };
-            let t0 = Instant::now();
-            let lease = match target.selector.acquire(est, deadline, filter).await {
-                Ok(l) => l,
-                Err(e) => {
-                    trace.push(&target.label, None, role, t0, Some(&e));
-                    let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
-                    last_err = Some(e);
-                    if out_of_time {
-                        return Err(trace.into_error(last_err.unwrap_or_else(|| Error::new(ErrorKind::QueueTimeout, "deadline"))));
-                    }
-                    break;
+    let mut chain = ChainState::new();
+    let mut hedge_pending = plan.hedge_after.is_some();
+    loop {
+        let t0 = Instant::now();
+        let Acquired { target, index, lease, skipped } = match acquire(plan, &chain, est, deadline, &mut slot).await {
+            Ok(a) => a,
+            Err(na) => {
+                for (t, e) in &na.skipped {
+                    let label = &plan.targets[*t].label;
+                    trace.push(label, None, trace.role_for(label), t0, Some(e));
                 }
-            };
-            let inst = lease.instance().clone();
-            // Set by a retry that must wait. The wait happens outside the block that owns the
-            // attempt's outcome, so the outcome is not kept alive across it: a value alive at
-            // a suspension point takes room in every in-flight request's future.
-            let mut pause: Option<Duration> = None;
-            {
-                let outcome = match plan.hedge_after {
-                    Some(h) if trace.attempts.is_empty() && tries == 1 => {
-                        let hedge_target = plan.targets.get(1).unwrap_or(target);
-                        // Boxed: the two-attempt race is rare and would otherwise double every walk's size.
-                        let (res, winner, winner_started, loser) = Box::pin(hedged(lease, hedge_target, h, req, deadline, stream, est)).await;
-                        if let Some(l) = loser {
-                            trace.push(&l.target, Some(&l.instance), AttemptRole::Hedge, l.started, Some(&l.error));
-                        }
-                        if !Arc::ptr_eq(&winner, &inst) {
-                            // The hedge won: report it under its own target.
-                            match res {
-                                Ok(Success::Chat(mut resp)) => {
-                                    trace.push(&hedge_target.label, Some(&winner), AttemptRole::Hedge, winner_started, None);
-                                    resp.attempts = trace.attempts;
-                                    return Ok(Walked::Chat(resp));
-                                }
-                                Ok(Success::Stream(open)) => {
-                                    return Ok(Walked::Stream(ChatStream::new(open, trace, hedge_target.label.clone(), AttemptRole::Hedge)));
-                                }
-                                Err(e) => Err(e),
-                            }
-                        } else {
-                            res
-                        }
-                    }
-                    _ => attempt::run(lease, req, deadline, stream).await,
-                };
-                match outcome {
+                let label = plan.targets.get(na.target).map_or("", |t| t.label.as_str());
+                trace.push(label, None, trace.role_for(label), t0, Some(&na.error));
+                return Err(trace.into_error(na.error));
+            }
+        };
+        // Out of the wait queue once leased.
+        slot = None;
+        for (t, e) in &skipped {
+            let label = &plan.targets[*t].label;
+            trace.push(label, None, trace.role_for(label), t0, Some(e));
+        }
+        if target != chain.pos {
+            fallback_event(plan, chain.pos, target, skipped.last().map(|(_, e)| e));
+        }
+        chain.moved_to(target);
+        chain.started_attempt();
+        let inst = lease.instance().clone();
+        let label = &plan.targets[target].label;
+        let role = trace.role_for(label);
+        let t_attempt = Instant::now();
+        let outcome = if hedge_pending && trace.attempts.is_empty() {
+            hedge_pending = false;
+            let hedge_target = plan.targets.get(target + 1).unwrap_or(&plan.targets[target]);
+            let after = plan.hedge_after.unwrap_or_default();
+            // Boxed: the two-attempt race is rare and would otherwise double every walk's size.
+            let h = Box::pin(hedged(lease, label, hedge_target, after, req, deadline, stream, est)).await;
+            if let Some(l) = &h.loser {
+                trace.push(&l.target, Some(&l.instance), AttemptRole::Hedge, l.started, Some(&l.error));
+            }
+            if h.hedge_won {
+                // The hedge won: report it under its own target.
+                match h.result {
                     Ok(Success::Chat(mut resp)) => {
-                        trace.push(&target.label, Some(&inst), role, t0, None);
+                        trace.push(&hedge_target.label, Some(&h.winner), AttemptRole::Hedge, h.started, None);
                         resp.attempts = trace.attempts;
                         return Ok(Walked::Chat(resp));
                     }
                     Ok(Success::Stream(open)) => {
-                        return Ok(Walked::Stream(ChatStream::new(open, trace, target.label.clone(), role)));
+                        return Ok(Walked::Stream(ChatStream::new(open, trace, hedge_target.label.clone(), AttemptRole::Hedge)));
                     }
-                    Err(mut e) => {
-                        e.instance.get_or_insert_with(|| inst.id.clone());
-                        trace.push(&target.label, Some(&inst), role, t0, Some(&e));
-                        tried.push(inst.clone());
-                        let step = next_step(&e, &inst, plan.content_filter_fallback);
-                        let retry_after = e.retry_after;
-                        let error_kind = e.kind;
-                        let retry_event = |delay: Duration| {
-                            if let Some(bus) = inst.event_bus() {
-                                bus.emit(log::Level::Debug, || EventKind::Retry {
-                                    target: target.label.clone(),
-                                    instance: inst.id.clone(),
-                                    attempt: tries + 1,
-                                    delay: delay.as_secs_f64(),
-                                    error: error_kind,
-                                });
-                            }
-                        };
-                        last_err = Some(e);
-                        role = AttemptRole::Retry;
-                        // Whether the next try goes to the instance that just failed, which
-                        // then waits out a backoff first; a different instance is tried at once.
-                        let same_instance_again = match step {
-                            Next::Stop | Next::NextTarget => break,
-                            Next::LargerContext(n) => {
-                                min_context = Some(min_context.map_or(n, |m| m.max(n)));
-                                if !target.selector.instances.iter().any(|i| i.context_window > n) {
-                                    break;
-                                }
-                                false
-                            }
-                            Next::OtherInstance => {
-                                // A 429 without Retry-After on the target's last instance: back
-                                // off (full jitter; the selector also waits out the 429
-                                // cooldown) and retry it, budget permitting, then fall back.
-                                // With a Retry-After, fall back at once instead.
-                                let last = !untried(target, &tried);
-                                if last && (error_kind != ErrorKind::RateLimited || retry_after.is_some()) {
-                                    break;
-                                }
-                                last
-                            }
-                            Next::Retry => {
-                                if plan.provider_failover && !failed_providers.contains(&inst.provider) {
-                                    failed_providers.push(inst.provider.clone());
-                                }
-                                !untried(target, &tried)
-                            }
-                        };
-                        if same_instance_again {
-                            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                            match backoff::retry_delay(tries - 1, inst.retry.base_delay, inst.retry.max_delay, retry_after, remaining) {
-                                Some(d) if tries < target.max_tries => {
-                                    retry_event(d);
-                                    pause = Some(d);
-                                }
-                                _ => break,
-                            }
-                        }
-                        if pause.is_none() && tries < target.max_tries.max(1) {
-                            retry_event(Duration::ZERO);
-                        }
-                    }
+                    Err(e) => Err(e),
                 }
+            } else {
+                h.result
             }
-            if let Some(d) = pause {
-                tokio::time::sleep(d).await;
+        } else {
+            attempt::run(lease, req, deadline, stream).await
+        };
+        let mut e = match outcome {
+            Ok(Success::Chat(mut resp)) => {
+                trace.push(label, Some(&inst), role, t_attempt, None);
+                resp.attempts = trace.attempts;
+                return Ok(Walked::Chat(resp));
             }
-        }
-        if let Some(e) = &last_err {
-            if matches!(next_step_of(e, plan), Some(Next::Stop)) {
-                break;
+            Ok(Success::Stream(open)) => return Ok(Walked::Stream(ChatStream::new(open, trace, label.clone(), role))),
+            Err(e) => e,
+        };
+        e.instance.get_or_insert_with(|| inst.id.clone());
+        trace.push(label, Some(&inst), role, t_attempt, Some(&e));
+        let failure = Failure {
+            kind: e.kind,
+            timeout: e.timeout,
+            retry_after: e.retry_after,
+            index,
+            provider: &inst.provider,
+            retry: inst.retry,
+            remaining: remaining(deadline),
+            jitter: rand::random::<f64>(),
+        };
+        let from = chain.pos;
+        let step = chain.after_failure(plan, &rules, &failure);
+        let pause = match step {
+            Step::Stop => return Err(trace.into_error(e)),
+            Step::Retry { pause } => {
+                retry_event(label, &inst, chain.tries + 1, pause, &e);
+                pause
             }
+            Step::Next { pause } => {
+                fallback_event(plan, from, chain.pos, Some(&e));
+                pause
+            }
+        };
+        // The error is not kept across the pause: a value alive at a suspension point takes
+        // room in every in-flight request's future.
+        drop(e);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
-    let last = last_err.unwrap_or_else(|| Error::new(ErrorKind::PoolExhausted, "no target can serve this request"));
-    Err(trace.into_error(last))
 }
 
-/// Whether the last error stops the whole chain (independent of the instance).
-fn next_step_of(e: &Error, plan: &Plan) -> Option<Next> {
-    use crate::error::TimeoutKind;
-    if e.timeout == Some(TimeoutKind::Deadline) {
-        return Some(Next::Stop);
-    }
-    match e.kind {
-        ErrorKind::BadRequest | ErrorKind::Cancelled | ErrorKind::Routing | ErrorKind::Config => Some(Next::Stop),
-        ErrorKind::ContentFiltered if !plan.content_filter_fallback => Some(Next::Stop),
-        _ => None,
-    }
+fn fallback_event(plan: &Plan, from: usize, to: usize, error: Option<&Error>) {
+    let Some(bus) = plan.targets.get(to).and_then(|t| t.selector.instances.first()).and_then(|i| i.event_bus()) else { return };
+    bus.emit(log::Level::Debug, || EventKind::Fallback {
+        from: plan.targets[from].label.clone(),
+        to: plan.targets[to].label.clone(),
+        error: error.map(|e| e.kind),
+    });
 }
 
-/// The attempt that lost a hedge race (cancelled, or failed while the other won).
-struct Loser {
-    target: String,
-    instance: Arc<Instance>,
-    started: Instant,
-    error: Error,
-}
-
-/// Run `lease`'s attempt; if it has not succeeded after `after`, also start one on `hedge`
-/// (another instance) and keep whichever succeeds first. The loser is dropped, which aborts its
-/// HTTP request and releases its slot as neutral. Returns the outcome, the instance it came
-/// from, when that instance's attempt started, and the loser for the trace.
-#[allow(clippy::too_many_arguments)]
-async fn hedged(
-    lease: crate::engine::instance::Lease,
-    hedge: &Target,
-    after: Duration,
-    req: &ChatRequest,
-    deadline: Option<Instant>,
-    stream: bool,
-    est: u64,
-) -> (Result<Success, Error>, Arc<Instance>, Instant, Option<Loser>) {
-    let a_inst = lease.instance().clone();
-    let ta = Instant::now();
-    let fut_a = attempt::run(lease, req, deadline, stream);
-    tokio::pin!(fut_a);
-    tokio::select! {
-        r = &mut fut_a => return (r, a_inst, ta, None),
-        _ = tokio::time::sleep(after) => {}
-    }
-    // Only hedge onto capacity that is free now; never queue for it.
-    let avoid = [a_inst.clone()];
-    let hedge_lease = match hedge.selector.acquire(est, Some(Instant::now()), Filter::Avoid(&avoid)).await {
-        Ok(l) if !Arc::ptr_eq(l.instance(), &a_inst) => l,
-        _ => return (fut_a.await, a_inst, ta, None),
-    };
-    let b_inst = hedge_lease.instance().clone();
-    let tb = Instant::now();
-    let fut_b = attempt::run(hedge_lease, req, deadline, stream);
-    tokio::pin!(fut_b);
-    let lost = |inst: &Arc<Instance>, target: &str, started: Instant| Loser {
-        target: target.to_string(),
-        instance: inst.clone(),
-        started,
-        error: Error::new(ErrorKind::Cancelled, "cancelled: the other hedged attempt answered first"),
-    };
-    tokio::select! {
-        ra = &mut fut_a => match ra {
-            Ok(s) => (Ok(s), a_inst, ta, Some(lost(&b_inst, &hedge.label, tb))),
-            Err(ea) => {
-                let rb = fut_b.await;
-                match rb {
-                    Ok(s) => (Ok(s), b_inst, tb, Some(Loser { target: a_inst.group.clone() + "." + &a_inst.echelon, instance: a_inst, started: ta, error: ea })),
-                    Err(eb) => (Err(ea), a_inst, ta, Some(Loser { target: hedge.label.clone(), instance: b_inst, started: tb, error: eb })),
-                }
-            }
-        },
-        rb = &mut fut_b => match rb {
-            Ok(s) => (Ok(s), b_inst, tb, Some(lost(&a_inst, &(a_inst.group.clone() + "." + &a_inst.echelon), ta))),
-            Err(eb) => (fut_a.await, a_inst, ta, Some(Loser { target: hedge.label.clone(), instance: b_inst, started: tb, error: eb })),
-        },
+fn retry_event(target: &str, inst: &crate::engine::instance::Instance, attempt: u32, delay: Duration, e: &Error) {
+    if let Some(bus) = inst.event_bus() {
+        bus.emit(log::Level::Debug, || EventKind::Retry {
+            target: target.to_string(),
+            instance: inst.id.clone(),
+            attempt,
+            delay: delay.as_secs_f64(),
+            error: e.kind,
+        });
     }
 }

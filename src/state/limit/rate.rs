@@ -1,7 +1,8 @@
-//! Limits: in-flight concurrency, and request/token rates over time.
+//! Rate limits over time, in abstract units (requests or tokens), and the gate that queues
+//! callers waiting for them.
 //!
-//! Rate limiters take the caller's `now` instead of reading a clock, so tests drive time
-//! explicitly and one clock read per request serves every limiter it passes through.
+//! Limiters take the caller's `now` instead of reading a clock, so tests drive time explicitly
+//! and one clock read per request serves every limiter it passes through.
 //!
 //! Why `TokenBucket` is hand-written rather than built on `governor`: governor's limiter owns
 //! its clock (`Clock::now()` takes no argument), so feeding it the caller's `Instant` would need
@@ -11,7 +12,6 @@
 //! bucket below is ~40 lines behind one mutex.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,50 +19,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::RateLimitConfig;
+use crate::state::sync;
+use crate::state::wait::{Queue, WaitCtx, WaitList, Waiter};
 
 /// Longest wait a limiter reports. Keeps `now + wait` far from `Instant` overflow when a bucket
 /// never refills (a zero refill rate).
 pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// A cap on requests in flight. `limit == 0` means unlimited (in-flight is still counted).
-/// Lock-free: one CAS per acquire.
-pub struct ConcurrencyLimit {
-    limit: u32,
-    in_flight: AtomicU32,
-}
-
-impl ConcurrencyLimit {
-    /// A limit of `limit` requests in flight (0 = unlimited).
-    pub fn new(limit: u32) -> Self {
-        Self { limit, in_flight: AtomicU32::new(0) }
-    }
-    /// Take a slot if one is free.
-    pub fn try_acquire(&self) -> bool {
-        let limit = if self.limit == 0 { u32::MAX } else { self.limit };
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
-            .is_ok()
-    }
-    /// Give a slot back (never below zero).
-    pub fn release(&self) {
-        let r = self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        if r.is_err() {
-            log::warn!("ConcurrencyLimit::release without a matching acquire (ignored)");
-        }
-    }
-    /// Whether a slot is free now.
-    pub fn has_room(&self) -> bool {
-        self.limit == 0 || self.in_flight.load(Ordering::Acquire) < self.limit
-    }
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
-    }
-    /// 0 = unlimited.
-    pub fn limit(&self) -> u32 {
-        self.limit
-    }
-}
 
 /// What a rate limiter shows to status output.
 #[derive(Clone, Debug, Serialize)]
@@ -331,66 +293,120 @@ impl RateLimiter for TokenBucket {
     }
 }
 
+/// Why a [`RateGate`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateBlock {
+    /// First in line: the budget fits at this instant.
+    Until(Instant),
+    /// Behind older waiters: woken when the one in front is served or leaves.
+    Queued,
+}
+
+/// A rate limiter and the line of callers waiting for its budget.
+///
+/// Only the first in line waits for a time (the instant its cost fits); the others wait for
+/// it to be served, so a budget that refills wakes one caller, not all of them. Refunds (a
+/// failed or cancelled request's estimate, a TPM estimate corrected downwards) wake the first
+/// in line at once.
+pub struct RateGate {
+    limiter: Arc<dyn RateLimiter>,
+    waiters: sync::Mutex<WaitList>,
+}
+
+impl RateGate {
+    /// A gate in front of `limiter`.
+    pub fn new(limiter: Arc<dyn RateLimiter>) -> Self {
+        Self { limiter, waiters: sync::Mutex::new(WaitList::default()) }
+    }
+
+    /// The limiter behind the gate.
+    pub fn limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.limiter
+    }
+
+    /// Take `cost` units for the caller of `ctx`, or say when to come back. A waiting caller
+    /// (see [`WaitCtx::start_waiting`]) is queued when refused.
+    pub fn try_take(self: &Arc<Self>, cost: u64, now: Instant, ctx: &mut WaitCtx) -> Result<(), RateBlock> {
+        let mut q = self.waiters.lock();
+        let who = ctx.waiter().cloned();
+        let refused = if !q.may_take(who.as_deref()) {
+            RateBlock::Queued
+        } else {
+            match self.limiter.try_acquire(cost, now) {
+                Ok(()) => {
+                    if let Some(w) = &who {
+                        if q.remove(w.ticket()) {
+                            // Served: the next in line computes its own time.
+                            q.wake_oldest(1);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(wait) => RateBlock::Until(now + wait),
+            }
+        };
+        if let Some(w) = &who {
+            q.enqueue(w);
+            drop(q);
+            ctx.joined(self.clone());
+        }
+        Err(refused)
+    }
+
+    /// Whether `who` could take `cost` now, without taking or queueing anything.
+    pub fn check(&self, cost: u64, now: Instant, who: Option<&Waiter>) -> Result<(), RateBlock> {
+        let q = self.waiters.lock();
+        if !q.may_take(who) {
+            return Err(RateBlock::Queued);
+        }
+        self.limiter.check(cost, now).map_err(|wait| RateBlock::Until(now + wait))
+    }
+
+    /// Give `units` back (they were not used) and wake the first in line.
+    pub fn give_back(&self, units: u64, now: Instant) {
+        if units == 0 {
+            return;
+        }
+        self.limiter.adjust(-(units.min(i64::MAX as u64) as i64), now);
+        self.waiters.lock().wake_oldest(1);
+    }
+
+    /// Correct an earlier take by `delta` units (real usage minus the estimate).
+    pub fn correct(&self, delta: i64, now: Instant) {
+        if delta < 0 {
+            self.give_back(delta.unsigned_abs(), now);
+        } else if delta > 0 {
+            self.limiter.adjust(delta, now);
+        }
+    }
+
+    /// Callers waiting for this budget.
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().len()
+    }
+
+    /// Capacity and what is left at `now`.
+    pub fn status(&self, now: Instant) -> RateStatus {
+        self.limiter.status(now)
+    }
+}
+
+impl Queue for RateGate {
+    fn leave(&self, ticket: u64) {
+        let mut q = self.waiters.lock();
+        let was_front = q.is_front(ticket);
+        if q.remove(ticket) && was_front {
+            q.wake_oldest(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn concurrency_limit_basics() {
-        let c = ConcurrencyLimit::new(2);
-        assert!(c.try_acquire() && c.try_acquire());
-        assert!(!c.try_acquire());
-        assert!(!c.has_room());
-        assert_eq!(c.in_flight(), 2);
-        c.release();
-        assert!(c.has_room());
-        c.release();
-        c.release(); // extra release never goes below zero
-        assert_eq!(c.in_flight(), 0);
-
-        let u = ConcurrencyLimit::new(0);
-        for _ in 0..1000 {
-            assert!(u.try_acquire());
-        }
-        assert!(u.has_room());
-        assert_eq!(u.in_flight(), 1000, "unlimited still counts");
-    }
-
-    #[test]
-    fn concurrency_limit_never_exceeded_under_threads() {
-        use std::sync::atomic::AtomicU32;
-        let limit = 5;
-        let c = Arc::new(ConcurrencyLimit::new(limit));
-        let observed_max = Arc::new(AtomicU32::new(0));
-        let holders = Arc::new(AtomicU32::new(0));
-        let handles: Vec<_> = (0..16)
-            .map(|_| {
-                let (c, observed_max, holders) = (c.clone(), observed_max.clone(), holders.clone());
-                std::thread::spawn(move || {
-                    let mut got = 0u32;
-                    for _ in 0..10_000 {
-                        if c.try_acquire() {
-                            got += 1;
-                            let h = holders.fetch_add(1, Ordering::SeqCst) + 1;
-                            observed_max.fetch_max(h, Ordering::SeqCst);
-                            assert!(c.in_flight() <= limit);
-                            holders.fetch_sub(1, Ordering::SeqCst);
-                            c.release();
-                        }
-                    }
-                    got
-                })
-            })
-            .collect();
-        let total: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        assert!(total > 0);
-        let m = observed_max.load(Ordering::SeqCst);
-        assert!(m <= limit, "saw {m} holders with limit {limit}");
-        assert_eq!(c.in_flight(), 0);
-    }
 
     #[test]
     fn sliding_window_refuses_then_reports_exact_wait() {
