@@ -1,9 +1,9 @@
 //! Guards the per-request memory of the engine: every in-flight call holds one `Router::run`
 //! future in its tokio task, so its size is paid once per concurrent request. Rare paths
 //! (hedging, stream opening, reading an error response) are boxed, nothing large is kept
-//! alive across a retry's wait or the body read, and the HTTP send takes the started request
-//! rather than its builder, to keep it small (1,768 bytes, from 2,992); this test fails if
-//! that regresses.
+//! alive across a retry's wait or the body read, the HTTP send takes the started request rather
+//! than its builder, and a call that must wait for capacity boxes its waiting state, to keep it
+//! small (1,944 bytes, from 2,992); this test fails if that regresses.
 
 use _core::config::Config;
 use _core::engine::router::{CallOptions, Route, Router};

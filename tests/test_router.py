@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 
 import pytest
@@ -63,10 +64,17 @@ async def test_message_forms(mock):
         role = "user"
         content = "obj"
 
+    def sent(r: echelon.Response) -> list:
+        model = r.served_by.rsplit("_", 1)[-1]
+        return mock.counters(model)["last_request"]["body"]["messages"]
+
     async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
-        await router.chat("bare prompt", pool="p")
-        await router.chat([LangChainLike("system", "be brief"), LangChainLike("human", "hi")], pool="p")
-        await router.chat([RoleContent()], pool="p")
+        r = await router.chat("bare prompt", pool="p")
+        assert sent(r) == [{"role": "user", "content": "bare prompt"}]
+        r = await router.chat([LangChainLike("system", "be brief"), LangChainLike("human", "hi")], pool="p")
+        assert sent(r) == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+        r = await router.chat([RoleContent()], pool="p")
+        assert sent(r) == [{"role": "user", "content": "obj"}]
         with pytest.raises(ValueError):
             await router.chat([], pool="p")
         with pytest.raises(TypeError):
@@ -208,8 +216,8 @@ async def test_batch_reads_each_request_without_changing_it(mock):
 async def test_reload_under_load_loses_nothing_and_keeps_breakers(mock):
     cfg = mock_config(mock.openai_base_url)
     mock.script("m-c", {"fault": "server_error", "status": 503})
-    mock.script("m-a", {"latency_ms": 5})
-    mock.script("m-b", {"latency_ms": 5})
+    mock.script("m-a", {"latency_ms": 50})
+    mock.script("m-b", {"latency_ms": 50})
     async with Router.from_dict(cfg) as router:
         # Open m-c's breaker (threshold 3) by calling echelon2 directly.
         for _ in range(2):
@@ -222,13 +230,21 @@ async def test_reload_under_load_loses_nothing_and_keeps_breakers(mock):
             return await asyncio.gather(*(router.chat(f"r{i}", pool="p") for i in range(n)), return_exceptions=True)
 
         task = asyncio.ensure_future(load(200))
-        await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while mock.counters()["in_flight"] == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        in_flight_at_reload = mock.counters()["in_flight"]
+        assert in_flight_at_reload > 0, "the reload must happen with calls in flight"
         cfg2 = mock_config(mock.openai_base_url)
         cfg2["pools"]["p2"] = {"task_groups": ["g.echelon1"]}
         router.reload(cfg2)
         results = await task
         assert all(isinstance(r, echelon.Response) for r in results), [r for r in results if not isinstance(r, echelon.Response)][:3]
+        assert not task.done() or len(results) == 200
         assert "p2" in router.pools
+        # Every call that was in flight across the reload finished on its old engine, and the
+        # slots it held were given back: nothing is left in flight or queued.
+        assert all(i["in_flight"] == 0 and i["waiting"] == 0 for i in router.pool("p").instances())
         after = router.group("g").breaker_status()["g.echelon2_m-c"]
         assert after["state"] == "OPEN" and after["failure_count"] == before["failure_count"]
 
@@ -268,8 +284,16 @@ async def test_views_status_and_metrics(mock):
 async def test_logging_goes_through_python_logging_not_print(mock, caplog, capsys):
     mock.script("m-a", {"fault": "auth"})
     caplog.set_level(logging.DEBUG, logger="echelon")
+    caplog.set_level(logging.DEBUG, logger="_core")
+    echelon.events.refresh_log_levels()
     async with Router.from_dict(mock_config(mock.openai_base_url)) as router:
         with pytest.raises(echelon.EchelonError):
             await router.chat("hi", group="solo")
+        await asyncio.sleep(0)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
+    # What was printed nowhere reached logging: the failed request and the instance the
+    # rejected key took out.
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert any(name == "echelon.events" and "auth_error" in msg for name, msg in messages), messages
+    assert any(name.startswith("_core.") and "solo.echelon1_m-a is now failed" in msg for name, msg in messages), messages

@@ -164,9 +164,13 @@ impl Drop for Lease {
     }
 }
 
-/// Re-label a timeout that fired because the caller's deadline clamped it.
+/// Re-label a timeout that fired because the caller's deadline clamped it (before the first
+/// token a `Timeout`; after it, a stream the driver reports as interrupted by its timer): it is
+/// the caller's deadline, not the provider's fault.
 pub fn mark_deadline(mut e: Error, clamped: bool, deadline: Option<Instant>) -> Error {
-    if e.kind == ErrorKind::Timeout && clamped && deadline.is_some_and(|d| Instant::now() + Duration::from_millis(2) >= d) {
+    let timer = e.kind == ErrorKind::Timeout || (e.kind == ErrorKind::StreamInterrupted && e.timeout.is_some());
+    if timer && clamped && deadline.is_some_and(|d| Instant::now() + Duration::from_millis(2) >= d) {
+        e.kind = ErrorKind::Timeout;
         e.timeout = Some(TimeoutKind::Deadline);
         e.message = format!("call deadline reached ({})", e.message);
     }

@@ -157,7 +157,27 @@ impl Pool {
     /// Cancel-safe: a cancelled caller leaves the rate limit's line and the semaphore's queue
     /// (tokio's semaphore hands a permit it was about to get to the next waiter).
     pub async fn admit(&self, deadline: Option<Instant>, slot: &mut Option<QueueSlot>) -> Result<Option<OwnedSemaphorePermit>, Error> {
-        if let Some(rate) = &self.rate {
+        // Fast path without waiting; only a call that must wait pays for the waiting state
+        // (boxed, so it is not part of every in-flight request's future).
+        let rate_ok = match &self.rate {
+            None => true,
+            Some(rate) => rate.try_take(1, Instant::now(), &mut WaitCtx::new()).is_ok(),
+        };
+        if rate_ok {
+            match &self.admission {
+                None => return Ok(None),
+                Some(sem) => {
+                    if let Ok(p) = sem.clone().try_acquire_owned() {
+                        return Ok(Some(p));
+                    }
+                }
+            }
+        }
+        Box::pin(self.admit_waiting(rate_ok, deadline, slot)).await
+    }
+
+    async fn admit_waiting(&self, rate_taken: bool, deadline: Option<Instant>, slot: &mut Option<QueueSlot>) -> Result<Option<OwnedSemaphorePermit>, Error> {
+        if let (Some(rate), false) = (&self.rate, rate_taken) {
             let mut ctx = WaitCtx::new();
             loop {
                 let now = Instant::now();

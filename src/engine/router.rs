@@ -595,8 +595,23 @@ impl Drop for Router {
     }
 }
 
+/// Run `fut`; if it panics, end with [`internal_error`] for `route` instead of unwinding into
+/// the caller (which would leave a Python awaitable pending forever).
+///
+/// A combinator rather than an `async fn`: an `async fn` would keep its argument and the
+/// future built from it side by side, doubling every in-flight call's state.
+pub fn guard_panics<'a, T, F>(route: &'a (impl std::fmt::Display + Sync + ?Sized), fut: F) -> impl std::future::Future<Output = Result<T, Error>> + 'a
+where
+    F: std::future::Future<Output = Result<T, Error>> + 'a,
+{
+    AssertUnwindSafe(fut).catch_unwind().map(move |r| match r {
+        Ok(res) => res,
+        Err(panic) => Err(internal_error(route, panic.as_ref())),
+    })
+}
+
 /// The error a call ends with when the engine panicked while routing it; logged with the route.
-pub fn internal_error(route: &dyn std::fmt::Display, panic: &(dyn std::any::Any + Send)) -> Error {
+pub fn internal_error(route: &(impl std::fmt::Display + ?Sized), panic: &(dyn std::any::Any + Send)) -> Error {
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -609,8 +624,12 @@ pub fn internal_error(route: &dyn std::fmt::Display, panic: &(dyn std::any::Any 
 /// Router-wide status.
 #[derive(Clone, Debug, Serialize)]
 pub struct RouterStatus {
+    /// Every pool.
     pub pools: Vec<crate::engine::pool::PoolStatus>,
+    /// Every group.
     pub groups: Vec<GroupStatus>,
+    /// Direct `provider:model` routes built so far (at most [`DIRECT_ROUTES_MAX`]).
+    pub direct_routes: usize,
 }
 
 /// Status of one group.
@@ -700,10 +719,7 @@ impl Router {
             Some(r) => r.clone(),
             None => engine.default_route()?,
         };
-        let res = match AssertUnwindSafe(engine.run(&route, req, opts, stream)).catch_unwind().await {
-            Ok(res) => res,
-            Err(panic) => Err(internal_error(&route, panic.as_ref())),
-        };
+        let res = guard_panics(&route, engine.run(&route, req, opts, stream)).await;
         if let Err(e) = &res {
             self.events.emit(log::Level::Info, || EventKind::RequestFailed {
                 route: route.to_string(),
@@ -719,6 +735,7 @@ impl Router {
     pub fn status(&self) -> RouterStatus {
         let e = self.engine();
         RouterStatus {
+            direct_routes: e.direct_routes(),
             pools: e.pools.values().map(|p| p.status()).collect(),
             groups: e
                 .groups

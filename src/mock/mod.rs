@@ -68,6 +68,10 @@
 //! - `stall_after` (`after` = N): like `cut_after` but go silent until the client disconnects.
 //! - `malformed` (`after` = N): 200 with invalid JSON; streaming: N good chunks then one event
 //!   whose data is invalid JSON, then the stream ends.
+//! - `filter_after` (`after` = N): streaming: N content chunks, then the provider's ending for a
+//!   response its content filter stopped (OpenAI `finish_reason: "content_filter"`, Anthropic
+//!   `stop_reason: "refusal"`, Gemini `finishReason: "SAFETY"`); non-streaming: the
+//!   `content_filter` refusal.
 //!
 //! Installing a script (even an identical one) restarts its steps for every model.
 //!

@@ -119,6 +119,10 @@ pub enum Fault {
     StallAfter(u32),
     /// 200 whose body (or whose SSE data after N good chunks) is not valid JSON.
     Malformed(u32),
+    /// Stream: send N content chunks, then end as the provider ends a response its content
+    /// filter stopped (OpenAI `finish_reason: content_filter`, Anthropic `stop_reason:
+    /// refusal`, Gemini `finishReason: SAFETY`). Non-stream: the content-filter refusal.
+    FilterAfter(u32),
     /// The provider's context-length error.
     ContextWindow,
     /// The provider's content-filter refusal.
@@ -141,6 +145,7 @@ impl Fault {
             Fault::CutAfter(_) => "cut_after",
             Fault::StallAfter(_) => "stall_after",
             Fault::Malformed(_) => "malformed",
+            Fault::FilterAfter(_) => "filter_after",
             Fault::ContextWindow => "context_window",
             Fault::ContentFilter => "content_filter",
             Fault::Auth => "auth",
@@ -159,6 +164,7 @@ const FAULT_NAMES: &[&str] = &[
     "cut_after",
     "stall_after",
     "malformed",
+    "filter_after",
     "context_window",
     "content_filter",
     "auth",
@@ -433,6 +439,7 @@ fn fault_from_name(name: &str, status: Option<u16>, after: Option<u32>, path: &s
         "cut_after" => Fault::CutAfter(after.unwrap_or(0)),
         "stall_after" => Fault::StallAfter(after.unwrap_or(0)),
         "malformed" => Fault::Malformed(after.unwrap_or(0)),
+        "filter_after" => Fault::FilterAfter(after.unwrap_or(0)),
         "context_window" => Fault::ContextWindow,
         "content_filter" => Fault::ContentFilter,
         "auth" => Fault::Auth,

@@ -582,7 +582,12 @@ async fn chat(
         Format::Anthropic => 200_000,
         Format::Gemini => 1_048_576,
     });
-    if let Some((status, case)) = error_of(spec.fault, format, max, prompt_tokens) {
+    // A content filter that stops a stream midway refuses a non-streaming request outright.
+    let fault = match spec.fault {
+        Fault::FilterAfter(_) if !stream => Fault::ContentFilter,
+        f => f,
+    };
+    if let Some((status, case)) = error_of(fault, format, max, prompt_tokens) {
         counters.status(model, status);
         guard.finish();
         return Ok(error_resp(format, status, case, spec, &ms.name));
@@ -678,6 +683,7 @@ async fn chat(
                 Fault::CutAfter(k) => ((k as usize).min(n), End::Cut),
                 Fault::StallAfter(k) => ((k as usize).min(n), End::Stall),
                 Fault::Malformed(k) => ((k as usize).min(n), End::Malformed(wire::malformed_frame(format))),
+                Fault::FilterAfter(k) => ((k as usize).min(n), End::Malformed(wire::filter_frame(format, &ctx))),
                 _ => (n, End::Complete),
             };
             if matches!(end, End::Complete) && behaviour.is_instant() {

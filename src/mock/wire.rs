@@ -619,6 +619,29 @@ pub fn malformed_frame(format: Format) -> Bytes {
     }
 }
 
+/// The frames that end a stream the provider's content filter stopped midway.
+pub fn filter_frame(format: Format, ctx: &Ctx) -> Bytes {
+    match format {
+        Format::OpenAi => {
+            let chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": ctx.model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]});
+            Bytes::from(format!("data: {chunk}\n\ndata: [DONE]\n\n"))
+        }
+        Format::Anthropic => {
+            let delta = json!({"type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": null},
+                "usage": {"output_tokens": 1}});
+            Bytes::from(format!(
+                "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {delta}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+            ))
+        }
+        Format::Gemini => {
+            let v = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "SAFETY", "index": 0}],
+                "modelVersion": ctx.model});
+            Bytes::from(format!("data: {v}\r\n\r\n"))
+        }
+    }
+}
+
 /// Gemini's 200 answer to a blocked prompt (content filter): no text, SAFETY everywhere.
 pub fn gemini_blocked(ctx: &Ctx) -> Bytes {
     let v = json!({

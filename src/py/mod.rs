@@ -20,6 +20,17 @@ fn runtime_workers() -> usize {
     runtime::workers().unwrap_or(0)
 }
 
+/// Testing only: a call that panics inside the engine, routed as `label`. Its future must
+/// fail with `InternalError` naming `label`, never stay pending.
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>, completer: &Bound<'_, completer::Completer>, label: String) -> PyResult<(Py<PyAny>, u64)> {
+    completer.get().spawn(py, async move {
+        let res: Result<crate::types::ChatResponse, crate::error::Error> =
+            crate::engine::router::guard_panics(&label, async { panic!("injected by _panic_for_tests") }).await;
+        completer::Outcome::Chat(res)
+    })
+}
+
 /// The extension module `echelon._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -33,6 +44,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::try_get().map_err(config::config_error_to_py)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(runtime_workers, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_class::<router::PyRouter>()?;
     m.add_class::<completer::Completer>()?;
     m.add_class::<router::PyStream>()?;

@@ -71,23 +71,49 @@ pub fn blocked_error(label: &str, b: &Blocked, now: Instant) -> Error {
 /// Cancel-safe: dropping the future leaves every limit's queue it joined (passing any wake-up
 /// it got to the next waiter) and gives its queue place back.
 pub async fn acquire(plan: &Plan, chain: &ChainState, est_tokens: u64, deadline: Option<Instant>, slot: &mut Option<QueueSlot>) -> Result<Acquired, NotAcquired> {
+    // The common case, a target that can serve now, is decided here without waiting; only a
+    // call that must wait pays for the waiting state (boxed, so it is not part of every
+    // in-flight request's future).
+    if let Look::Leased(a) = look(plan, chain, chain.pos, est_tokens, Instant::now(), &mut WaitCtx::new()) {
+        return Ok(a);
+    }
+    Box::pin(acquire_waiting(plan, chain, est_tokens, deadline, slot)).await
+}
+
+/// What one look down the chain found.
+enum Look {
+    Leased(Acquired),
+    /// Every target from the start of the look was blocked: each with why.
+    Blocked(Vec<(usize, Blocked)>),
+}
+
+/// Try each target from `from` on, in order, leasing from the first that can serve now.
+fn look(plan: &Plan, chain: &ChainState, from: usize, est_tokens: u64, now: Instant, ctx: &mut WaitCtx) -> Look {
+    let mut blocked: Vec<(usize, Blocked)> = Vec::new();
+    for t in from..plan.targets.len() {
+        if !chain.eligible(plan, t) {
+            continue;
+        }
+        match plan.targets[t].selector.try_pick(now, est_tokens, chain.filter(t), ctx) {
+            Pick::Leased { lease, index } => {
+                let skipped = blocked.iter().map(|(bt, b)| (*bt, blocked_error(&plan.targets[*bt].label, b, now))).collect();
+                return Look::Leased(Acquired { target: t, index, lease, skipped });
+            }
+            Pick::Blocked(b) => blocked.push((t, b)),
+        }
+    }
+    Look::Blocked(blocked)
+}
+
+async fn acquire_waiting(plan: &Plan, chain: &ChainState, est_tokens: u64, deadline: Option<Instant>, slot: &mut Option<QueueSlot>) -> Result<Acquired, NotAcquired> {
     let mut ctx = WaitCtx::new();
     let mut from = chain.pos;
     loop {
         let now = Instant::now();
-        let mut blocked: Vec<(usize, Blocked)> = Vec::new();
-        for t in from..plan.targets.len() {
-            if !chain.eligible(plan, t) {
-                continue;
-            }
-            match plan.targets[t].selector.try_pick(now, est_tokens, chain.filter(t), &mut ctx) {
-                Pick::Leased { lease, index } => {
-                    let skipped = blocked.iter().map(|(bt, b)| (*bt, blocked_error(&plan.targets[*bt].label, b, now))).collect();
-                    return Ok(Acquired { target: t, index, lease, skipped });
-                }
-                Pick::Blocked(b) => blocked.push((t, b)),
-            }
-        }
+        let blocked = match look(plan, chain, from, est_tokens, now, &mut ctx) {
+            Look::Leased(a) => return Ok(a),
+            Look::Blocked(b) => b,
+        };
         // The queues a waiter joined are exactly those of its latest look: it leaves the ones
         // that no longer hold it back (passing their wake-ups on).
         ctx.retain_latest();
