@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -175,11 +176,10 @@ def test_stop_frees_the_port() -> None:
 def test_cli_mock_server_serves_until_sigterm(tmp_path: Any) -> None:
     script = tmp_path / "scripts.json"
     script.write_text(json.dumps({"down": {"fault": "server_error", "status": 503}}))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # Port 0: the server binds a free port itself and prints it (picking one here and closing
+    # it first would race with anything else on the machine).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "echelon.cli", "mock-server", "--port", str(port), "--script", str(script)],
+        [sys.executable, "-m", "echelon.cli", "mock-server", "--port", "0", "--script", str(script)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -187,8 +187,9 @@ def test_cli_mock_server_serves_until_sigterm(tmp_path: Any) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in line, line
-        base = f"http://127.0.0.1:{port}"
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert found and int(found.group(1)) > 0, line
+        base = f"http://127.0.0.1:{found.group(1)}"
         assert post(base + "/v1/chat/completions", OPENAI_BODY)[0] == 200
         assert post(base + "/v1/chat/completions", {**OPENAI_BODY, "model": "down"})[0] == 503
         with urllib.request.urlopen(base + "/_mock/counters", timeout=5) as r:

@@ -328,12 +328,12 @@ async def test_s08_stream_stall_hits_the_idle_timeout(mock):
 
 # -- 9. Connection refused / reset -------------------------------------------------------------
 
-def closed_port() -> int:
+def refusing_port() -> socket.socket:
+    """A loopback port that refuses connections: bound but not listening, so nothing else on
+    the machine can take it until the test closes the socket to serve on it."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return int(port)
+    return s
 
 
 async def test_s09_connection_refused_or_reset_retried_fallback_and_health_check_recovers(mock):
@@ -347,7 +347,8 @@ async def test_s09_connection_refused_or_reset_retried_fallback_and_health_check
 
     # Refused: nothing listens on the port yet. The pool rotates to m-b, the instance goes
     # unhealthy, and the pool's active health check brings it back once a server appears.
-    port = closed_port()
+    held = refusing_port()
+    port = held.getsockname()[1]
     cfg = mock_config(mock.openai_base_url)
     cfg["providers"]["late"] = {
         "common": {"type": "openai_compatible", "base_url": f"http://127.0.0.1:{port}/v1", "api_key": "k",
@@ -378,6 +379,7 @@ async def test_s09_connection_refused_or_reset_retried_fallback_and_health_check
         # Unhealthy: calls no longer try it.
         r = await router.chat("hi", pool="hp")
         assert trace(r.attempts) == [("h.echelon1_m-b", None)]
+        held.close()
         with MockProvider(port=port) as late:
             assert await eventually(lambda: status() == "healthy", timeout=10)
             assert late.counters()["probes"] >= 1

@@ -13,3 +13,6 @@ pub mod stats;
 pub mod store;
 pub(crate) mod sync;
 pub mod wait;
+
+#[cfg(all(test, echelon_loom))]
+mod loom_tests;
