@@ -65,21 +65,28 @@ pub struct Blocked {
     pub down: u32,
     /// Earliest instant our own RPM/TPM budget fits again.
     pub rate_until: Option<Instant>,
-    /// Earliest instant a provider-requested cooldown ends.
+    /// Earliest instant a provider-requested cooldown ends, among those worth waiting for
+    /// (ending within the instance's `max_delay`).
     pub cool_until: Option<Instant>,
+    /// Earliest end of a cooldown longer than the instance's `max_delay`: never waited for,
+    /// reported as the Retry-After of the error when nothing else can serve.
+    pub cool_beyond: Option<Instant>,
     /// Earliest instant an open breaker admits probes.
     pub down_until: Option<Instant>,
 }
 
 impl Blocked {
-    fn add(&mut self, b: Block) {
+    /// Count `b`, the block of an instance whose retries wait at most `max_delay`.
+    fn add(&mut self, b: Block, max_delay: std::time::Duration, now: Instant) {
         fn earliest(slot: &mut Option<Instant>, t: Instant) {
             *slot = Some(slot.map_or(t, |u| u.min(t)));
         }
         match b {
             Block::Busy => self.busy += 1,
             Block::Rate(t) => earliest(&mut self.rate_until, t),
-            Block::Cooling(t) => earliest(&mut self.cool_until, t),
+            // A call never waits longer for a provider's pause than a retry would.
+            Block::Cooling(t) if t.saturating_duration_since(now) <= max_delay => earliest(&mut self.cool_until, t),
+            Block::Cooling(t) => earliest(&mut self.cool_beyond, t),
             Block::Down(t) => {
                 self.down += 1;
                 earliest(&mut self.down_until, t)
@@ -230,10 +237,10 @@ impl Selector {
             }
         }
         let mut blocked = Blocked::default();
-        for v in verdicts.iter() {
+        for (v, inst) in verdicts.iter().zip(&self.instances) {
             if let Some(Some(b)) = v {
                 blocked.admitted += 1;
-                blocked.add(*b);
+                blocked.add(*b, inst.retry.max_delay, now);
             }
         }
         Pick::Blocked(blocked)

@@ -7,7 +7,10 @@
 //! wait, queued in the line of every limit that holds back an instance it could use on any
 //! remaining target, so the first slot freed anywhere in its chain wakes it (and it then takes
 //! the highest target that can serve). Whether to wait, until when, or to give up is
-//! [`super::policy::when_blocked`]'s decision.
+//! [`super::policy::when_blocked`]'s decision: a busy target is waited for (a release will
+//! come), a rate window or a provider's pause only if it ends before the deadline and, for a
+//! provider's pause, within the instance's `max_delay` (the longest a retry waits); an open
+//! breaker never is (fail fast).
 
 use std::time::{Duration, Instant};
 
@@ -47,9 +50,10 @@ pub fn blocked_error(label: &str, b: &Blocked, now: Instant) -> Error {
     } else if b.down == b.admitted {
         let probes = b.down_until.map(|t| t.saturating_duration_since(now).as_secs_f64()).unwrap_or_default();
         Error::new(ErrorKind::CircuitOpen, format!("{label}: every instance's circuit breaker is open (probes in {probes:.1} s)"))
-    } else if b.busy == 0 && (b.cool_until.is_some() || b.rate_until.is_some()) {
-        let until = [b.cool_until, b.rate_until].into_iter().flatten().min().unwrap_or(now);
-        let what = if b.cool_until.is_some() { "cooling down after the provider's rate limit" } else { "at its RPM/TPM limit" };
+    } else if b.busy == 0 && (b.cool_until.is_some() || b.cool_beyond.is_some() || b.rate_until.is_some()) {
+        let until = [b.cool_until, b.cool_beyond, b.rate_until].into_iter().flatten().min().unwrap_or(now);
+        let cooling = b.cool_until.is_some() || b.cool_beyond.is_some();
+        let what = if cooling { "cooling down (the provider asked for a pause)" } else { "at its RPM/TPM limit" };
         Error::new(ErrorKind::RateLimited, format!("{label}: every instance is {what}"))
             .with_retry_after(Some(until.saturating_duration_since(now)))
     } else {

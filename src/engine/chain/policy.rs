@@ -304,6 +304,9 @@ pub fn when_blocked(blocked: &[Blocked], now: Instant, deadline: Option<Instant>
         }
         return Wait::GiveUp(GiveUp::RateLimited { retry_after: t.saturating_duration_since(now) });
     }
+    if let Some(t) = earliest(|b| b.cool_beyond) {
+        return Wait::GiveUp(GiveUp::RateLimited { retry_after: t.saturating_duration_since(now) });
+    }
     let admitted: u32 = blocked.iter().map(|b| b.admitted).sum();
     if admitted > 0 && blocked.iter().all(|b| b.down == b.admitted) {
         return Wait::GiveUp(GiveUp::CircuitOpen);
@@ -535,6 +538,17 @@ mod tests {
         let mut r = blocked(0, 0, 1);
         r.rate_until = Some(now + Duration::from_millis(300));
         assert_eq!(when_blocked(&[a, r], now, Some(now + Duration::from_secs(3))), Wait::Until(Some(now + Duration::from_millis(300))));
+    }
+
+    #[test]
+    fn a_cooldown_longer_than_max_delay_is_never_waited_for() {
+        let now = Instant::now();
+        let mut a = blocked(0, 0, 1);
+        a.cool_beyond = Some(now + Duration::from_secs(30));
+        assert_eq!(when_blocked(&[a], now, None), Wait::GiveUp(GiveUp::RateLimited { retry_after: Duration::from_secs(30) }), "even without a deadline");
+        let mut b = blocked(1, 0, 1);
+        b.rate_until = None;
+        assert_eq!(when_blocked(&[a, b], now, None), Wait::Until(None), "a busy target is still waited for");
     }
 
     #[test]
