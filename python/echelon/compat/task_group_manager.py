@@ -324,14 +324,26 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
         base = getattr(loader, "base_path", None)
         if base is None:
             return out
-        pdir = Path(base) / self._config_base_path / "provider"
+        base = Path(base)
+        pdir = base / self._config_base_path / "provider"  # an absolute _config_base_path wins
         if not pdir.is_dir():
             return out
         for p in sorted(x for x in pdir.iterdir() if x.is_dir()):
             docs: Dict[str, Any] = {}
-            for f in sorted(p.iterdir()):
-                if f.suffix in (".yaml", ".yml", ".toml", ".json") and not f.name.startswith(("_", ".")):
-                    docs[f.stem] = loader.load(f)
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml", ".toml", ".json") and not f.name.startswith(("_", ".")))
+            for f in files:
+                # Relative to the loader's root when under it (the loader joins its root again),
+                # else absolute; a relative root is never applied twice.
+                try:
+                    rel: Any = f.relative_to(base)
+                except ValueError:
+                    rel = f.resolve()
+                try:
+                    docs[f.stem] = loader.load(str(rel))
+                except LLMConfigurationError:
+                    raise
+                except Exception as e:
+                    raise LLMConfigurationError(f"provider file {f}: {e}", config_key=str(f)) from e
             if docs:
                 out["providers"][p.name] = docs
         return out
@@ -372,6 +384,10 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
                     self._router = Router.from_dict(self.to_engine_config())
                 except ConfigError as e:
                     raise LLMConfigurationError(f"任务组配置无法构建路由 (cannot build the router): {e}", details={"issues": list(getattr(e, "issues", []))}) from e
+                except LLMConfigurationError:
+                    raise
+                except Exception as e:  # a loader's own error (file missing, parse error, …)
+                    raise LLMConfigurationError(f"任务组配置无法构建路由 (cannot build the router): {e}") from e
                 self._router_owned = True
             return self._router
 
