@@ -363,7 +363,8 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
                     d.setdefault(k, v)
             d["name"] = name
             groups[name] = d
-        cfg: Dict[str, Any] = {"providers": prov["providers"], "groups": groups}
+        # The documents are the original layout's: read as leniently as its YAML files.
+        cfg: Dict[str, Any] = {"layout": "original", "providers": prov["providers"], "groups": groups}
         if prov.get("models"):
             cfg["models"] = prov["models"]
         if c.global_fallback.raw:
