@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .config_loader import FileConfigLoader
-from .exceptions import LLMConfigurationError
+from .exceptions import LLMConfigurationError, register_unavailable
 from .task_group_config import (
     EchelonConfig,
     FallbackStrategy,
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 _DEFAULT_GROUPS = ["fast", "plan", "thinking", "execute", "review", "high_payload", "fast_small"]
 _DEFAULT_POOLS = ["single_turn", "multi_turn", "high_concurrency"]
 _GLOBAL_KEYS = ("global_fallback", "concurrency_control", "rate_limiting")
+# Provider types of the original the engine cannot call (the loader skips them with a warning).
+_UNCALLABLE = {"human_relay"}
 
 try:  # the original interface, for isinstance checks in user code
     from .interfaces import ITaskGroupManager
@@ -390,7 +392,26 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
                 except Exception as e:  # a loader's own error (file missing, parse error, …)
                     raise LLMConfigurationError(f"任务组配置无法构建路由 (cannot build the router): {e}") from e
                 self._router_owned = True
+                register_unavailable(self.unavailable_models())
             return self._router
+
+    def unavailable_models(self) -> Dict[str, str]:
+        """Models that provider files define but the engine cannot call (a ``human_relay``
+        provider), with why. Calls routed to them fail with an error saying so."""
+        out: Dict[str, str] = {}
+        try:
+            providers = self._discover_providers().get("providers") or {}
+        except Exception:  # noqa: BLE001 - nothing to explain without provider files
+            return out
+        for pname, docs in providers.items():
+            if not isinstance(docs, Mapping):
+                continue
+            kinds = {str(d.get(k)) for d in docs.values() if isinstance(d, Mapping) for k in ("type", "model_type", "provider_type") if d.get(k)}
+            for kind in kinds & _UNCALLABLE:
+                for key, d in docs.items():
+                    if key != "common" and isinstance(d, Mapping):
+                        out[str(d.get("name") or key)] = f"its provider '{pname}' is of type '{kind}', which the engine cannot call (a person relays the prompt)"
+        return out
 
     def set_router(self, router: Any) -> None:
         """Use an existing :class:`echelon.Router` (it must define the groups referenced)."""
