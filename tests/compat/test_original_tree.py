@@ -215,3 +215,13 @@ def test_convert_lists_what_to_define_and_nothing_else_fails(env, tree, tmp_path
     text = _core.check_config(str(out_dir))
     assert "UNRESOLVED" not in text
     assert "top_k = 40" in (out_dir / "llms" / "provider" / "gemini" / "common.toml").read_text()
+
+
+def test_bad_config_roots_are_typed_errors(tmp_path, monkeypatch) -> None:
+    from echelon.compat import LLMConfigurationError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LLMConfigurationError, match="config root not found: configs"):
+        TaskGroupManager("configs").list_task_groups()
+    with pytest.raises(LLMConfigurationError, match="got int"):
+        TaskGroupManager(42)

@@ -56,6 +56,11 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
     def __init__(self, config_loader: Any = None) -> None:
         if isinstance(config_loader, (str, os.PathLike)):
             config_loader = FileConfigLoader(config_loader)
+        elif not (config_loader is None or isinstance(config_loader, Mapping) or hasattr(config_loader, "load") or hasattr(config_loader, "get_llm_config")):
+            raise LLMConfigurationError(
+                f"TaskGroupManager: expected a config loader (with load(path)), a config facade (with get_llm_config()), a directory path, a dict or None; got {type(config_loader).__name__}",
+                config_key="config_loader",
+            )
         self.config_loader = config_loader
         self.config_facade = config_loader if hasattr(config_loader, "get_llm_config") else None
         self._static: Optional[Mapping[str, Any]] = config_loader if isinstance(config_loader, Mapping) else None
@@ -95,6 +100,13 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
         warning; global files fall back to ``llms/<key>.yaml``; no registry → fixed lists."""
         loader = self.config_loader
         data: Dict[str, Any] = {"task_groups": {}, "polling_pools": {}}
+        base = getattr(loader, "base_path", None)
+        if isinstance(loader, FileConfigLoader) and not Path(base).is_dir():
+            raise LLMConfigurationError(
+                f"任务组配置加载失败: config root not found: {base} (from the working directory {os.getcwd()})",
+                config_key="base_path",
+                config_value=str(base),
+            )
         try:
             registry = loader.load(self._path("groups/_task_groups.yaml"))
         except Exception as e:
