@@ -637,7 +637,7 @@ class FallbackExecutor:
     async def _sequential(self, session: FallbackSession, strategy: IFallbackStrategy, primary: str, messages: Any, params: Dict[str, Any], **kwargs: Any) -> Any:
         cfg = self.config
         assert cfg is not None
-        last: Optional[BaseException] = None
+        last: Optional[Exception] = None
         attempt_no = 0
         while attempt_no < cfg.get_max_attempts():
             target = strategy.get_fallback_target(last or LLMError("initial attempt"), attempt_no)

@@ -101,7 +101,7 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
         loader = self.config_loader
         data: Dict[str, Any] = {"task_groups": {}, "polling_pools": {}}
         base = getattr(loader, "base_path", None)
-        if isinstance(loader, FileConfigLoader) and not Path(base).is_dir():
+        if isinstance(loader, FileConfigLoader) and not Path(str(base)).is_dir():
             raise LLMConfigurationError(
                 f"任务组配置加载失败: config root not found: {base} (from the working directory {os.getcwd()})",
                 config_key="base_path",
