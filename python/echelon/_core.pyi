@@ -205,8 +205,10 @@ def config_from_dict(obj: Dict[str, Any]) -> Dict[str, Any]:
 def check_config(path: str) -> str:
     """The ``echelon check`` rendering of a config directory."""
 
-def convert_yaml_layout(src: str, dst: str) -> List[str]:
-    """Write the TOML layout of the YAML config at ``src`` into ``dst``; returns the files written."""
+def convert_yaml_layout(src: str, dst: str) -> Tuple[List[str], List[str]]:
+    """Write the TOML layout of the YAML config at ``src`` into ``dst``; returns the files
+    written and what must still be defined (models no provider defines, parameters the TOML
+    layout would reject)."""
 
 class Completer:
     """Per-event-loop completion queue (internal; used by :class:`echelon.Router`)."""

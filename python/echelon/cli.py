@@ -1,4 +1,4 @@
-"""The ``echelon`` command line: ``check``, ``demo``, ``mock-server``, ``convert``."""
+"""The ``echelon`` command line: ``check``, ``demo``, ``mock-server``, ``convert``, ``compat``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_conv.add_argument("src", help="config root in the YAML layout")
     p_conv.add_argument("dst", help="directory to write the TOML layout into")
 
+    p_compat = sub.add_parser("compat", help="tools for code written against the original system")
+    compat_sub = p_compat.add_subparsers(dest="compat_command", required=True)
+    p_shims = compat_sub.add_parser(
+        "write-shims",
+        help="write modules at the original module paths (src/...) that re-export echelon.compat",
+    )
+    p_shims.add_argument("dir", help="the root of your tree (the directory holding the original src/)")
+    p_shims.add_argument("--force", action="store_true", help="also overwrite existing files that are not shims")
+
     args = parser.parse_args(argv)
     if args.command == "check":
         from ._check import main_check
@@ -45,6 +54,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         from ._check import main_convert
 
         return main_convert(args.src, args.dst)
+    if args.command == "compat":
+        from .compat._shims import write_shims
+
+        try:
+            report = write_shims(args.dir, force=args.force)
+        except (OSError, ValueError) as err:
+            print(f"echelon compat write-shims: {err}", file=sys.stderr)
+            return 1
+        for path in report.written:
+            print(path)
+        for path in report.kept:
+            print(f"kept (your own package file): {path}", file=sys.stderr)
+        for path in report.skipped:
+            print(f"skipped (exists and is not a shim; --force overwrites): {path}", file=sys.stderr)
+        print(
+            f"wrote {len(report.written)} files under {args.dir}; put that directory (and its src/, "
+            "if your code imports without the src. prefix) on sys.path",
+            file=sys.stderr,
+        )
+        return 1 if report.skipped else 0
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -1,6 +1,7 @@
 //! `echelon convert`: write a resolved configuration (typically loaded from the original YAML
 //! layout) as the TOML directory layout.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -416,5 +417,46 @@ pub fn to_toml_layout(cfg: &Config) -> Vec<(PathBuf, String)> {
         ));
     }
     out.push((llms.join("global.toml"), render(&global_table(&cfg.global))));
+    out
+}
+
+/// What the user must still define or fix after converting `cfg` (typically loaded leniently
+/// from the original YAML layout): every model reference of a group that resolves nowhere, and
+/// every pass-through parameter whose name the strict TOML reader takes for a typo. The
+/// converted TOML layout fails `echelon check` on exactly these, and on nothing else.
+pub fn convert_todo(cfg: &Config) -> Vec<String> {
+    let mut places: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for g in cfg.groups.values() {
+        for e in &g.echelons {
+            for m in &e.models {
+                if cfg.resolve_model(m).is_none() {
+                    places.entry(m.as_str()).or_default().push(format!("{}.{}", g.name, e.name));
+                }
+            }
+        }
+    }
+    let mut out: Vec<String> = places
+        .into_iter()
+        .map(|(m, at)| {
+            format!(
+                "define model `{m}` (used by {}): a file llms/provider/<provider>/{} with `name = \"{m}\"` and `model = \"<the provider's model name>\"`, or use `<provider>:<model>` in the groups instead",
+                at.join(", "),
+                file_name(m)
+            )
+        })
+        .collect();
+    let defaults = cfg.providers.values().map(|p| (format!("provider `{}`", p.name), &p.defaults));
+    let models = cfg.models.values().map(|m| (format!("model `{}`", m.name), m));
+    for (who, m) in defaults.chain(models) {
+        for k in m.parameters.extra.keys() {
+            if super::layout::NATIVE_PARAMS.contains(&k.as_str()) {
+                continue;
+            }
+            let hint = super::reader::did_you_mean(k, super::layout::KNOWN_PARAMS);
+            if !hint.is_empty() {
+                out.push(format!("parameter `{k}` of {who}: the TOML layout takes it for a typo{hint}; rename or remove it"));
+            }
+        }
+    }
     out
 }

@@ -206,6 +206,20 @@ pub(crate) fn read_group(doc: &Doc, sink: &Sink) -> Option<(GroupConfig, GroupSr
         g.fallback = Some(read_fallback(&mut f, g.fallback_strategy));
         f.done();
     }
+    if sink.is_original(&doc.loc) {
+        // The original never slept between fallback targets, whatever `retry_delay` said: a
+        // migrated user gets that behaviour (the TOML layout applies `retry_delay`).
+        let fc = g.fallback.get_or_insert_with(|| FallbackConfig { strategy: g.fallback_strategy, ..Default::default() });
+        if !fc.retry_delay.is_zero() && doc.value.get("fallback_config").and_then(|f| f.get("retry_delay")).is_some() {
+            sink.note(
+                doc.loc.file.as_deref(),
+                &doc.loc.key("fallback_config.retry_delay"),
+                Some(format!("{}", fc.retry_delay.as_secs_f64())),
+                "loaded as 0: the original never waited between fallback targets (set `retry_delay` in the TOML layout to wait)",
+            );
+        }
+        fc.retry_delay = Duration::ZERO;
+    }
     // Known for "did you mean" even when absent (typos of echelon keys are common).
     for k in ["echelon1", "echelon2", "echelon3"]
         .iter()
@@ -544,7 +558,17 @@ fn read_fallback_flat(t: &mut Tbl<'_>, g: &mut GlobalConfig) {
         g.max_attempts = n;
     }
     if let Some(s) = t.secs("retry_delay", 0.0, 60.0, false) {
-        g.retry_delay = s;
+        if t.sink().is_original(&t.loc) && !s.is_zero() {
+            t.sink().note(
+                t.file(),
+                &t.loc.key("retry_delay"),
+                Some(format!("{}", s.as_secs_f64())),
+                "loaded as 0: the original never waited between fallback targets",
+            );
+            g.retry_delay = Duration::ZERO;
+        } else {
+            g.retry_delay = s;
+        }
     }
 }
 

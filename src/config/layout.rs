@@ -25,7 +25,45 @@ pub(crate) struct ProviderDocs {
     pub name: String,
     pub common: Option<Doc>,
     pub models: Vec<Doc>,
+    /// Parameters taken out of a document's `parameters` before the strict reader sees them,
+    /// by [`loc_key`] of the document: they go to the model's `Params.extra` unchanged.
+    pub extra_params: HashMap<String, Map<String, Value>>,
 }
+
+/// A model the original layout defines but the engine cannot call (its provider's type).
+#[derive(Clone, Debug)]
+pub(crate) struct Unavailable {
+    pub model: String,
+    pub provider: String,
+    pub kind: String,
+}
+
+/// Identifies a document (its file and key path).
+pub(crate) fn loc_key(loc: &Loc) -> String {
+    format!("{}|{}", loc.file.as_deref().map(|f| f.display().to_string()).unwrap_or_default(), loc.path)
+}
+
+/// Provider types of the original that the engine cannot call (a person relays the prompt).
+pub(crate) const UNCALLABLE_TYPES: [&str; 1] = ["human_relay"];
+
+/// Generation parameters the strict reader checks (`providers::read_params`); any other
+/// parameter passes through to the provider unless it looks like a typo of one of these.
+pub(crate) const KNOWN_PARAMS: [&str; 9] = [
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "stop",
+    "timeout",
+    "max_retries",
+    "tool_choice",
+    "response_format",
+    "tools",
+];
+
+/// Provider-native parameters whose names are close to a known one (`top_k` ~ `top_p`,
+/// `stop_sequences` / `store` ~ `stop`): not typos, passed through to the provider in every
+/// layout. The provider decides what it does with them.
+pub(crate) const NATIVE_PARAMS: [&str; 3] = ["top_k", "stop_sequences", "store"];
 
 /// Which global file a document is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +90,8 @@ pub(crate) struct RawTree {
     pub wrappers: Vec<Doc>,
     pub globals: Vec<(GlobalKind, Doc)>,
     pub root: Option<PathBuf>,
+    /// Models of providers the engine cannot call (skipped, original layout only).
+    pub unavailable: Vec<Unavailable>,
 }
 
 const FILE_EXTS: [&str; 3] = ["toml", "yaml", "yml"];
@@ -145,6 +185,19 @@ impl<'a> FileLoader<'a> {
             return Some(v);
         }
         let Some(parent_path) = self.find_parent(path, &target) else {
+            // The original's provider files say `inherits_from: "../common.yaml"` from inside
+            // their provider folder; that provider's common file is layered under every model
+            // file anyway.
+            let is_common = Path::new(&target).file_stem().and_then(|s| s.to_str()) == Some("common");
+            if is_common && implicit.is_some() && self.sink.is_original_file(Some(path)) {
+                self.sink.note(
+                    Some(path),
+                    "inherits_from",
+                    Some(show(&inh)),
+                    "names no file; this provider's own common file is layered under it anyway",
+                );
+                return Some(v);
+            }
             self.sink.push(
                 Some(path),
                 "inherits_from",
@@ -313,7 +366,9 @@ pub(crate) fn read_dir_tree(root: &Path, env: EnvLookup<'_>, sink: &Sink, warn: 
                 });
             }
         }
-        tree.providers.push(pd);
+        if prepare_provider(&mut pd, sink, &mut tree.unavailable) {
+            tree.providers.push(pd);
+        }
     }
 
     // Groups and pools: the registry (YAML layout) or every file of the directories.
@@ -550,6 +605,14 @@ fn read_registry(
                 let path = llms.join(&file);
                 if path.is_file() {
                     out.push((name.clone(), path));
+                } else if sink.is_original_file(Some(rp)) {
+                    // The original skipped a registered file it could not load.
+                    sink.note(
+                        Some(rp),
+                        &sec.loc.child(name).key("file"),
+                        Some(format!("\"{file}\"")),
+                        format!("file not found: {}; `{name}` is skipped", path.display()),
+                    );
                 } else {
                     sink.push(
                         Some(rp),
@@ -628,6 +691,11 @@ pub(crate) fn read_json_tree(
     let Some(mut t) = Tbl::of(sink, Loc::new(None, ""), &v) else {
         return tree;
     };
+    // `layout = "original"`: the tree holds the original YAML layout's documents (what
+    // `echelon.compat` builds from them), read as leniently as the YAML files themselves.
+    if let Some(l) = t.choice("layout", &["original", "echelon"]) {
+        sink.set_original_dicts(l == "original");
+    }
 
     if let Some(pt) = t.table("providers") {
         for (pname, pv) in pt.map() {
@@ -691,7 +759,9 @@ pub(crate) fn read_json_tree(
                     }
                 }
             }
-            tree.providers.push(pd);
+            if prepare_provider(&mut pd, sink, &mut tree.unavailable) {
+                tree.providers.push(pd);
+            }
         }
     }
     if let Some(mt) = t.table("models") {
@@ -816,4 +886,105 @@ fn json_inherit(
             Value::Object(own)
         }
     }
+}
+
+/// The type a provider document declares (`type`, `model_type` or `provider_type`).
+fn declared_type(v: &Value) -> Option<&str> {
+    ["type", "model_type", "provider_type"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+}
+
+/// Get a provider's documents ready for the strict reader: parameters that pass through are
+/// set aside ([`ProviderDocs::extra_params`]); in the original layout, null parameters are
+/// dropped (null means "not set") and a provider of a type the engine cannot call is skipped
+/// with a warning. Returns whether the provider is kept.
+fn prepare_provider(pd: &mut ProviderDocs, sink: &Sink, unavailable: &mut Vec<Unavailable>) -> bool {
+    let docs: Vec<&Doc> = pd.common.iter().chain(pd.models.iter()).collect();
+    let original = docs.iter().any(|d| sink.is_original(&d.loc));
+    if original {
+        if let Some((doc, kind)) = docs
+            .iter()
+            .find_map(|d| declared_type(&d.value).filter(|k| UNCALLABLE_TYPES.contains(k)).map(|k| (*d, k.to_string())))
+        {
+            let names: Vec<String> = pd.models.iter().map(|d| model_name_of(d)).collect();
+            sink.note(
+                doc.loc.file.as_deref(),
+                &doc.loc.key("model_type"),
+                Some(format!("\"{kind}\"")),
+                format!(
+                    "provider `{}` is of type `{kind}`, which the engine cannot call (a person relays the prompt): not loaded{}; a call routed to one fails",
+                    pd.name,
+                    if names.is_empty() { String::new() } else { format!(" (its models: {})", names.join(", ")) }
+                ),
+            );
+            for model in names {
+                unavailable.push(Unavailable { model, provider: pd.name.clone(), kind: kind.clone() });
+            }
+            return false;
+        }
+    }
+    let mut extras = HashMap::new();
+    if let Some(c) = pd.common.as_mut() {
+        let e = take_extra_params(c, sink);
+        if !e.is_empty() {
+            extras.insert(loc_key(&c.loc), e);
+        }
+    }
+    for d in pd.models.iter_mut() {
+        let e = take_extra_params(d, sink);
+        if !e.is_empty() {
+            extras.insert(loc_key(&d.loc), e);
+        }
+    }
+    pd.extra_params = extras;
+    true
+}
+
+/// The logical model name a provider model document defines (its `name`, else the file stem
+/// or dict key).
+fn model_name_of(d: &Doc) -> String {
+    match d.value.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() => n.clone(),
+        _ => d.name.clone(),
+    }
+}
+
+/// Take the pass-through parameters out of a document's `parameters` (or, when it has none,
+/// `default_parameters`, the table the strict reader reads). Provider-native names
+/// ([`NATIVE_PARAMS`]) are taken in every layout; in the original layout null values are
+/// dropped and names close to a known parameter are passed through with a warning.
+fn take_extra_params(doc: &mut Doc, sink: &Sink) -> Map<String, Value> {
+    let original = sink.is_original(&doc.loc);
+    let mut out = Map::new();
+    let key = match doc.value.get("parameters") {
+        Some(v) if !v.is_null() => "parameters",
+        _ => "default_parameters",
+    };
+    let loc = doc.loc.child(key);
+    let Some(Value::Object(p)) = doc.value.get_mut(key) else {
+        return out;
+    };
+    if original {
+        p.retain(|_, v| !v.is_null());
+    }
+    let moved: Vec<String> = p
+        .keys()
+        .filter(|k| !KNOWN_PARAMS.contains(&k.as_str()))
+        .filter(|k| NATIVE_PARAMS.contains(&k.as_str()) || (original && !did_you_mean(k, KNOWN_PARAMS).is_empty()))
+        .cloned()
+        .collect();
+    for k in moved {
+        let Some(v) = p.shift_remove(&k) else { continue };
+        if !NATIVE_PARAMS.contains(&k.as_str()) {
+            sink.note(
+                loc.file.as_deref(),
+                &loc.key(&k),
+                Some(show(&v)),
+                format!("parameter `{k}` is passed to the provider unchanged (not a parameter the engine knows{})", did_you_mean(&k, KNOWN_PARAMS)),
+            );
+        }
+        out.insert(k, v);
+    }
+    out
 }

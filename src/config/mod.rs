@@ -11,6 +11,14 @@
 //! model/group references, fallback cycles, empty groups/echelons, duplicate names, syntax
 //! errors with line numbers. Unset `${VAR}`s are not errors; [`warnings`] lists them.
 //!
+//! The original YAML layout (YAML files, or a dict tree with `layout = "original"`) loads as
+//! it is: keys the engine does not know, a model name no provider defines, a provider the
+//! engine cannot call (`human_relay`), an `inherits_from` of the provider's own common file
+//! and a registered file that is missing are warnings, never fatal; an unresolvable model is
+//! left out of its echelon (a call to an echelon left empty fails naming the missing models);
+//! `retry_delay` is loaded as 0 (the original never waited between fallback targets). Wrong
+//! types, out-of-range numbers and invalid values stay errors. The TOML layout is strict.
+//!
 //! Pipeline: files → JSON values ([`source`]: parse, interpolate, `inherits_from`) → documents
 //! ([`layout`]) → typed configs ([`providers`], [`groups`], via the strict [`reader`]) →
 //! cross-reference checks ([`validate`]).
@@ -35,7 +43,7 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use check::render_check;
-pub use convert::to_toml_layout;
+pub use convert::{convert_todo, to_toml_layout};
 pub use model::*;
 pub use source::{process_env, EnvLookup};
 
@@ -91,10 +99,23 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
 
     for pd in &tree.providers {
         let out = providers::resolve_provider(pd, env, &sink);
-        if let Some(p) = out.provider {
+        // Pass-through parameters set aside by the layout: the common file's, then the model
+        // file's (which wins), as the strict reader layers the rest.
+        let common_extra = pd.common.as_ref().and_then(|c| pd.extra_params.get(&layout::loc_key(&c.loc)));
+        let add_extra = |params: &mut crate::types::Params, own: Option<&serde_json::Map<String, serde_json::Value>>| {
+            for src in [common_extra, own].into_iter().flatten() {
+                for (k, v) in src {
+                    params.extra.insert(k.clone(), v.clone());
+                }
+            }
+        };
+        if let Some(mut p) = out.provider {
+            add_extra(&mut p.defaults.parameters, None);
             cfg.providers.insert(p.name.clone(), p);
         }
-        for (m, doc) in out.models {
+        for (mut m, doc) in out.models {
+            let own = pd.extra_params.get(&layout::loc_key(&doc.loc));
+            add_extra(&mut m.parameters, own);
             add_model(&mut cfg, &mut model_origin, m, &doc.loc, origin(&doc.loc), &sink);
         }
     }
@@ -142,7 +163,7 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
         }
     }
 
-    validate::check_references(&cfg, &group_srcs, &pool_locs, global_loc.as_ref(), &sink);
+    validate::check_references(&cfg, &group_srcs, &pool_locs, global_loc.as_ref(), &tree.unavailable, &sink);
     wrappers::check(&cfg, &wrapper_locs, global_loc.as_ref(), &sink);
 
     if !sink.is_empty() {
@@ -151,7 +172,10 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
         issues.sort_by(|a, b| a.file.cmp(&b.file));
         return Err(ConfigError { issues });
     }
+    let mut notes = sink.take_notes();
+    notes.sort_by(|a, b| a.file.cmp(&b.file));
     cfg.load_warnings = warn.take();
+    cfg.load_warnings.extend(notes);
     for w in &cfg.load_warnings {
         log::warn!("config: {w}");
     }

@@ -6,18 +6,23 @@
 //! reader remembers which keys the schema asked about, so whatever is left over is an unknown key
 //! and can be matched against the known ones for a "did you mean" hint.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::source::Format;
 use crate::error::ConfigIssue;
 
-/// Collects issues (errors or warnings) from every reader of one load.
+/// Collects issues (errors or warnings) from every reader of one load, plus the notes (warnings)
+/// that the lenient reading of the original YAML layout produces instead of errors.
 #[derive(Default)]
 pub(crate) struct Sink {
     issues: RefCell<Vec<ConfigIssue>>,
+    notes: RefCell<Vec<ConfigIssue>>,
+    /// Documents without a file (a dict tree) are in the original layout.
+    original_dicts: Cell<bool>,
 }
 
 impl Sink {
@@ -38,6 +43,46 @@ impl Sink {
     }
     pub(crate) fn is_empty(&self) -> bool {
         self.issues.borrow().is_empty()
+    }
+    /// Record a note: something the original layout allowed that the engine does not use or
+    /// changes, reported as a warning (`echelon check`), never fatal.
+    pub(crate) fn note(
+        &self,
+        file: Option<&Path>,
+        key: &str,
+        value: Option<String>,
+        message: impl Into<String>,
+    ) {
+        let issue = ConfigIssue {
+            file: file.map(Path::to_path_buf),
+            key: key.to_string(),
+            value,
+            message: message.into(),
+        };
+        let mut notes = self.notes.borrow_mut();
+        if !notes.contains(&issue) {
+            notes.push(issue);
+        }
+    }
+    /// Every note recorded, in recording order.
+    pub(crate) fn take_notes(&self) -> Vec<ConfigIssue> {
+        self.notes.borrow_mut().drain(..).collect()
+    }
+    /// Treat documents that have no file (dict trees) as the original layout.
+    pub(crate) fn set_original_dicts(&self, on: bool) {
+        self.original_dicts.set(on);
+    }
+    /// Whether a table at `loc` belongs to the original YAML layout, which is read leniently:
+    /// a YAML file, or a dict tree marked `layout = "original"`. TOML files are strict.
+    pub(crate) fn is_original(&self, loc: &Loc) -> bool {
+        self.is_original_file(loc.file.as_deref())
+    }
+    /// [`Sink::is_original`] by file.
+    pub(crate) fn is_original_file(&self, file: Option<&Path>) -> bool {
+        match file {
+            Some(f) => Format::of(f) == Some(Format::Yaml),
+            None => self.original_dicts.get(),
+        }
     }
     /// Everything recorded, duplicates removed, in recording order.
     pub(crate) fn take(&self) -> Vec<ConfigIssue> {
@@ -455,14 +500,26 @@ impl<'a> Tbl<'a> {
         self.table_any(&[key])
     }
 
-    /// Report every key nobody asked for, with a suggestion when one is close.
+    /// Report every key nobody asked for, with a suggestion when one is close: an error, or
+    /// in the original YAML layout a warning (the key is ignored).
     pub(crate) fn done(self) {
+        let lenient = self.sink.is_original(&self.loc);
         for (k, v) in self.map {
             if self.known.iter().any(|x| x == k) {
                 continue;
             }
             let hint = did_you_mean(k, self.known.iter().map(String::as_str));
-            self.err(k, Some(v), format!("unknown key `{k}`{hint}"));
+            if lenient {
+                let shown = if is_secret_key(k) { "***".to_string() } else { show(v) };
+                self.sink.note(
+                    self.file(),
+                    &self.loc.key(k),
+                    Some(shown),
+                    format!("unknown key `{k}`{hint}: ignored (the engine has no use for it)"),
+                );
+            } else {
+                self.err(k, Some(v), format!("unknown key `{k}`{hint}"));
+            }
         }
     }
 }

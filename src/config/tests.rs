@@ -782,19 +782,8 @@ fn yaml_without_registry_loads_every_file() {
         ("llms/groups/b.yml", "echelon1: {models: [m]}\n"),
         ("llms/polling_pools/p.yaml", "task_groups: [b]\n"),
     ]);
-    let err = load_dir_with_env(&dir, &test_env).expect_err("typos");
+    let err = load_dir_with_env(&dir, &test_env).expect_err("a wrong type stays an error");
     let a = dir.join("llms/groups/a.yaml");
-    let i = err
-        .issues
-        .iter()
-        .find(|i| i.key == "echeLon1")
-        .expect("case typo is unknown");
-    assert_eq!(i.file.as_deref(), Some(a.as_path()));
-    assert!(i.message.contains("did you mean"), "{i:?}");
-    assert_eq!(
-        i.message,
-        "unknown key `echeLon1` (did you mean `echelon1`?)"
-    );
     // `echelon_x` starts with "echelon" so it is an echelon: and it is not a table.
     assert_eq!(
         err.issues
@@ -804,8 +793,20 @@ fn yaml_without_registry_loads_every_file() {
             .message,
         "expected table, found integer"
     );
-    std::fs::write(&a, "name: a\nechelon1: {models: [m]}\n").expect("fix");
+    // In the original YAML layout an unknown key is a warning, not an error.
+    assert!(err.issues.iter().all(|i| i.key != "echeLon1"), "{err}");
+    std::fs::write(&a, "name: a\necheLon1: {models: [m]}\nechelon1: {models: [m]}\n").expect("fix");
     let cfg = load_dir_with_env(&dir, &test_env).expect("valid now");
+    let i = cfg
+        .load_warnings
+        .iter()
+        .find(|i| i.key == "echeLon1")
+        .expect("case typo is reported");
+    assert_eq!(i.file.as_deref(), Some(a.as_path()));
+    assert_eq!(
+        i.message,
+        "unknown key `echeLon1` (did you mean `echelon1`?): ignored (the engine has no use for it)"
+    );
     assert_eq!(cfg.groups.len(), 2);
     assert_eq!(cfg.models["m"].kind, ProviderKind::OpenAiCompatible);
     let _ = std::fs::remove_dir_all(dir);
@@ -1121,4 +1122,125 @@ fn unknown_keys_that_look_secret_are_masked() {
         issue_at(&list, "providers.mock.common.base_url").message,
         "must start with http:// or https:// (empty: is an environment variable it uses unset?)"
     );
+}
+
+// ---- the original YAML layout, as it is (issue 20) ----
+
+/// A small tree in the original's shapes: keys the engine does not use, provider-native and
+/// null parameters, a human_relay provider inheriting `../common.yaml`, a group model no
+/// provider defines and a `retry_delay`.
+fn original_tree() -> PathBuf {
+    temp_tree(&[
+        (
+            "llms/provider/openai/common.yaml",
+            "provider_type: openai\nbase_url: http://127.0.0.1:1/v1\nfunction_calling_supported: true\nsupports_caching: false\nfallback_config: {enabled: true}\ndefault_parameters: {temperature: 0.7, store: false, stop: null, seed: null}\n",
+        ),
+        (
+            "llms/provider/openai/openai-gpt4.yaml",
+            "model_type: openai\nmodel_name: gpt-4\napi_key: \"${OPENAI_API_KEY}\"\nparameters: {top_k: 3, stop_sequences: null, temprature: 0.5}\napi_formats: {chat_completion: {endpoint: /chat/completions}}\n",
+        ),
+        (
+            "llms/provider/human_relay/common.yaml",
+            "model_type: human_relay\nbase_url: null\nparameters: {frontend_timeout: 300}\nhuman_relay_config: {prompt_template: x}\n",
+        ),
+        (
+            "llms/provider/human_relay/human-relay-s.yaml",
+            "inherits_from: \"../common.yaml\"\nmodel_name: human-relay-s\n",
+        ),
+        (
+            "llms/groups/_task_groups.yaml",
+            "task_groups:\n  g: {file: groups/g.yaml, enabled: true}\n  gone: {file: groups/gone.yaml, enabled: true}\npolling_pools:\n  p: {file: polling_pools/p.yaml, enabled: true}\n",
+        ),
+        (
+            "llms/groups/g.yaml",
+            "name: g\necheLon9: {models: [x]}\nechelon1: {models: [openai-gpt4, openai-gpt4-turbo], priority: 1}\nechelon2: {models: [human-relay-s], priority: 2}\nfallback_config: {strategy: echelon_down, fallback_groups: [g.echelon2], retry_delay: 1.0}\n",
+        ),
+        ("llms/polling_pools/p.yaml", "task_groups: [g]\nrotation_strategy: round_robin\n"),
+    ])
+}
+
+#[test]
+fn original_yaml_layout_loads_as_it_is() {
+    let dir = original_tree();
+    let cfg = load_dir_with_env(&dir, &test_env).expect("loads");
+    let warned = |key: &str, text: &str| {
+        cfg.load_warnings
+            .iter()
+            .any(|w| w.key == key && w.message.contains(text))
+    };
+    // Keys the engine does not know: warnings with "did you mean".
+    assert!(warned("function_calling_supported", "unknown key `function_calling_supported`: ignored"));
+    assert!(warned("api_formats", "did you mean `api_format`?"));
+    assert!(warned("echeLon9", "did you mean"));
+    // The human_relay provider is skipped with a warning; the model it defined is left out
+    // of its echelon and the warning says why.
+    assert!(warned("model_type", "which the engine cannot call"));
+    assert!(!cfg.providers.contains_key("human_relay") && !cfg.models.contains_key("human-relay-s"));
+    assert!(warned("echelon2.models[0]", "its provider `human_relay` is of type `human_relay`"));
+    assert!(warned("inherits_from", "names no file"));
+    // A model no provider defines stays in the echelon's list (the engine names it when a call
+    // finds the echelon empty) and is reported.
+    let g = &cfg.groups["g"];
+    assert_eq!(g.echelon("echelon1").expect("e1").models, ["openai-gpt4", "openai-gpt4-turbo"]);
+    assert!(warned("echelon1.models[1]", "no provider file defines it"));
+    // A registered file that is missing is skipped, as the original did.
+    assert!(warned("task_groups.gone.file", "is skipped"));
+    // retry_delay: loaded as 0, with a note.
+    assert_eq!(g.effective_fallback().retry_delay, Duration::ZERO);
+    assert!(warned("fallback_config.retry_delay", "loaded as 0"));
+    // Parameters: nulls dropped, provider-native passed through, typo-like passed through
+    // with a warning.
+    let p = &cfg.models["openai-gpt4"].parameters;
+    assert_eq!(p.extra.get("top_k"), Some(&json!(3)));
+    assert_eq!(p.extra.get("store"), Some(&json!(false)));
+    assert_eq!(p.extra.get("temprature"), Some(&json!(0.5)));
+    assert!(!p.extra.contains_key("stop_sequences") && !p.extra.contains_key("seed"));
+    assert!(warned("parameters.temprature", "passed to the provider unchanged"));
+    // What the user must still define after `echelon convert`.
+    let todo = convert_todo(&cfg);
+    assert_eq!(todo.len(), 3, "{todo:#?}");
+    assert!(todo.iter().any(|t| t.contains("`openai-gpt4-turbo` (used by g.echelon1)")));
+    assert!(todo.iter().any(|t| t.contains("`human-relay-s` (used by g.echelon2)")));
+    assert!(todo.iter().any(|t| t.contains("parameter `temprature` of model `openai-gpt4`")));
+    // Wrong types stay errors.
+    std::fs::write(dir.join("llms/groups/g.yaml"), "echelon1: {models: [openai-gpt4], priority: high}\n").expect("write");
+    let err = load_dir_with_env(&dir, &test_env).expect_err("a wrong type");
+    assert_eq!(issue_at(&err.issues, "echelon1.priority").message, "expected integer, found string");
+}
+
+#[test]
+fn toml_layout_stays_strict_but_takes_provider_native_parameters() {
+    let dir = temp_tree(&[
+        (
+            "llms/provider/mock/common.toml",
+            "type = \"openai_compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\nfunction_calling_supported = true\n",
+        ),
+        ("llms/provider/mock/m.toml", "model = \"m\"\n[parameters]\ntop_k = 3\nstop_sequences = [\"END\"]\nstore = false\n"),
+        ("llms/groups/g.toml", "[echelon1]\nmodels = [\"m\", \"undefined-model\"]\n[fallback_config]\nretry_delay = 1.5\n"),
+    ]);
+    let err = load_dir_with_env(&dir, &test_env).expect_err("strict");
+    assert_eq!(issue_at(&err.issues, "function_calling_supported").message, "unknown key `function_calling_supported`");
+    assert!(issue_at(&err.issues, "echelon1.models[1]").message.starts_with("unknown model `undefined-model`"));
+    std::fs::write(dir.join("llms/provider/mock/common.toml"), "type = \"openai_compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\n").expect("w");
+    std::fs::write(dir.join("llms/groups/g.toml"), "[echelon1]\nmodels = [\"m\"]\n[fallback_config]\nretry_delay = 1.5\n").expect("w");
+    let cfg = load_dir_with_env(&dir, &test_env).expect("valid");
+    let p = &cfg.models["m"].parameters;
+    assert_eq!((p.extra["top_k"].clone(), p.extra["stop_sequences"].clone(), p.extra["store"].clone()), (json!(3), json!(["END"]), json!(false)));
+    assert_eq!(cfg.groups["g"].effective_fallback().retry_delay, Duration::from_millis(1500));
+    assert!(cfg.load_warnings.is_empty(), "{:?}", cfg.load_warnings);
+}
+
+#[test]
+fn dict_tree_marked_original_is_read_like_the_yaml_files() {
+    let mut v = base();
+    set(&mut v, &["providers", "mock", "common", "supports_caching"], json!(true));
+    set(&mut v, &["groups", "slow", "echelon1", "models"], json!(["nowhere-model"]));
+    let list = issues(v.clone());
+    assert_eq!(issue_at(&list, "providers.mock.common.supports_caching").message, "unknown key `supports_caching`");
+    v["layout"] = json!("original");
+    let cfg = load_json(v.clone()).expect("lenient");
+    assert!(cfg.load_warnings.iter().any(|w| w.key == "providers.mock.common.supports_caching"));
+    assert!(cfg.load_warnings.iter().any(|w| w.message.contains("model `nowhere-model` of group `slow`")));
+    v["layout"] = json!("yaml");
+    assert!(issue_at(&issues(v), "layout").message.starts_with("invalid value"));
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use super::groups::GroupSrc;
+use super::layout::Unavailable;
 use super::model::{Config, ProviderKind};
 use super::reader::{did_you_mean, join, show, Loc, Sink};
 
@@ -14,9 +15,10 @@ pub(crate) fn check_references(
     srcs: &HashMap<String, GroupSrc>,
     pool_locs: &HashMap<String, Loc>,
     global_loc: Option<&Loc>,
+    unavailable: &[Unavailable],
     sink: &Sink,
 ) {
-    check_models(cfg, srcs, sink);
+    check_models(cfg, srcs, unavailable, sink);
     for (name, g) in &cfg.groups {
         let Some(src) = srcs.get(name) else { continue };
         if let Some(fb) = &g.fallback {
@@ -40,7 +42,7 @@ pub(crate) fn check_references(
     }
 }
 
-fn check_models(cfg: &Config, srcs: &HashMap<String, GroupSrc>, sink: &Sink) {
+fn check_models(cfg: &Config, srcs: &HashMap<String, GroupSrc>, unavailable: &[Unavailable], sink: &Sink) {
     // Every logical model must be callable.
     for m in cfg.models.values() {
         if m.base_url.is_empty() {
@@ -80,6 +82,24 @@ fn check_models(cfg: &Config, srcs: &HashMap<String, GroupSrc>, sink: &Sink) {
                         sink.push(src.loc.file.as_deref(), &path, Some(show(&Value::String(r.clone()))), format!("model `{r}` (group `{gname}`, echelon `{}`): provider `{}` is {} and has no base_url", e.name, m.provider, m.kind.as_str()));
                     }
                     Some(_) => {}
+                    None if sink.is_original(&src.loc) => {
+                        // The original's groups name models its provider files never define:
+                        // left out of the echelon (the engine names them if a call finds the
+                        // echelon empty).
+                        let why = match unavailable.iter().find(|u| u.model == *r) {
+                            Some(u) => format!("its provider `{}` is of type `{}`, which the engine cannot call", u.provider, u.kind),
+                            None => format!(
+                                "no provider file defines it{} (define llms/provider/<provider>/{r}.yaml with a `model_name`, or write `provider:model`)",
+                                did_you_mean(r, candidates.iter().map(String::as_str))
+                            ),
+                        };
+                        sink.note(
+                            src.loc.file.as_deref(),
+                            &path,
+                            Some(show(&Value::String(r.clone()))),
+                            format!("model `{r}` of group `{gname}`, echelon `{}` is left out: {why}", e.name),
+                        );
+                    }
                     None => {
                         let why = match r.split_once(':') {
                             Some((p, _)) if !cfg.providers.contains_key(p) => {

@@ -87,9 +87,10 @@ fn check_config(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 }
 
 /// Load `src` (any layout) and write it as the TOML layout under `dst`; returns the paths
-/// written. Existing files are overwritten.
+/// written and what the user must still define (see [`config::convert_todo`]). Existing
+/// files are overwritten.
 #[pyfunction]
-fn convert_yaml_layout(py: Python<'_>, src: PathBuf, dst: PathBuf) -> PyResult<Vec<String>> {
+fn convert_yaml_layout(py: Python<'_>, src: PathBuf, dst: PathBuf) -> PyResult<(Vec<String>, Vec<String>)> {
     let cfg = py
         .detach(|| config::load_dir(&src))
         .map_err(config_error_to_py)?;
@@ -104,7 +105,7 @@ fn convert_yaml_layout(py: Python<'_>, src: PathBuf, dst: PathBuf) -> PyResult<V
             .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?;
         written.push(path.display().to_string());
     }
-    Ok(written)
+    Ok((written, config::convert_todo(&cfg)))
 }
 
 /// Add the config functions to `echelon._core`.

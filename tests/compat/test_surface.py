@@ -12,7 +12,6 @@ MODULES = {
     "echelon.compat.task_group_manager": ["TaskGroupManager"],
     "echelon.compat.concurrency_controller": ["ConcurrencyLevel", "ConcurrencyLimit", "ConcurrencyController", "RateLimiter", "ConcurrencyAndRateLimitManager"],
     "echelon.compat.enhanced_fallback_manager": ["CircuitBreaker", "FallbackStrategy", "FallbackAttempt", "EnhancedFallbackManager", "FallbackConfigManager"],
-    "echelon.compat.fallback_manager": ["FallbackManager", "FallbackConfig", "create_fallback_manager"],
     "echelon.compat.wrappers": ["BaseLLMWrapper", "PollingPoolWrapper", "TaskGroupWrapper", "LLMWrapperFactory", "WrapperError", "LLMWrapperError", "TaskGroupWrapperError", "PollingPoolWrapperError", "WrapperFactoryError", "WrapperConfigError", "WrapperExecutionError"],
     "echelon.compat.wrappers.base_wrapper": ["BaseLLMWrapper"],
     "echelon.compat.wrappers.polling_pool_wrapper": ["PollingPoolWrapper"],
@@ -22,7 +21,15 @@ MODULES = {
     "echelon.compat.exceptions": ["LLMError", "LLMCallError", "LLMTimeoutError", "LLMRateLimitError", "LLMAuthenticationError", "LLMModelNotFoundError", "LLMTokenLimitError", "LLMContentFilterError", "LLMInvalidRequestError", "LLMServiceUnavailableError", "LLMClientCreationError", "UnsupportedModelTypeError", "LLMConfigurationError", "LLMFallbackError", "LLMWrapperError"],
     "echelon.compat.models": ["LLMResponse", "TokenUsage"],
     "echelon.compat.task_group_config": ["TaskGroupsConfig", "TaskGroupConfig", "EchelonConfig", "FallbackStrategy", "RotationStrategy", "RateLimitingAlgorithm", "CircuitBreakerConfig", "ThinkingConfig", "FallbackConfig", "RateLimitingConfig", "PollingPoolFallbackConfig", "PollingPoolConfig", "ConcurrencyControlConfig", "GlobalFallbackConfig"],
-    "echelon.compat.interfaces": ["IPollingPoolManager", "ITaskGroupManager", "IFallbackManager"],
+    "echelon.compat.interfaces": ["IPollingPoolManager", "ITaskGroupManager", "IFallbackManager", "ILLMClient", "ILLMClientFactory", "IClientFactory", "IFallbackStrategy", "IFallbackLogger", "IRetryStrategy", "IRetryLogger", "IRetryCondition", "IRetryDelayCalculator", "IRetryContext"],
+    "echelon.compat.fallback_manager": ["FallbackManager", "FallbackConfig", "create_fallback_manager", "DefaultFallbackLogger", "LoggerAdapter", "FallbackConfigurationManager", "FallbackSessionManager", "FallbackStatistics", "FallbackStrategyManager", "FallbackExecutor", "FallbackOrchestrator", "FallbackTracker", "FallbackEngine", "GroupBasedFallbackStrategy", "PollingPoolFallbackStrategy", "FallbackSession", "FallbackAttempt", "IClientFactory", "IFallbackLogger"],
+    "echelon.compat.fallback_config": ["FallbackConfig", "FallbackAttempt", "FallbackSession", "FallbackStats", "FallbackStrategy"],
+    "echelon.compat.fallback_strategies": ["SequentialFallbackStrategy", "PriorityFallbackStrategy", "RandomFallbackStrategy", "ErrorTypeBasedStrategy", "ParallelFallbackStrategy", "ConditionalFallbackStrategy", "ConditionalFallback", "create_fallback_strategy"],
+    "echelon.compat.retry": ["RetryManager", "RetryConfig", "RetryAttempt", "RetrySession", "RetryStats", "RetryStrategy", "DefaultRetryLogger", "ExponentialBackoffStrategy", "LinearBackoffStrategy", "FixedDelayStrategy", "AdaptiveRetryStrategy", "ConditionalRetryStrategy", "StatusCodeRetryCondition", "ErrorTypeRetryCondition", "create_retry_strategy", "get_global_retry_manager", "set_global_retry_manager", "retry", "RetryExecutor", "IRetryLogger", "IRetryCondition"],
+    "echelon.compat.connection_pool": ["HTTPConnectionPool", "ConnectionPoolFactory", "ConnectionPoolManager", "IConnectionPool", "connection_pool_manager"],
+    "echelon.compat.fallback_client": ["FallbackClientWrapper"],
+    "echelon.compat.config_loader": ["FileConfigLoader", "IConfigLoader"],
+    "echelon.compat.clients": ["EngineClient", "EngineClientFactory"],
 }
 
 
@@ -80,7 +87,9 @@ def test_signatures_match_contract() -> None:
     for cls in (w.PollingPoolWrapper, w.TaskGroupWrapper):
         assert sig(cls.generate_async) == "(self, messages, parameters=None, **kwargs)"
         assert not inspect.iscoroutinefunction(cls.generate)
-        assert inspect.isasyncgenfunction(cls.stream_generate)
+        # A ChunkStream: `async for` (HEAD) and `for` (the older sync generator) both work.
+        assert sig(cls.stream_generate) == "(self, messages, parameters=None, **kwargs)"
+        assert not inspect.iscoroutinefunction(cls.stream_generate)
     for name in ("_get_pool", "_call_with_simple_fallback", "_call_instance", "get_rotation_history", "reset_rotation_history", "get_pool_status", "health_check"):
         assert hasattr(w.PollingPoolWrapper, name), name
     for name in ("_get_target", "_generate_with_fallback", "_generate_direct", "_get_fallback_groups", "_record_success", "_record_failure", "get_fallback_history", "reset_fallback_history"):
@@ -119,3 +128,21 @@ def test_response_has_both_shapes() -> None:
     assert h.model == "model-x" and h.token_usage.total_tokens == 7 and h.metadata == {}
     assert TokenUsage(1, 2, 3) + TokenUsage(1, 1, 2) == TokenUsage(2, 3, 5)
     assert set(r.to_dict()) >= {"content", "token_usage", "model", "metadata", "timestamp"}
+
+
+def test_issue_20_signatures() -> None:
+    from echelon.compat import fallback_client as fc
+    from echelon.compat import fallback_manager as fm
+    from echelon.compat import retry as r
+    from echelon.compat.connection_pool import HTTPConnectionPool
+
+    assert sig(fm.FallbackManager.generate_with_fallback) == "(self, messages, parameters=None, primary_model=None, **kwargs)"
+    assert sig(fm.FallbackManager.generate_with_fallback_async) == "(self, messages, parameters=None, primary_model=None, **kwargs)"
+    assert sig(fm.FallbackManager.get_most_used_models) == "(self, limit=10)"
+    assert sig(fm.FallbackManager.get_error_summary) == "(self, limit=10)"
+    assert sig(fm.FallbackManager.get_successful_sessions) == "(self, limit=None)"
+    assert sig(fm.DefaultFallbackLogger) == "(enabled=True)"
+    assert sig(r.RetryManager.execute_with_retry) == "(self, func, *args, **kwargs)"
+    assert sig(r.RetryManager.retry) == "(self, func=None, *, config=None)"
+    assert sig(HTTPConnectionPool).startswith("(max_connections=10, max_keepalive=10, timeout=30.0")
+    assert sig(fc.FallbackClientWrapper) == "(primary_client, fallback_models, strategy_type='sequential', max_attempts=3, use_enhanced_fallback=False, task_group_manager=None, polling_pool_manager=None, **config_kwargs)"

@@ -7,7 +7,6 @@ import pytest
 from .helpers import Facade, calls, llm_config
 from echelon.compat import (
     FileConfigLoader,
-    LLMConfigurationError,
     PollingPool,
     TaskGroupManager,
     TaskGroupsConfig,
@@ -87,14 +86,24 @@ def test_facade_style_rereads_and_head_status(mock) -> None:
     assert f.reloads == 1
 
 
-async def test_unresolvable_model_is_clear_error(mock) -> None:
+async def test_unresolvable_model_is_left_out_and_named_by_the_call(mock) -> None:
+    """The original's groups name models no provider defines: the router still builds (a
+    warning), the other echelons serve, and a call to the echelon left empty fails with a typed
+    error naming the missing model and where it was."""
+    from echelon.compat import LLMCallError, TaskGroupWrapper, TaskGroupWrapperError
+
     cfg = llm_config(mock)
     cfg["task_groups"]["fast_group"]["echelon2"]["models"] = ["openai-gpt9"]
     m = TaskGroupManager(Facade(cfg))
-    with pytest.raises(LLMConfigurationError) as ei:
-        m.get_router()
+    m.get_router()
+    r = await TaskGroupWrapper("fast_group.echelon1", m).generate_async([{"role": "user", "content": "x"}])
+    assert r.content.startswith("Hello from m-")
+    with pytest.raises(TaskGroupWrapperError) as ei:
+        await TaskGroupWrapper("fast_group.echelon2", m).generate_async([{"role": "user", "content": "x"}])
+    assert isinstance(ei.value.__cause__, LLMCallError)
     msg = str(ei.value)
-    assert "openai-gpt9" in msg and "fast_group" in msg and "echelon2" in msg
+    assert "openai-gpt9" in msg and "fast_group.echelon2" in msg
+    m.close()
 
 
 async def test_provider_model_refs_resolve(mock) -> None:

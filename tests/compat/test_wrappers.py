@@ -169,3 +169,81 @@ def test_base_wrapper_helpers() -> None:
 
 async def _collect(w):
     return [c async for c in w.stream_generate([])]
+
+
+# -- behaviour the original's tests pin (issue 20, item 4) -------------------------------------
+
+
+def test_stream_generate_with_plain_for(tgm, mock) -> None:
+    """The older synchronous generator form: ``for`` drives the real stream chunk by chunk."""
+    pm = PollingPoolManager(tgm)
+    asyncio.run(pm.create_pool("fast_pool", {"task_groups": ["fast_group.echelon1"], "health_check_interval": 0}))
+    chunks = list(PollingPoolWrapper("fast_pool", pm).stream_generate([Msg("hi")]))
+    assert len(chunks) >= 2 and "".join(chunks).startswith("Hello from m-")
+    group_chunks = list(TaskGroupWrapper("backup_group", tgm).stream_generate([Msg("hi")]))
+    assert len(group_chunks) >= 2 and "".join(group_chunks).startswith("Hello from m-gpt35")
+    assert mock.counters()["streams_completed"] == 2
+    assert all(i.current_load == 0 for i in pm.get_pool("fast_pool").instances)
+
+
+async def test_stream_generate_plain_for_inside_running_loop(pm, mock) -> None:
+    w = PollingPoolWrapper("fast_pool", pm)
+    chunks = list(w.stream_generate([Msg("hi")]))  # a worker thread streams; chunks arrive in order
+    assert "".join(chunks).startswith("Hello from m-")
+    for chunk in w.stream_generate_async([Msg("hi")]):  # stop early: the stream is cancelled
+        assert chunk
+        break
+    assert all(i.current_load == 0 for i in pm.get_pool("fast_pool").instances)
+
+
+async def test_pool_health_check_counts_instances(pm, mock) -> None:
+    from echelon.compat import InstanceStatus
+
+    pool = pm.get_pool("fast_pool")
+    pool.instances[0].status = InstanceStatus.FAILED
+    pool.instances[1].status = InstanceStatus.DEGRADED
+    hc = await PollingPoolWrapper("fast_pool", pm).health_check()
+    assert hc == {"healthy": False, "healthy_instances": 1, "total_instances": 3, "health_ratio": 1 / 3}
+
+    class Broken:
+        name = "broken"
+
+        @property
+        def instances(self):
+            raise RuntimeError("pool is gone")
+
+    class Manager:
+        def get_pool(self, name):
+            return Broken()
+
+    assert (await PollingPoolWrapper("broken", Manager()).health_check()) == {"healthy": False, "error": "pool is gone"}
+
+
+async def test_pool_counters_never_lose_a_success(pm, mock) -> None:
+    """An instance whose counters are not numbers (a user object) still returns the answer."""
+    pool = pm.get_pool("fast_pool")
+    for inst in pool.instances:
+        inst.success_count = None  # type: ignore[assignment]
+    w = PollingPoolWrapper("fast_pool", pm)
+    r = await w.generate_async([Msg("hi")])
+    assert r.content.startswith("Hello from m-") and w._attempt_count == 1
+
+
+def test_task_group_wrapper_estimates_usage_like_the_pool() -> None:
+    w = TaskGroupWrapper("t", None)
+    r = w._create_llm_response("x" * 80, "m")
+    assert (r.token_usage.prompt_tokens, r.token_usage.completion_tokens, r.token_usage.total_tokens) == (20, 20, 40)
+    assert PollingPoolWrapper("p", None)._create_llm_response("x" * 80, "m").token_usage == r.token_usage
+
+
+def test_reset_all_stats_survives_a_raising_wrapper(tgm) -> None:
+    class Bad:
+        def reset_stats(self):
+            raise RuntimeError("reset failed")
+
+    f = LLMWrapperFactory(tgm)
+    f._wrappers["bad"] = Bad()  # type: ignore[assignment]  (reset before the good one)
+    good = f.create_task_group_wrapper("fast_group")
+    good._update_stats(True, 1.0)
+    f.reset_all_stats()
+    assert good.get_stats()["total_requests"] == 0

@@ -7,7 +7,9 @@ the echelon engine. See docs/migration.md.
 """
 
 from .concurrency_controller import ConcurrencyAndRateLimitManager, ConcurrencyController, ConcurrencyLevel, ConcurrencyLimit, RateLimiter
-from .config_loader import FileConfigLoader
+from .clients import EngineClient, EngineClientFactory
+from .config_loader import FileConfigLoader, IConfigLoader
+from .connection_pool import ConnectionPoolFactory, HTTPConnectionPool
 from .enhanced_fallback_manager import CircuitBreaker, EnhancedFallbackManager, FallbackAttempt, FallbackConfigManager
 from .enhanced_fallback_manager import FallbackStrategy as EnhancedFallbackStrategy
 from .exceptions import (
@@ -33,8 +35,28 @@ from .exceptions import (
     WrapperExecutionError,
     WrapperFactoryError,
 )
-from .fallback_manager import FallbackConfig, FallbackManager, create_fallback_manager
-from .interfaces import IFallbackManager, IPollingPoolManager, ITaskGroupManager
+from .fallback_client import FallbackClientWrapper
+from .fallback_config import FallbackAttempt as ModelFallbackAttempt
+from .fallback_config import FallbackConfig, FallbackSession, FallbackStats
+from .fallback_manager import DefaultFallbackLogger, FallbackManager, create_fallback_manager
+from .fallback_strategies import (
+    ErrorTypeBasedStrategy,
+    PriorityFallbackStrategy,
+    RandomFallbackStrategy,
+    SequentialFallbackStrategy,
+    create_fallback_strategy,
+)
+from .interfaces import (
+    IClientFactory,
+    IFallbackLogger,
+    IFallbackManager,
+    IFallbackStrategy,
+    ILLMClient,
+    IPollingPoolManager,
+    IRetryLogger,
+    IRetryStrategy,
+    ITaskGroupManager,
+)
 from .models import LLMResponse, TokenUsage
 from .polling_pool import (
     HealthChecker,
@@ -62,6 +84,7 @@ from .task_group_config import (
     TaskGroupsConfig,
     ThinkingConfig,
 )
+from .retry import RetryConfig, RetryManager, create_retry_strategy
 from .task_group_manager import TaskGroupManager
 from .wrappers import BaseLLMWrapper, LLMWrapperFactory, PollingPoolWrapper, TaskGroupWrapper
 
@@ -70,14 +93,22 @@ __all__ = [
     "InstanceStatus", "RotationStrategy", "LLMInstance", "Scheduler", "RoundRobinScheduler",
     "LeastRecentlyUsedScheduler", "WeightedScheduler", "HealthChecker", "PollingPool", "PollingPoolManager",
     # task groups
-    "TaskGroupManager", "FileConfigLoader",
+    "TaskGroupManager", "FileConfigLoader", "IConfigLoader",
     # concurrency
     "ConcurrencyLevel", "ConcurrencyLimit", "ConcurrencyController", "RateLimiter", "ConcurrencyAndRateLimitManager",
     # fallback
     "CircuitBreaker", "EnhancedFallbackStrategy", "FallbackAttempt", "EnhancedFallbackManager", "FallbackConfigManager",
-    "FallbackManager", "FallbackConfig", "create_fallback_manager",
+    "FallbackManager", "FallbackConfig", "create_fallback_manager", "FallbackSession", "FallbackStats",
+    "ModelFallbackAttempt", "DefaultFallbackLogger", "FallbackClientWrapper",
+    "SequentialFallbackStrategy", "PriorityFallbackStrategy", "RandomFallbackStrategy", "ErrorTypeBasedStrategy",
+    "create_fallback_strategy",
+    # retry
+    "RetryConfig", "RetryManager", "create_retry_strategy",
+    # clients and connection pool
+    "EngineClient", "EngineClientFactory", "HTTPConnectionPool", "ConnectionPoolFactory",
     # interfaces
-    "IPollingPoolManager", "ITaskGroupManager", "IFallbackManager",
+    "IPollingPoolManager", "ITaskGroupManager", "IFallbackManager", "ILLMClient", "IClientFactory",
+    "IFallbackLogger", "IFallbackStrategy", "IRetryLogger", "IRetryStrategy",
     # wrappers
     "BaseLLMWrapper", "PollingPoolWrapper", "TaskGroupWrapper", "LLMWrapperFactory",
     # models

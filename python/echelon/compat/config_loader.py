@@ -10,21 +10,56 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Dict, List, Optional, Union
 
-__all__ = ["FileConfigLoader", "ConfigFileError"]
+from .exceptions import LLMConfigurationError
+
+__all__ = ["IConfigLoader", "FileConfigLoader", "ConfigFileError"]
 
 _EXTS = (".yaml", ".yml", ".toml", ".json")
 
 
-class ConfigFileError(ValueError):
-    """A config file is missing or does not parse; the message names the file."""
+class ConfigFileError(LLMConfigurationError, ValueError):
+    """A config file is missing or does not parse; the message names the file. It is the
+    original's ``LLMConfigurationError`` (and a ``ValueError``)."""
 
 
-class FileConfigLoader:
-    """Load config files relative to ``base_path`` (the configs root, e.g. ``"configs"``)."""
+class IConfigLoader(ABC):
+    """What ``TaskGroupManager`` needs from a config loader: ``load(path)`` of a file relative
+    to the configs root. The other methods of the original interface have no-op defaults."""
 
-    def __init__(self, base_path: Union[str, "os.PathLike[str]"] = "configs") -> None:
+    @abstractmethod
+    def load(self, config_path: str) -> Dict[str, Any]: ...
+
+    def reload(self) -> None:
+        """Forget cached files (this loader caches nothing)."""
+
+    def watch_for_changes(self, callback: Callable[..., Any]) -> None:
+        """Not supported: call ``TaskGroupManager.reload_config()`` after editing files."""
+
+    def stop_watching(self) -> None:
+        pass
+
+    def resolve_env_vars(self, config: Dict[str, Any]) -> Dict[str, Any]:
+        """Returned unchanged: ``${VAR}`` placeholders are resolved by the engine, so secrets
+        never pass through Python dicts."""
+        return config
+
+    def get_config(self, config_path: str) -> Dict[str, Any]:
+        return self.load(config_path)
+
+
+class FileConfigLoader(IConfigLoader):
+    """Load config files relative to ``base_path`` (the configs root, e.g. ``"configs"``; a
+    relative root is taken from the working directory when each file is read, as the
+    original did)."""
+
+    def __init__(self, base_path: Optional[Union[str, "os.PathLike[str]"]] = "configs") -> None:
+        if base_path is None:
+            base_path = "configs"
+        if not isinstance(base_path, (str, os.PathLike)):
+            raise LLMConfigurationError(f"FileConfigLoader: base_path must be a path, got {type(base_path).__name__}", config_key="base_path")
         self.base_path = Path(base_path)
 
     def resolve(self, path: Union[str, "os.PathLike[str]"]) -> Path:

@@ -1,7 +1,9 @@
 """``EnhancedFallbackManager`` and its ``CircuitBreaker`` (deleted from the original, restored
 here with real behaviour): targets are executed through the engine, the group's configured
-breaker settings are used, half-open admits ``half_open_requests`` probes, ``retry_delay`` is
-slept between targets, and successes are recorded in the history too."""
+breaker settings are used, half-open admits ``half_open_requests`` probes, and successes are
+recorded in the history too. Like the original it does not wait between targets (its configs'
+``retry_delay: 1.0`` was never applied); set :attr:`EnhancedFallbackManager.retry_delay` to
+wait."""
 
 from __future__ import annotations
 
@@ -112,7 +114,8 @@ class EnhancedFallbackManager:
         self.polling_pool_manager = polling_pool_manager
         self.circuit_breakers: Dict[str, CircuitBreaker] = {}
         self.fallback_history: List[FallbackAttempt] = []
-        #: Overrides the configured ``retry_delay`` (seconds) when set.
+        #: Seconds to wait between failed targets. ``None`` (default): no wait, as the original
+        #: (whose configs said ``retry_delay: 1.0`` but never slept).
         self.retry_delay: Optional[float] = None
         self._lock = threading.Lock()
 
@@ -149,7 +152,7 @@ class EnhancedFallbackManager:
         """Try each target in order; return the first result. Raises :class:`LLMError`
         ``"所有降级尝试都失败了: [...]"`` when every target failed or was refused by its breaker."""
         targets = [primary_target] + [t for t in (fallback_groups or [])]
-        delay = self.retry_delay if self.retry_delay is not None else float(self._fallback_config(primary_target).get("retry_delay", 1.0))
+        delay = float(self.retry_delay or 0.0)
         attempts: List[FallbackAttempt] = []
         errors: List[str] = []
         for i, target in enumerate(targets):

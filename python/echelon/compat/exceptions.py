@@ -245,12 +245,26 @@ class WrapperExecutionError(LLMWrapperError):
         super().__init__(message, *args, execution_context=execution_context, **kw)
 
 
+#: Models the engine cannot call, with why (registered by ``TaskGroupManager`` when it builds
+#: its router): a call error naming one says why.
+_UNAVAILABLE: Dict[str, str] = {}
+
+
+def register_unavailable(models: Dict[str, str]) -> None:
+    """Remember why these models cannot be called (model name → reason)."""
+    _UNAVAILABLE.update(models)
+
+
 def from_echelon_error(err: BaseException, model_name: Optional[str] = None) -> LLMCallError:
     """Map an :class:`echelon.EchelonError` to the matching original ``LLMCallError`` subclass
-    (the echelon error stays reachable as ``original_error`` and ``__cause__``)."""
+    (the echelon error stays reachable as ``original_error`` and ``__cause__``). When the error
+    names a model the engine cannot call, the message says why."""
     from .. import errors as E
 
     msg = str(err)
+    why = [f"'{m}': {r}" for m, r in list(_UNAVAILABLE.items()) if f"'{m}'" in msg or m == model_name]
+    if why:
+        msg = f"{msg} ({'; '.join(why)})"
     if isinstance(err, E.RateLimited):
         out: LLMCallError = LLMRateLimitError(msg, retry_after=getattr(err, "retry_after", None), model_name=model_name)
     elif isinstance(err, (E.Timeout, E.QueueTimeout)):

@@ -83,6 +83,8 @@ class LLMInstance:
     config: Dict[str, Any] = field(default_factory=dict)
     health_failures: int = 0
     failed_at: Optional[float] = None
+    #: Why the engine cannot call this instance's model (``None`` when it can).
+    unavailable_reason: Optional[str] = None
 
     def is_available(self) -> bool:
         """HEALTHY or DEGRADED."""
@@ -293,8 +295,35 @@ class PollingPool:
         """Build the instances of every ``task_groups`` reference and start health checks."""
         for ref in self.config.get("task_groups", []) or []:
             self._create_instances_from_task_group(ref)
+        self._mark_unresolved()
         if self.health_checker.check_interval and self.health_checker.check_interval > 0:
             self._health_task = asyncio.get_running_loop().create_task(self.health_checker.start(self.instances), name=f"compat-health-{self.name}")
+
+    def _mark_unresolved(self) -> None:
+        """Instances whose model the engine cannot call (no provider defines it, or its
+        provider is of a type the engine cannot call: `echelon check` says which) are FAILED,
+        with ``unavailable_reason`` saying why, so rotation skips them; the engine leaves them
+        out of their echelons the same way. An instance with an injected ``client`` is left as
+        it is (set its ``status`` back yourself if you injected one afterwards)."""
+        tgm = self.task_group_manager
+        if not hasattr(tgm, "to_engine_config") or getattr(tgm, "_router", None) is not None and not getattr(tgm, "_router_owned", False):
+            return  # a router injected by the user: its configuration is not known here
+        try:
+            from .. import _core
+
+            resolved = _core.config_from_dict(tgm.to_engine_config())
+        except Exception as e:  # no usable engine configuration: nothing to tell
+            log.debug("pool %s: cannot check which models resolve: %s", self.name, e)
+            return
+        models, providers = resolved.get("models") or {}, resolved.get("providers") or {}
+        for inst in self.instances:
+            m = inst.model_name
+            ok = m in models or (":" in m and m.split(":", 1)[0] in providers)
+            if ok or inst.client is not None:
+                continue
+            inst.status = InstanceStatus.FAILED
+            inst.unavailable_reason = f"model '{m}' resolves nowhere: no provider defines it, or its provider cannot be called (see `echelon check`)"
+            log.warning("pool %s: instance %s is left out: %s", self.name, inst.instance_id, inst.unavailable_reason)
 
     def _create_instances_from_task_group(self, ref: str) -> None:
         """Instances ``f"{ref}_{model}"``. For a bare group reference each echelon's models get
@@ -412,6 +441,9 @@ class PollingPool:
         ``LLMCallError`` subclass when the call fails."""
         instance = await self.get_instance()
         if instance is None:
+            left_out = [f"{i.instance_id}: {i.unavailable_reason}" for i in self.instances if i.unavailable_reason]
+            if left_out and len(left_out) == len(self.instances):
+                raise LLMError(f"没有可用的LLM实例 (pool '{self.name}': every instance is left out; " + "; ".join(left_out) + ")")
             raise LLMError("没有可用的LLM实例")
         start = time.perf_counter()
         try:
@@ -453,6 +485,8 @@ class PollingPool:
         return resp.content
 
     async def _probe_instance(self, instance: LLMInstance) -> Optional[bool]:
+        if instance.unavailable_reason and instance.client is None:
+            return None  # nothing to probe: the engine cannot call it
         ep = self._endpoints.get(instance.model_name, False)
         if ep is False:
             try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .config_loader import FileConfigLoader
-from .exceptions import LLMConfigurationError
+from .exceptions import LLMConfigurationError, register_unavailable
 from .task_group_config import (
     EchelonConfig,
     FallbackStrategy,
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 _DEFAULT_GROUPS = ["fast", "plan", "thinking", "execute", "review", "high_payload", "fast_small"]
 _DEFAULT_POOLS = ["single_turn", "multi_turn", "high_concurrency"]
 _GLOBAL_KEYS = ("global_fallback", "concurrency_control", "rate_limiting")
+# Provider types of the original the engine cannot call (the loader skips them with a warning).
+_UNCALLABLE = {"human_relay"}
 
 try:  # the original interface, for isinstance checks in user code
     from .interfaces import ITaskGroupManager
@@ -54,6 +56,11 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
     def __init__(self, config_loader: Any = None) -> None:
         if isinstance(config_loader, (str, os.PathLike)):
             config_loader = FileConfigLoader(config_loader)
+        elif not (config_loader is None or isinstance(config_loader, Mapping) or hasattr(config_loader, "load") or hasattr(config_loader, "get_llm_config")):
+            raise LLMConfigurationError(
+                f"TaskGroupManager: expected a config loader (with load(path)), a config facade (with get_llm_config()), a directory path, a dict or None; got {type(config_loader).__name__}",
+                config_key="config_loader",
+            )
         self.config_loader = config_loader
         self.config_facade = config_loader if hasattr(config_loader, "get_llm_config") else None
         self._static: Optional[Mapping[str, Any]] = config_loader if isinstance(config_loader, Mapping) else None
@@ -93,6 +100,13 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
         warning; global files fall back to ``llms/<key>.yaml``; no registry → fixed lists."""
         loader = self.config_loader
         data: Dict[str, Any] = {"task_groups": {}, "polling_pools": {}}
+        base = getattr(loader, "base_path", None)
+        if isinstance(loader, FileConfigLoader) and not Path(str(base)).is_dir():
+            raise LLMConfigurationError(
+                f"任务组配置加载失败: config root not found: {base} (from the working directory {os.getcwd()})",
+                config_key="base_path",
+                config_value=str(base),
+            )
         try:
             registry = loader.load(self._path("groups/_task_groups.yaml"))
         except Exception as e:
@@ -324,14 +338,26 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
         base = getattr(loader, "base_path", None)
         if base is None:
             return out
-        pdir = Path(base) / self._config_base_path / "provider"
+        base = Path(base)
+        pdir = base / self._config_base_path / "provider"  # an absolute _config_base_path wins
         if not pdir.is_dir():
             return out
         for p in sorted(x for x in pdir.iterdir() if x.is_dir()):
             docs: Dict[str, Any] = {}
-            for f in sorted(p.iterdir()):
-                if f.suffix in (".yaml", ".yml", ".toml", ".json") and not f.name.startswith(("_", ".")):
-                    docs[f.stem] = loader.load(f)
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml", ".toml", ".json") and not f.name.startswith(("_", ".")))
+            for f in files:
+                # Relative to the loader's root when under it (the loader joins its root again),
+                # else absolute; a relative root is never applied twice.
+                try:
+                    rel: Any = f.relative_to(base)
+                except ValueError:
+                    rel = f.resolve()
+                try:
+                    docs[f.stem] = loader.load(str(rel))
+                except LLMConfigurationError:
+                    raise
+                except Exception as e:
+                    raise LLMConfigurationError(f"provider file {f}: {e}", config_key=str(f)) from e
             if docs:
                 out["providers"][p.name] = docs
         return out
@@ -351,7 +377,8 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
                     d.setdefault(k, v)
             d["name"] = name
             groups[name] = d
-        cfg: Dict[str, Any] = {"providers": prov["providers"], "groups": groups}
+        # The documents are the original layout's: read as leniently as its YAML files.
+        cfg: Dict[str, Any] = {"layout": "original", "providers": prov["providers"], "groups": groups}
         if prov.get("models"):
             cfg["models"] = prov["models"]
         if c.global_fallback.raw:
@@ -372,8 +399,31 @@ class TaskGroupManager(ITaskGroupManager):  # type: ignore[misc,valid-type]
                     self._router = Router.from_dict(self.to_engine_config())
                 except ConfigError as e:
                     raise LLMConfigurationError(f"任务组配置无法构建路由 (cannot build the router): {e}", details={"issues": list(getattr(e, "issues", []))}) from e
+                except LLMConfigurationError:
+                    raise
+                except Exception as e:  # a loader's own error (file missing, parse error, …)
+                    raise LLMConfigurationError(f"任务组配置无法构建路由 (cannot build the router): {e}") from e
                 self._router_owned = True
+                register_unavailable(self.unavailable_models())
             return self._router
+
+    def unavailable_models(self) -> Dict[str, str]:
+        """Models that provider files define but the engine cannot call (a ``human_relay``
+        provider), with why. Calls routed to them fail with an error saying so."""
+        out: Dict[str, str] = {}
+        try:
+            providers = self._discover_providers().get("providers") or {}
+        except Exception:  # noqa: BLE001 - nothing to explain without provider files
+            return out
+        for pname, docs in providers.items():
+            if not isinstance(docs, Mapping):
+                continue
+            kinds = {str(d.get(k)) for d in docs.values() if isinstance(d, Mapping) for k in ("type", "model_type", "provider_type") if d.get(k)}
+            for kind in kinds & _UNCALLABLE:
+                for key, d in docs.items():
+                    if key != "common" and isinstance(d, Mapping):
+                        out[str(d.get("name") or key)] = f"its provider '{pname}' is of type '{kind}', which the engine cannot call (a person relays the prompt)"
+        return out
 
     def set_router(self, router: Any) -> None:
         """Use an existing :class:`echelon.Router` (it must define the groups referenced)."""

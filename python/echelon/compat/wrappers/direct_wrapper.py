@@ -54,7 +54,7 @@ class DirectWrapper(BaseLLMWrapper):
     def generate(self, messages: List[Any], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> LLMResponse:
         return run_sync(lambda: self.generate_async(messages, parameters, **kwargs))
 
-    async def stream_generate(self, messages: List[Any], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> AsyncIterator[str]:
+    async def _stream_chunks(self, messages: List[Any], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> AsyncIterator[str]:
         """Real streaming from the model."""
         prompt = self._messages_to_prompt(messages)
         stream = self.task_group_manager.get_router().stream(prompt, model=self.target, **self._params(parameters, kwargs))

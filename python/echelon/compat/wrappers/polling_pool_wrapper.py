@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from typing import Any, AsyncIterator, Dict, List, Optional
@@ -9,11 +10,13 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 from ..exceptions import LLMError, PollingPoolWrapperError, from_echelon_error
 from ..models import LLMResponse, TokenUsage
 from ..polling_pool import engine_route
-from .base_wrapper import BaseLLMWrapper, run_sync
+from .base_wrapper import BaseLLMWrapper, bump, estimated_usage, run_sync
 
 __all__ = ["PollingPoolWrapper"]
 
 HISTORY_CAP = 100
+
+log = logging.getLogger(__name__)
 
 
 def _content_and_usage(result: Any) -> tuple:
@@ -96,13 +99,14 @@ class PollingPoolWrapper(BaseLLMWrapper):
             try:
                 result = await self._call_instance(instance, prompt, parameters, **kwargs)
             except Exception as e:
-                instance.failure_count += 1
-                self._attempt_count += 1
                 last_error = e
+                self._attempt_count += 1
+                bump(instance, "failure_count")
                 self._pool_record(pool, instance, 0.0, False)
             else:
-                instance.success_count += 1
+                # Bookkeeping after a success is best effort: it never loses the result.
                 self._attempt_count += 1
+                bump(instance, "success_count")
                 self._pool_record(pool, instance, time.perf_counter() - start, True)
                 return result
             finally:
@@ -112,10 +116,13 @@ class PollingPoolWrapper(BaseLLMWrapper):
     @staticmethod
     def _pool_record(pool: Any, instance: Any, rt: float, ok: bool) -> None:
         # Wrapper traffic moves the pool's stats and the instance's latency/last_used too (the
-        # original bypassed them, §5.16). Counts were already bumped above.
+        # original bypassed them, §5.16). Counts were already bumped above. Best effort.
         rec = getattr(pool, "_record", None)
         if callable(rec):
-            rec(instance, rt, ok, count_on_instance=False)
+            try:
+                rec(instance, rt, ok, count_on_instance=False)
+            except Exception as e:  # noqa: BLE001
+                log.debug("pool statistics not updated: %s", e)
 
     async def _call_instance(self, instance: Any, prompt: str, parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Any:
         """Call exactly this instance: an injected ``instance.client`` (or a cached one), else the
@@ -136,7 +143,7 @@ class PollingPoolWrapper(BaseLLMWrapper):
         except EchelonError as e:
             raise from_echelon_error(e, instance.model_name) from e
 
-    async def stream_generate(self, messages: List[Any], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> AsyncIterator[str]:
+    async def _stream_chunks(self, messages: List[Any], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> AsyncIterator[str]:
         """Real streaming: text deltas as the provider sends them, from one pool instance."""
         pool = self._get_pool()
         if not pool:
@@ -164,10 +171,7 @@ class PollingPoolWrapper(BaseLLMWrapper):
             raise PollingPoolWrapperError(f"轮询池包装器生成失败: {from_echelon_error(e, instance.model_name)}") from e
         finally:
             rt = time.perf_counter() - start
-            if ok:
-                instance.success_count += 1
-            else:
-                instance.failure_count += 1
+            bump(instance, "success_count" if ok else "failure_count")
             self._attempt_count += 1
             self._pool_record(pool, instance, rt if ok else 0.0, ok)
             pool.release_instance(instance)
@@ -175,9 +179,7 @@ class PollingPoolWrapper(BaseLLMWrapper):
 
     def _create_llm_response(self, content: str, model: str, token_usage: Optional[TokenUsage] = None, message: Any = None, metadata: Optional[Dict[str, Any]] = None) -> LLMResponse:
         if token_usage is None or token_usage.total_tokens == 0:
-            completion = max(1, len(content or "") // 4)
-            prompt_t = max(completion, 10)
-            token_usage = TokenUsage(prompt_t, completion, prompt_t + completion)
+            token_usage = estimated_usage(content)
         md = dict(metadata or {})
         md.update({"wrapper": "polling_pool", "attempt_count": self._attempt_count, "rotation_history_count": len(self._rotation_history)})
         return super()._create_llm_response(content, model, token_usage, message, md)
@@ -215,14 +217,22 @@ class PollingPoolWrapper(BaseLLMWrapper):
         return False
 
     async def health_check(self) -> Dict[str, Any]:
-        """``{"healthy": healthy > total/2, "healthy_instances", "total_instances", "health_ratio"}``."""
+        """``{"healthy": healthy > total/2, "healthy_instances", "total_instances",
+        "health_ratio"}`` over ``pool.instances`` (status ``"healthy"`` counts); no pool →
+        ``{"healthy": False, "error": "轮询池不可用"}``; any exception → ``{"healthy": False,
+        "error": str(e)}``."""
         try:
             pool = self._get_pool()
             if not pool:
                 return {"healthy": False, "error": "轮询池不可用"}
-            st = pool.get_status()
-            total = st.get("total_instances", 0)
-            healthy = st.get("healthy_instances", 0)
+            instances = list(pool.instances or [])
+            total = len(instances)
+            healthy = sum(1 for i in instances if _status_value(i) == "healthy")
             return {"healthy": healthy > total / 2, "healthy_instances": healthy, "total_instances": total, "health_ratio": healthy / total if total else 0}
         except Exception as e:
             return {"healthy": False, "error": str(e)}
+
+
+def _status_value(instance: Any) -> Any:
+    st = getattr(instance, "status", None)
+    return getattr(st, "value", st)

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 
 from ..exceptions import TaskGroupWrapperError, from_echelon_error
 from ..models import LLMResponse, TokenUsage
-from .base_wrapper import BaseLLMWrapper, run_sync
+from .base_wrapper import BaseLLMWrapper, estimated_usage, run_sync
 from .polling_pool_wrapper import _content_and_usage
 
 __all__ = ["TaskGroupWrapper"]
@@ -87,7 +87,7 @@ class TaskGroupWrapper(BaseLLMWrapper):
         u = resp.usage
         return self._create_llm_response(content=resp.content, model=model, token_usage=TokenUsage(u.prompt_tokens, u.completion_tokens, u.total_tokens), metadata={"served_by": resp.served_by})
 
-    async def stream_generate(self, messages: List[Any], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> AsyncIterator[str]:
+    async def _stream_chunks(self, messages: List[Any], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> AsyncIterator[str]:
         """Real streaming through the engine's group route (retries and fallback happen before
         the first token; configured or given ``fallback_groups`` apply)."""
         target = self._get_target()
@@ -138,6 +138,8 @@ class TaskGroupWrapper(BaseLLMWrapper):
         self._push({"target": target, "success": False, "error": error, "timestamp": datetime.now().isoformat()})
 
     def _create_llm_response(self, content: str, model: str, token_usage: Optional[TokenUsage] = None, message: Any = None, metadata: Optional[Dict[str, Any]] = None) -> LLMResponse:
+        if token_usage is None or token_usage.total_tokens == 0:
+            token_usage = estimated_usage(content)  # as the pool wrapper does
         md = dict(metadata or {})
         md.update({"wrapper": "task_group", "target": self._current_target, "attempt_count": self._attempt_count})
         return super()._create_llm_response(content, model, token_usage, message, md)

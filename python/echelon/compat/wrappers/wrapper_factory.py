@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from typing import Any, Dict, Optional, Type
 
 from ..exceptions import WrapperFactoryError
@@ -13,6 +14,8 @@ from .polling_pool_wrapper import PollingPoolWrapper
 from .task_group_wrapper import TaskGroupWrapper
 
 __all__ = ["LLMWrapperFactory"]
+
+log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 5.0
 
@@ -142,11 +145,16 @@ class LLMWrapperFactory:
         return results
 
     def reset_all_stats(self) -> None:
-        for w in self._wrappers.values():
+        """Reset every wrapper (the first of ``reset_stats``, ``reset_fallback_history``,
+        ``reset_rotation_history`` it has); a wrapper whose reset raises is logged and skipped."""
+        for name, w in list(self._wrappers.items()):
             for m in ("reset_stats", "reset_fallback_history", "reset_rotation_history"):
                 f = getattr(w, m, None)
                 if callable(f):
-                    f()
+                    try:
+                        f()
+                    except Exception as e:  # noqa: BLE001 - one wrapper must not stop the rest
+                        log.warning("wrapper %s: %s failed: %s", name, m, e)
                     break
 
     def shutdown(self) -> None:
