@@ -64,6 +64,7 @@ fn model(kind: ProviderKind) -> ModelConfig {
         api_version: None,
         probe: ProbeMode::Models,
         http_version: Default::default(),
+        unsupported_params: Default::default(),
         source: None,
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::layout::{Doc, ProviderDocs};
-use super::model::{HttpVersion, ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts};
+use super::model::{HttpVersion, ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts, UnsupportedParams};
 use super::reader::{did_you_mean, Sink, Tbl};
 use super::source::{expand, single_placeholder, EnvLookup};
 use crate::secret::Secret;
@@ -89,6 +89,7 @@ impl Draft {
                 api_version: None,
                 probe: ProbeMode::Models,
                 http_version: Default::default(),
+                unsupported_params: UnsupportedParams::Drop,
                 source: None,
             },
             models_list: Vec::new(),
@@ -300,6 +301,9 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
             "2" => HttpVersion::Http2,
             _ => HttpVersion::Http1,
         };
+    }
+    if let Some(v) = t.choice("unsupported_params", &["drop", "error"]) {
+        d.m.unsupported_params = if v == "error" { UnsupportedParams::Error } else { UnsupportedParams::Drop };
     }
     if let Some(p) = t.choice("probe", &["models", "head", "completion"]) {
         d.m.probe = match p.as_str() {
