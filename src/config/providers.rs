@@ -369,7 +369,19 @@ fn read_params(p: &mut Tbl<'_>, d: &mut Draft) {
         d.m.parameters.tool_choice = Some(v.clone());
     }
     if let Some(v) = p.get("response_format") {
-        d.m.parameters.response_format = Some(v.clone());
+        match crate::provider::format::response_format(v) {
+            Ok(_) => d.m.parameters.response_format = Some(v.clone()),
+            Err(e) => p.err("response_format", Some(v), e),
+        }
+    }
+    // Provider-scoped extras (`[parameters.anthropic]`, …) are tables sent to that provider only.
+    for scope in crate::provider::format::SCOPES {
+        if let Some(v) = p.get(scope) {
+            if !v.is_object() {
+                let found = super::reader::type_name(v);
+                p.err(scope, Some(v), format!("expected a table of {scope} request fields, found {found}"));
+            }
+        }
     }
     for (k, v) in p.map() {
         if KNOWN.contains(&k.as_str()) {
