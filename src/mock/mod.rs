@@ -88,6 +88,7 @@
 mod counters;
 mod script;
 mod server;
+mod validate;
 mod wire;
 
 use std::net::SocketAddr;

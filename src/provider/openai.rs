@@ -112,7 +112,8 @@ enum Field<'a> {
     F64(f64),
     U32(u32),
     Stop(&'a [String]),
-    Messages { messages: &'a [Message], strip_extra_content: bool },
+    /// Messages; `compat` keeps Gemini's part of `tool_calls[].extra_content`, else none.
+    Messages { messages: &'a [Message], compat: bool },
     True,
 }
 
@@ -125,12 +126,12 @@ impl Serialize for Field<'_> {
             Field::F64(v) => s.serialize_f64(*v),
             Field::U32(v) => s.serialize_u32(*v),
             Field::Stop(v) => v.serialize(s),
-            Field::Messages { messages, strip_extra_content } => {
+            Field::Messages { messages, compat } => {
                 use serde::ser::SerializeSeq;
                 let mut seq = s.serialize_seq(Some(messages.len()))?;
                 for m in messages.iter() {
-                    if *strip_extra_content && carries_extra_content(m) {
-                        seq.serialize_element(&without_extra_content(m))?;
+                    if carries_extra_content(m) {
+                        seq.serialize_element(&without_extra_content(m, *compat))?;
                     } else {
                         seq.serialize_element(m)?;
                     }
@@ -146,12 +147,19 @@ fn carries_extra_content(m: &Message) -> bool {
     matches!(&m.tool_calls, Some(Value::Array(calls)) if calls.iter().any(|c| c.get("extra_content").is_some()))
 }
 
-fn without_extra_content(m: &Message) -> Message {
+/// `m` without what its tool calls carry for other providers: everything for OpenAI, all but
+/// `extra_content.google` (Gemini's compatible endpoint wants its thought signatures back) for
+/// compatible hosts.
+fn without_extra_content(m: &Message, keep_google: bool) -> Message {
     let mut m = m.clone();
     if let Some(Value::Array(calls)) = &mut m.tool_calls {
         for c in calls {
             if let Value::Object(o) = c {
+                let google = o.get("extra_content").and_then(|x| x.get("google")).cloned();
                 o.remove("extra_content");
+                if let (true, Some(g)) = (keep_google, google) {
+                    o.insert("extra_content".into(), json!({ "google": g }));
+                }
             }
         }
     }
@@ -165,7 +173,7 @@ fn fields<'a>(wire_model: &'a str, req: &'a ChatRequest, params: &'a Params, str
     let compat = kind == ProviderKind::OpenAiCompatible;
     let mut out: Vec<(&'a str, Field<'a>)> = Vec::with_capacity(8);
     out.push(("model", Field::Str(wire_model)));
-    out.push(("messages", Field::Messages { messages: &req.messages, strip_extra_content: !compat }));
+    out.push(("messages", Field::Messages { messages: &req.messages, compat }));
     let has = |out: &Vec<(&str, Field<'_>)>, k: &str| out.iter().any(|(n, _)| *n == k);
     if !params.extra.is_empty() {
         let scopes: &[&str] = if compat { &["openai", "openai_compatible"] } else { &["openai"] };
