@@ -149,8 +149,10 @@ struct RawRequest {
     system_instruction: TextChars,
     #[serde(default)]
     tools: FirstTool,
-    #[serde(default, alias = "max_completion_tokens")]
+    #[serde(default)]
     max_tokens: Option<serde_json::Number>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Number>,
     #[serde(default)]
     thinking: Option<Thinking>,
 }
@@ -170,7 +172,7 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, String> {
         include_usage: raw.stream_options.map(|o| o.include_usage).unwrap_or(false),
         prompt_chars: raw.messages.0 + raw.system.0 + raw.contents.0 + raw.system_instruction.0,
         first_tool: raw.tools.0,
-        max_tokens: raw.max_tokens.and_then(|n| n.as_u64()),
+        max_tokens: raw.max_tokens.or(raw.max_completion_tokens).and_then(|n| n.as_u64()),
         thinking: raw.thinking.and_then(|t| t.kind).is_some_and(|k| k == "enabled" || k == "adaptive"),
     })
 }
