@@ -524,3 +524,54 @@ async def test_mock_faults_match_the_documented_kinds(mock: MockProvider) -> Non
                 with pytest.raises(echelon.EchelonError) as info:
                     await router.chat(USER, model=m)
                 assert _kind_of(info.value) == kind, (fault, m, info.value)
+
+
+# -------------------------------------------------------------------------------------------------
+# Base URLs and `echelon check`
+
+
+def test_check_shows_the_endpoint_each_model_calls(tmp_path) -> None:
+    """With or without the version segment, each base URL resolves to the provider's endpoint,
+    and ``echelon check`` says which."""
+    llms = tmp_path / "llms"
+    for provider, kind, base in [("an", "anthropic", "https://api.anthropic.com/v1/"), ("ge", "gemini", "https://generativelanguage.googleapis.com"),
+                                 ("oa", "openai", "https://api.openai.com")]:
+        d = llms / "provider" / provider
+        d.mkdir(parents=True)
+        (d / "common.toml").write_text(f'type = "{kind}"\nbase_url = "{base}"\napi_key = "k"\n')
+        (d / "m.toml").write_text(f'name = "{provider}-m"\nmodel = "{provider}-wire"\nunsupported_params = "error"\n')
+    (llms / "groups").mkdir()
+    (llms / "groups" / "g.toml").write_text('[echelon1]\nmodels = ["an-m", "ge-m", "oa-m"]\n')
+    text = echelon._core.check_config(str(tmp_path))
+    assert "calls=https://api.anthropic.com/v1/messages" in text, text
+    assert "calls=https://generativelanguage.googleapis.com/v1beta/models/ge-wire:generateContent" in text, text
+    assert "calls=https://api.openai.com/v1/chat/completions" in text, text
+    assert text.count("unsupported_params=error") == 6, text  # in the group and in the model list
+    cfg = echelon._core.load_config_dir(str(tmp_path))
+    assert cfg["models"]["an-m"]["unsupported_params"] == "error"
+
+
+def test_bad_unsupported_params_value_is_a_config_error_naming_file_and_key(tmp_path) -> None:
+    d = tmp_path / "llms" / "provider" / "an"
+    d.mkdir(parents=True)
+    (d / "common.toml").write_text('type = "anthropic"\napi_key = "k"\nunsupported_params = "ignore"\n')
+    (d / "m.toml").write_text('model = "w"\n\n[parameters]\nresponse_format = "yaml"\nanthropic = 3\n')
+    with pytest.raises(echelon.ConfigError) as info:
+        echelon._core.load_config_dir(str(tmp_path))
+    issues = {(i["key"], i["file"].split("/")[-1]) for i in info.value.issues}
+    assert ("unsupported_params", "common.toml") in issues, info.value.issues
+    assert ("parameters.response_format", "m.toml") in issues, info.value.issues
+    assert ("parameters.anthropic", "m.toml") in issues, info.value.issues
+
+
+def test_shipped_configs_name_current_models() -> None:
+    """No retired model in the shipped examples, and their endpoints resolve."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    cfg = echelon._core.load_config_dir(str(root))
+    wire = {m["model"] for m in cfg["models"].values()}
+    retired = {"claude-3-5-sonnet-20241022", "claude-3-haiku-20240307", "gemini-1.5-flash", "gemini-1.5-pro"}
+    assert not wire & retired, wire & retired
+    text = echelon._core.check_config(str(root))
+    assert "calls=https://api.anthropic.com/v1/messages" in text
