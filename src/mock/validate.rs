@@ -212,7 +212,7 @@ fn anthropic(o: &Map<String, Value>) -> Result<(), String> {
     if let Some(k) = unknown_keys(o, &ANTHROPIC_TOP) {
         return Err(extra_inputs(k));
     }
-    if !o.get("max_tokens").is_some_and(|v| v.as_u64().is_some()) {
+    if o.get("max_tokens").and_then(Value::as_u64).is_none() {
         return Err("max_tokens: Field required".into());
     }
     if !o.get("model").is_some_and(Value::is_string) {
@@ -558,15 +558,11 @@ fn schema(s: &Value, path: &str) -> Result<(), String> {
             return Err(unknown_name(path, k));
         }
         match camel(k).as_str() {
-            "type" => {
-                if !v.as_str().is_some_and(|t| GEMINI_TYPES.contains(&t.to_ascii_uppercase().as_str())) {
-                    return Err(format!("Invalid value at '{path}.type' ({v}): expected one of {}", GEMINI_TYPES.join(", ")));
-                }
+            "type" if !v.as_str().is_some_and(|t| GEMINI_TYPES.contains(&t.to_ascii_uppercase().as_str())) => {
+                return Err(format!("Invalid value at '{path}.type' ({v}): expected one of {}", GEMINI_TYPES.join(", ")));
             }
-            "enum" => {
-                if !v.as_array().is_some_and(|vals| vals.iter().all(Value::is_string)) {
-                    return Err(format!("Invalid value at '{path}.enum': enum values must be strings"));
-                }
+            "enum" if !v.as_array().is_some_and(|vals| vals.iter().all(Value::is_string)) => {
+                return Err(format!("Invalid value at '{path}.enum': enum values must be strings"));
             }
             "properties" => {
                 for (name, p) in v.as_object().into_iter().flatten() {

@@ -292,11 +292,11 @@ fn to_gemini(s: &Value, defs: &Value, depth: usize) -> Value {
                     out.insert("properties".into(), Value::Object(conv));
                 }
             }
-            "items" => {
-                if v.is_object() {
-                    out.insert("items".into(), to_gemini(v, defs, depth + 1));
-                }
+            "items" if v.is_object() => {
+                out.insert("items".into(), to_gemini(v, defs, depth + 1));
             }
+            // Tuple forms (`items: [...]`, `items: true`) have no counterpart.
+            "items" => {}
             "enum" => {
                 if let Value::Array(vals) = v {
                     let vals: Vec<Value> = vals.iter().filter(|x| !x.is_null()).map(|x| Value::String(scalar_text(x))).collect();

@@ -429,8 +429,10 @@ fn scope_name(kind: ProviderKind) -> &'static str {
     }
 }
 
-/// (model label, parameter) pairs already logged as dropped: one record each per process.
-static DROPPED: OnceLock<Mutex<std::collections::HashSet<(Arc<str>, String)>>> = OnceLock::new();
+/// A (model label, parameter) pair logged as dropped.
+type DroppedKey = (Arc<str>, String);
+/// Pairs already logged as dropped: one record each per process.
+static DROPPED: OnceLock<Mutex<std::collections::HashSet<DroppedKey>>> = OnceLock::new();
 /// Bound on [`DROPPED`]: callers can make up parameter names without end.
 const MAX_DROPPED_LOGGED: usize = 4096;
 
