@@ -200,6 +200,9 @@ const GEMINI_SCHEMA_KEYS: [&str; 21] = [
 
 /// How deep `$ref`s are followed before giving up on a (recursive) schema.
 const MAX_REF_DEPTH: usize = 32;
+/// How many `$ref`s one conversion inlines in all: a schema whose definitions refer to each
+/// other several times over would otherwise grow exponentially.
+const MAX_REF_EXPANSIONS: usize = 256;
 
 /// A JSON schema (as OpenAI and Anthropic take it) in the OpenAPI subset Gemini's
 /// `responseSchema` and function `parameters` accept: `$ref`s into `$defs`/`definitions` are
@@ -209,7 +212,8 @@ const MAX_REF_DEPTH: usize = 32;
 /// (`additionalProperties`, `$schema`, `oneOf`, `exclusiveMinimum`, …) are dropped.
 pub fn gemini_schema(schema: &Value) -> Value {
     let defs = schema.get("$defs").or_else(|| schema.get("definitions")).cloned().unwrap_or(Value::Null);
-    to_gemini(schema, &defs, 0)
+    let mut budget = MAX_REF_EXPANSIONS;
+    to_gemini(schema, &defs, 0, &mut budget)
 }
 
 fn resolve<'a>(r: &str, defs: &'a Value) -> Option<&'a Value> {
@@ -217,19 +221,20 @@ fn resolve<'a>(r: &str, defs: &'a Value) -> Option<&'a Value> {
     defs.get(name)
 }
 
-fn to_gemini(s: &Value, defs: &Value, depth: usize) -> Value {
+fn to_gemini(s: &Value, defs: &Value, depth: usize, budget: &mut usize) -> Value {
     let Value::Object(o) = s else { return json!({}) };
     if let Some(r) = o.get("$ref").and_then(Value::as_str) {
-        if depth >= MAX_REF_DEPTH {
+        if depth >= MAX_REF_DEPTH || *budget == 0 {
             return json!({"type": "OBJECT"});
         }
+        *budget -= 1;
         let mut resolved = match resolve(r, defs) {
-            Some(target) => to_gemini(target, defs, depth + 1),
+            Some(target) => to_gemini(target, defs, depth + 1, budget),
             None => json!({}),
         };
         // Sibling keywords of a `$ref` (a description, say) apply too.
         let siblings: Map<String, Value> = o.iter().filter(|(k, _)| k.as_str() != "$ref").map(|(k, v)| (k.clone(), v.clone())).collect();
-        if let (Value::Object(out), Value::Object(sib)) = (&mut resolved, to_gemini(&Value::Object(siblings), defs, depth + 1)) {
+        if let (Value::Object(out), Value::Object(sib)) = (&mut resolved, to_gemini(&Value::Object(siblings), defs, depth + 1, budget)) {
             for (k, v) in sib {
                 out.entry(k).or_insert(v);
             }
@@ -259,17 +264,17 @@ fn to_gemini(s: &Value, defs: &Value, depth: usize) -> Value {
         let rest: Vec<&Value> = vs.iter().filter(|v| !is_null(v)).collect();
         if rest.len() == 1 && ty.is_none() {
             // `Optional[X]`: X itself, nullable.
-            if let Value::Object(inner) = to_gemini(rest[0], defs, depth + 1) {
+            if let Value::Object(inner) = to_gemini(rest[0], defs, depth + 1, budget) {
                 out.extend(inner);
             }
         } else if !rest.is_empty() {
-            out.insert("anyOf".into(), Value::Array(rest.into_iter().map(|v| to_gemini(v, defs, depth + 1)).collect()));
+            out.insert("anyOf".into(), Value::Array(rest.into_iter().map(|v| to_gemini(v, defs, depth + 1, budget)).collect()));
         }
     }
     if let Some(all) = o.get("allOf").and_then(Value::as_array) {
         // The common single-branch form (`allOf: [{$ref}]`) is the branch itself.
         if let [only] = all.as_slice() {
-            if let Value::Object(inner) = to_gemini(only, defs, depth + 1) {
+            if let Value::Object(inner) = to_gemini(only, defs, depth + 1, budget) {
                 for (k, v) in inner {
                     out.entry(k).or_insert(v);
                 }
@@ -288,12 +293,12 @@ fn to_gemini(s: &Value, defs: &Value, depth: usize) -> Value {
             "type" | "anyOf" | "oneOf" | "allOf" | "const" | "nullable" | "$ref" => {}
             "properties" => {
                 if let Value::Object(props) = v {
-                    let conv: Map<String, Value> = props.iter().map(|(n, p)| (n.clone(), to_gemini(p, defs, depth + 1))).collect();
+                    let conv: Map<String, Value> = props.iter().map(|(n, p)| (n.clone(), to_gemini(p, defs, depth + 1, budget))).collect();
                     out.insert("properties".into(), Value::Object(conv));
                 }
             }
             "items" if v.is_object() => {
-                out.insert("items".into(), to_gemini(v, defs, depth + 1));
+                out.insert("items".into(), to_gemini(v, defs, depth + 1, budget));
             }
             // Tuple forms (`items: [...]`, `items: true`) have no counterpart.
             "items" => {}
@@ -450,6 +455,10 @@ mod tests {
         let rec = json!({"$ref": "#/$defs/Node", "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}}});
         let g = gemini_schema(&rec);
         assert_eq!(g["type"], "OBJECT");
+        // Definitions that refer to each other several times stay bounded in size.
+        let fan = json!({"$ref": "#/$defs/T", "$defs": {"T": {"type": "object", "properties": {
+            "a": {"$ref": "#/$defs/T"}, "b": {"$ref": "#/$defs/T"}, "c": {"$ref": "#/$defs/T"}}}}});
+        assert!(gemini_schema(&fan).to_string().len() < 1_000_000);
     }
 
     #[test]
