@@ -154,7 +154,10 @@ mod provider_fidelity {
                 {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}])),
             ..Default::default()
         };
-        results.messages.extend([asst, tool_result("call_1", "{\"temp\":3}"), tool_result("call_2", "noon")]);
+        // Gemini names a function response (`name`); OpenAI's tool messages have no such key.
+        let mut named_result = tool_result("call_2", "noon");
+        named_result.name = Some("get_time".into());
+        results.messages.extend([asst, tool_result("call_1", "{\"temp\":3}"), named_result]);
         shapes.push(("parallel tool results", results));
         for (name, rf) in [("json mode", json!("json")), ("plain schema", schema.clone()),
             ("openai schema", json!({"type": "json_schema", "json_schema": {"name": "report", "schema": schema.clone(), "strict": true}}))] {

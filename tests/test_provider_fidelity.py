@@ -205,7 +205,7 @@ PARALLEL = USER + [
         {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}},
         {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
     {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 3}"},
-    {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+    {"role": "tool", "tool_call_id": "call_2", "name": "get_time", "content": "noon"},
 ]
 
 MATRIX: List[Tuple[str, Any, Dict[str, Any]]] = [

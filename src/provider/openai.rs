@@ -130,8 +130,15 @@ impl Serialize for Field<'_> {
                 use serde::ser::SerializeSeq;
                 let mut seq = s.serialize_seq(Some(messages.len()))?;
                 for m in messages.iter() {
-                    if carries_extra_content(m) {
-                        seq.serialize_element(&without_extra_content(m, *compat))?;
+                    // Tool messages have no `name` in the chat-completions protocol (Gemini's
+                    // function responses use it).
+                    let tool_name = m.role == "tool" && m.name.is_some();
+                    if carries_extra_content(m) || tool_name {
+                        let mut clean = without_extra_content(m, *compat);
+                        if tool_name {
+                            clean.name = None;
+                        }
+                        seq.serialize_element(&clean)?;
                     } else {
                         seq.serialize_element(m)?;
                     }
@@ -533,6 +540,7 @@ mod tests {
         };
         let mut req2 = req.clone();
         req2.messages.push(tool_turn);
+        req2.messages.push(Message { role: "tool".into(), content: json!("1"), name: Some("f".into()), tool_call_id: Some("c".into()), ..Default::default() });
         for params in [Params::default(), full, extras_only] {
             for stream in [false, true] {
                 for kind in [ProviderKind::OpenAi, ProviderKind::OpenAiCompatible] {
