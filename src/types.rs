@@ -69,9 +69,13 @@ pub struct Params {
     pub tools: Option<Value>,
     /// `"auto"`, `"required"`, `"none"` or `{type: "function", function: {name}}`.
     pub tool_choice: Option<Value>,
-    /// `"json"`, `{"type": "json_object"}` or a JSON schema object.
+    /// `"text"`, `"json"` / `"json_object"`, an OpenAI `{"type": ...}` object, or a plain JSON
+    /// schema object (see `provider::format`).
     pub response_format: Option<Value>,
-    /// Provider-specific keys passed through unchanged into the request body.
+    /// Other keys. Each provider translates those it has a counterpart for, sends its own
+    /// native ones, and drops or refuses the rest (the model's `unsupported_params`). The keys
+    /// `openai`, `openai_compatible`, `anthropic` and `gemini` hold objects merged unchanged
+    /// into the body of that provider only (`openai` also reaches OpenAI-compatible hosts).
     #[serde(default)]
     pub extra: Map<String, Value>,
 }
@@ -130,14 +134,41 @@ pub struct ToolCall {
     pub id: String,
     pub name: String,
     pub arguments: String,
+    /// What the provider needs back with this call on the next turn, keyed by provider (the
+    /// layout Gemini's OpenAI-compatible endpoint uses): `{"google": {"thought_signature"}}`
+    /// for a Gemini function call, `{"anthropic": {"thinking_blocks": [...]}}` on the first
+    /// call of an Anthropic turn that thought before calling. Sent back inside the assistant
+    /// message's `tool_calls[i].extra_content`; OpenAI itself never receives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_content: Option<Value>,
 }
 
-/// Token usage as reported by the provider.
+/// Token usage as reported by the provider. `prompt_tokens` counts every input token (for
+/// Anthropic the cache reads and writes are added to its `input_tokens`), `completion_tokens`
+/// every output token including reasoning (for Gemini its thoughts are added to the candidates),
+/// and the three detail counts are parts of those totals (0 when the provider did not say).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    /// Prompt tokens read from the provider's prompt cache.
+    #[serde(default)]
+    pub cached_tokens: u32,
+    /// Prompt tokens written to the prompt cache (Anthropic `cache_creation_input_tokens`,
+    /// OpenAI `cache_write_tokens`).
+    #[serde(default)]
+    pub cache_creation_tokens: u32,
+    /// Completion tokens spent on reasoning / thinking.
+    #[serde(default)]
+    pub reasoning_tokens: u32,
+}
+
+impl Usage {
+    /// Usage with only the three totals known (`total` = prompt + completion).
+    pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens.saturating_add(completion_tokens), ..Default::default() }
+    }
 }
 
 /// A completed chat call.

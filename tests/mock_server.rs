@@ -36,8 +36,13 @@ fn client() -> reqwest::Client {
 }
 
 fn openai_req(model: &str, stream: bool) -> Value {
-    json!({"model": model, "stream": stream, "stream_options": {"include_usage": true},
-        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there!"}]})
+    let mut v = json!({"model": model, "stream": stream,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there!"}]});
+    // OpenAI refuses stream_options on a request that does not stream (and so does the mock).
+    if stream {
+        v["stream_options"] = json!({"include_usage": true});
+    }
+    v
 }
 
 fn anthropic_req(model: &str, stream: bool) -> Value {
@@ -346,7 +351,9 @@ mod mock {
         let (u, q) = an("cw");
         let v: Value = post(&u, &q).await.json().await.unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert!(v["error"]["message"].as_str().unwrap().starts_with("prompt is too long: "));
+        // The prompt fits the window, only not with the output asked for.
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("input length and `max_tokens` exceed context limit: "), "{msg}");
         let (u, q) = ge("cw");
         let v: Value = post(&u, &q).await.json().await.unwrap();
         assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
@@ -600,7 +607,9 @@ mod mock {
         assert!(v["error"]["message"].as_str().unwrap().contains("maximum context length is 10 tokens"));
         assert!(v["error"]["message"].as_str().unwrap().contains("resulted in 50 tokens"));
         assert_eq!(post(&format!("{b}/v1/chat/completions"), &req("big", &long)).await.status(), 200);
-        let v: Value = post(&format!("{b}/v1/messages"), &req("small", &long)).await.json().await.unwrap();
+        let mut an = req("small", &long);
+        an["max_tokens"] = json!(5);
+        let v: Value = post(&format!("{b}/v1/messages"), &an).await.json().await.unwrap();
         assert_eq!(v["error"]["message"], "prompt is too long: 50 tokens > 10 maximum");
     }
 
@@ -724,7 +733,10 @@ mod mock {
         assert_eq!(r.status(), 200);
         let u = format!("{b}/v1beta/models/g:generateContent");
         let r = c.post(&u).header("x-goog-api-key", "nope").json(&gemini_req()).send().await.unwrap();
-        assert_eq!(r.json::<Value>().await.unwrap()["error"]["status"], "UNAUTHENTICATED");
+        // Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+        assert_eq!(r.status(), 400);
+        let v = r.json::<Value>().await.unwrap();
+        assert_eq!((v["error"]["status"].as_str(), v["error"]["details"][0]["reason"].as_str()), (Some("INVALID_ARGUMENT"), Some("API_KEY_INVALID")));
         assert_eq!(
             c.post(&u).header("x-goog-api-key", "sk-good").json(&gemini_req()).send().await.unwrap().status(),
             200

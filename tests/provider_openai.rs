@@ -70,7 +70,7 @@ mod provider_openai {
         assert_eq!(resp.content, "Hi there");
         assert_eq!(resp.model, "gpt-test");
         assert_eq!(resp.finish_reason.as_deref(), Some("stop"));
-        assert_eq!(resp.usage, Usage { prompt_tokens: 7, completion_tokens: 2, total_tokens: 9 });
+        assert_eq!(resp.usage, Usage::new(7, 2));
         assert_eq!(resp.request_id.as_deref(), Some("req-abc"));
         let ttft = resp.ttft.expect("ttft set");
         assert!(resp.latency >= ttft);
@@ -83,7 +83,8 @@ mod provider_openai {
         assert_eq!(got.header("x-extra"), Some("yes"));
         let body = got.json();
         assert_eq!(body["model"], "wire-model");
-        assert_eq!(body["max_tokens"], 5, "caller wins over config default");
+        assert_eq!(body["max_completion_tokens"], 5, "caller wins over config default; OpenAI takes max_completion_tokens");
+        assert!(body.get("max_tokens").is_none());
         assert_eq!(body["temperature"], 0.3, "config default fills the gap");
         assert_eq!(body["response_format"], json!({"type": "json_object"}));
         assert_eq!(body["messages"][0]["role"], "system");
@@ -118,7 +119,7 @@ mod provider_openai {
             events.last(),
             Some(&StreamEvent::Done {
                 finish_reason: Some("stop".into()),
-                usage: Some(Usage { prompt_tokens: 4, completion_tokens: 2, total_tokens: 6 }),
+                usage: Some(Usage::new(4, 2)),
                 model: Some("gpt-test".into()),
                 request_id: Some("req-s".into()),
             })

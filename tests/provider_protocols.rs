@@ -64,7 +64,7 @@ mod provider_protocols {
         let r = ProviderClient::new(m, &HttpPool::new()).chat(&req(), &relaxed()).await.expect("ok");
         assert_eq!(r.content, "Bonjour");
         assert_eq!(r.finish_reason.as_deref(), Some("stop"));
-        assert_eq!(r.usage, Usage { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 });
+        assert_eq!(r.usage, Usage::new(5, 1));
         assert_eq!(r.request_id.as_deref(), Some("req_an"));
         let got = &srv.requests()[0];
         assert_eq!(got.path, "/v1/messages");
@@ -107,7 +107,7 @@ mod provider_protocols {
             events.last(),
             Some(&StreamEvent::Done {
                 finish_reason: Some("tool_calls".into()),
-                usage: Some(Usage { prompt_tokens: 11, completion_tokens: 9, total_tokens: 20 }),
+                usage: Some(Usage::new(11, 9)),
                 model: Some("claude-test".into()),
                 request_id: Some("req_s".into()),
             })
@@ -191,7 +191,8 @@ mod provider_protocols {
         assert!(err.is_none(), "{err:?}");
         assert_eq!(text, "Gr\u{fc}\u{df} Gott");
         assert!(matches!(events.last(), Some(StreamEvent::Done { finish_reason: Some(f), usage: Some(u), .. }) if f == "stop" && u.total_tokens == 4));
-        assert_eq!(srv.requests()[0].path, "/models/wire-model:streamGenerateContent?alt=sse");
+        // A base URL without a version segment gets Gemini's `/v1beta`.
+        assert_eq!(srv.requests()[0].path, "/v1beta/models/wire-model:streamGenerateContent?alt=sse");
         // Second connection: no chunk with a finishReason before EOF.
         let (_, _, err) = drain(c.stream(&req(), &relaxed()).await.unwrap()).await;
         let e = err.expect("cut");
@@ -235,7 +236,7 @@ mod provider_protocols {
         assert_eq!((reqs[0].method.as_str(), reqs[0].path.as_str()), ("GET", "/v1/models"));
         assert_eq!((reqs[1].method.as_str(), reqs[1].path.as_str()), ("GET", "/v1/models"));
         assert_eq!((reqs[2].method.as_str(), reqs[2].path.as_str()), ("HEAD", "/v1"));
-        assert_eq!(reqs[4].json()["max_tokens"], 1);
+        assert_eq!(reqs[4].json()["max_completion_tokens"], 1);
         let refused = client(ProviderKind::Gemini, &format!("http://{}", refused_addr().await));
         assert_eq!(refused.probe(ProbeMode::Models, &relaxed()).await.unwrap_err().kind, ErrorKind::ConnectionError);
     }

@@ -51,7 +51,12 @@ class Attempt:
         """The attempt as a plain dict."""
 
 class Usage:
-    """Token usage reported by the provider."""
+    """Token usage reported by the provider.
+
+    ``prompt_tokens`` counts every input token (Anthropic's cache reads and writes included) and
+    ``completion_tokens`` every output token (reasoning included); the three detail counts are
+    parts of those totals, 0 when the provider did not report them.
+    """
 
     @property
     def prompt_tokens(self) -> int: ...
@@ -59,6 +64,15 @@ class Usage:
     def completion_tokens(self) -> int: ...
     @property
     def total_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens read from the provider's prompt cache."""
+    @property
+    def cache_creation_tokens(self) -> int:
+        """Prompt tokens written to the prompt cache (Anthropic, OpenAI)."""
+    @property
+    def reasoning_tokens(self) -> int:
+        """Completion tokens spent on reasoning / thinking."""
     def to_dict(self) -> Dict[str, int]: ...
 
 class Response:
@@ -69,7 +83,13 @@ class Response:
         """The generated text."""
     @property
     def tool_calls(self) -> List[Dict[str, Any]]:
-        """OpenAI-shape tool calls: ``[{"id", "type": "function", "function": {"name", "arguments"}}]``."""
+        """OpenAI-shape tool calls: ``[{"id", "type": "function", "function": {"name", "arguments"}}]``.
+
+        A call may also carry ``"extra_content"``: what its provider needs back with it on the
+        next turn (``{"google": {"thought_signature": ...}}`` for Gemini,
+        ``{"anthropic": {"thinking_blocks": [...]}}`` for Anthropic thinking). Put the list in the
+        assistant message of the next request unchanged; OpenAI never receives it.
+        """
     @property
     def model(self) -> str:
         """Wire model name reported by the provider."""

@@ -32,6 +32,7 @@ the server-wide health script (for probes that name no model). A script is a fau
         "content_chars": 200,
         "chunks": 8,
         "tool_call": False,         # answer with a call of the request's first tool
+        "thought_signature": False, # Gemini: sign function calls, refuse unsigned ones sent back
         # faults
         "fault": "ok",              # used once the steps are used up (unless "then" is given)
         "steps": [                  # consumed in order, one request each, `times` times
@@ -43,12 +44,21 @@ the server-wide health script (for probes that name no model). A script is a fau
         "health": None,             # a script for probes naming this model
     }
 
-Faults: ``ok``; ``status`` (``status``: the code; ``body``: override); ``rate_limit`` (429);
-``server_error`` (``status``, default 500); ``down`` (503); ``overloaded`` (Anthropic 529,
-others 503); ``auth`` (401); ``context_window``; ``content_filter``; ``hang`` (never answer);
-``reset`` (TCP reset); ``cut_after`` / ``stall_after`` / ``malformed`` (``after``: good chunks
-first). Error faults take ``retry_after`` (header value) and ``retry_after_ms``. A step may also
-override any behaviour key. Unknown keys raise ``ValueError`` naming the key.
+Faults: ``ok``; ``status`` (``status``: the code; ``body``: override, ``content_type``: its
+type, ``"text/event-stream"`` to play it as a stream); ``rate_limit`` (429); ``server_error``
+(``status``, default 500); ``down`` (503); ``overloaded`` (Anthropic 529, others 503); ``auth``
+(401, Gemini 400 ``API_KEY_INVALID``); ``quota`` (OpenAI 429 ``insufficient_quota``, Anthropic
+402 ``billing_error``, Gemini 429 daily quota); ``model_not_found`` (404); ``context_window``;
+``content_filter``; ``refusal`` (``after``: text chunks first; OpenAI ``message.refusal``,
+Anthropic ``stop_reason: refusal``, Gemini ``SAFETY``); ``hang`` (never answer); ``reset`` (TCP
+reset); ``cut_after`` / ``stall_after`` / ``malformed`` (``after``: good chunks first). Error
+faults take ``retry_after`` (header value), ``retry_after_ms`` and ``retry_delay`` (Gemini
+``RetryInfo``). A step may also override any behaviour key. Unknown keys raise ``ValueError``
+naming the key.
+
+Every chat request is first checked against the request shape its provider documents and
+refused with that provider's 400 when the real API would refuse it (unknown fields, tool results
+that answer nothing, Gemini function responses split over contents, …); see ``src/mock/mod.rs``.
 
 Example::
 

@@ -45,16 +45,23 @@ fn limit(n: u32) -> String {
 fn model_line(reference: &str, m: Option<&ModelConfig>) -> String {
     match m {
         Some(m) => format!(
-            "{reference} -> {} ({}) model={} base_url={} key={}{}",
+            "{reference} -> {} ({}) model={} base_url={} calls={} key={}{}{}",
             m.provider,
             m.kind.as_str(),
             m.model,
             m.base_url,
+            // The endpoint after base-URL normalisation (a missing or doubled version segment).
+            crate::provider::chat_endpoint(m, false),
             m.api_key.describe(),
             if m.context_window > 0 {
                 format!(" context={}", m.context_window)
             } else {
                 String::new()
+            },
+            if m.unsupported_params == super::model::UnsupportedParams::Error {
+                " unsupported_params=error"
+            } else {
+                ""
             }
         ),
         None => format!("{reference} -> UNRESOLVED"),

@@ -138,6 +138,29 @@ impl HttpVersion {
     }
 }
 
+/// What happens to a request parameter the model's provider has no counterpart for
+/// (`unsupported_params = "drop" | "error"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsupportedParams {
+    /// Leave it out of the request, with one log record per model and parameter (the default).
+    #[default]
+    Drop,
+    /// Refuse the call with a `BadRequest` naming the parameter and the model, before anything
+    /// is sent.
+    Error,
+}
+
+impl UnsupportedParams {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnsupportedParams::Drop => "drop",
+            UnsupportedParams::Error => "error",
+        }
+    }
+}
+
 /// One logical model: a provider endpoint plus a wire model and its defaults.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelConfig {
@@ -174,6 +197,8 @@ pub struct ModelConfig {
     pub probe: ProbeMode,
     /// HTTP version spoken to the provider (`http_version = "1.1" | "auto" | "2"`).
     pub http_version: HttpVersion,
+    /// Parameters the provider cannot take: dropped (default) or refused.
+    pub unsupported_params: UnsupportedParams,
     /// Where this model was defined.
     pub source: Option<PathBuf>,
 }

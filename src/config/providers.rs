@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::layout::{Doc, ProviderDocs};
-use super::model::{HttpVersion, ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts};
+use super::model::{HttpVersion, ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts, UnsupportedParams};
 use super::reader::{did_you_mean, Sink, Tbl};
 use super::source::{expand, single_placeholder, EnvLookup};
 use crate::secret::Secret;
@@ -89,6 +89,7 @@ impl Draft {
                 api_version: None,
                 probe: ProbeMode::Models,
                 http_version: Default::default(),
+                unsupported_params: UnsupportedParams::Drop,
                 source: None,
             },
             models_list: Vec::new(),
@@ -301,6 +302,9 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
             _ => HttpVersion::Http1,
         };
     }
+    if let Some(v) = t.choice("unsupported_params", &["drop", "error"]) {
+        d.m.unsupported_params = if v == "error" { UnsupportedParams::Error } else { UnsupportedParams::Drop };
+    }
     if let Some(p) = t.choice("probe", &["models", "head", "completion"]) {
         d.m.probe = match p.as_str() {
             "head" => ProbeMode::Head,
@@ -365,7 +369,19 @@ fn read_params(p: &mut Tbl<'_>, d: &mut Draft) {
         d.m.parameters.tool_choice = Some(v.clone());
     }
     if let Some(v) = p.get("response_format") {
-        d.m.parameters.response_format = Some(v.clone());
+        match crate::provider::format::response_format(v) {
+            Ok(_) => d.m.parameters.response_format = Some(v.clone()),
+            Err(e) => p.err("response_format", Some(v), e),
+        }
+    }
+    // Provider-scoped extras (`[parameters.anthropic]`, …) are tables sent to that provider only.
+    for scope in crate::provider::format::SCOPES {
+        if let Some(v) = p.get(scope) {
+            if !v.is_object() {
+                let found = super::reader::type_name(v);
+                p.err(scope, Some(v), format!("expected a table of {scope} request fields, found {found}"));
+            }
+        }
     }
     for (k, v) in p.map() {
         if KNOWN.contains(&k.as_str()) {

@@ -18,7 +18,30 @@
 //!
 //! When started with `require_key`, chat requests and the model-list probes must carry that key
 //! (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or `?key=`), else they get the
-//! provider's 401 body. `HEAD` probes, `/health` and `/_mock/*` never need a key.
+//! provider's answer to a bad key (401; Gemini: 400 `API_KEY_INVALID`). `HEAD` probes,
+//! `/health` and `/_mock/*` never need a key.
+//!
+//! # Validation
+//!
+//! Every chat request is checked against the request shape its provider documents (field lists
+//! from the official SDKs' request types, kept in `validate.rs` apart from the clients' own) and
+//! refused with that provider's 400 wording, before any scripted step is used (counted as the
+//! fault `bad_request`):
+//!
+//! - OpenAI: only documented top-level keys ("Unrecognized request argument supplied"),
+//!   `stream_options` only when streaming, message keys per role (no `extra_content` in tool
+//!   calls), tool messages answering a preceding call, `response_format` shapes.
+//! - Anthropic: only documented top-level keys (so no `temperature`/`top_p`/`top_k`: "Extra
+//!   inputs are not permitted"), `max_tokens` required, block keys per type, every `tool_use`
+//!   answered by a `tool_result` in the next message and no stray results, with `thinking` on the
+//!   last tool-using assistant turn opening with its thinking block, structured-output schemas
+//!   closed (`additionalProperties: false`), `metadata` only `user_id`.
+//! - Gemini: only documented names ("Unknown name … Cannot find field", camelCase or
+//!   snake_case), non-empty `parts` with one data field each, the function responses answering
+//!   a model turn all in the next content and as many as its calls, `responseSchema` and function
+//!   `parameters` in the OpenAPI subset (no `additionalProperties`, `$ref`, string enums only, no
+//!   empty OBJECT parameters), and with `thought_signature` on, the first function call of each
+//!   model step of the current turn carrying its `thoughtSignature`.
 //!
 //! # Content
 //!
@@ -37,6 +60,7 @@
 //! {
 //!   "latency_ms": 0,          "ttft_ms": 0,        "chunk_delay_ms": 0,
 //!   "tokens_per_second": null, "content_chars": 200, "chunks": 8,  "tool_call": false,
+//!   "thought_signature": false,
 //!   "fault": "ok",            // plus the fault's knobs, see below (used when steps run out)
 //!   "steps": [                // consumed in order, one request each, `times` times
 //!     {"fault": "server_error", "status": 503, "times": 3},
@@ -50,16 +74,31 @@
 //! }
 //! ```
 //!
+//! Behaviour key `thought_signature` (Gemini): the first function call of a tool-call answer
+//! carries a `thoughtSignature`, and requests whose current turn sends a function call back
+//! without it are refused as Gemini 3 refuses them. Anthropic tool-call answers open with a
+//! thinking block (with signature) whenever the request has `thinking` enabled.
+//!
 //! A step (and `then`) is a fault name or an object with `fault` plus knobs and any behaviour
 //! key above as an override for that step. Faults and their knobs:
 //!
 //! - `ok`; `status` (`status` or `code` = the HTTP code, required); `rate_limit` (429);
 //!   `server_error` (`status`, default 500); `down` (= server_error 503); `overloaded`
-//!   (Anthropic 529 `overloaded_error`, others 503); `auth` (401); `context_window` (400, the
-//!   provider's exact context-length error); `content_filter` (OpenAI/Anthropic 400, Gemini 200
-//!   with `promptFeedback.blockReason` and `finishReason` `"SAFETY"`). Each error fault takes
-//!   `body` (string sent as-is, or JSON) to replace the provider body, `retry_after` (header
-//!   value, string or number) and `retry_after_ms`.
+//!   (Anthropic 529 `overloaded_error`, others 503); `auth` (401; Gemini 400 `API_KEY_INVALID`);
+//!   `context_window` (400, the provider's exact context-length error; Anthropic says "input
+//!   length and `max_tokens` exceed context limit" when the prompt alone fits);
+//!   `content_filter` (OpenAI/Anthropic 400, Gemini 200 with `promptFeedback.blockReason` and
+//!   `finishReason` `"SAFETY"`); `quota` (OpenAI 429 `insufficient_quota`, Anthropic 402
+//!   `billing_error`, Gemini 429 `RESOURCE_EXHAUSTED` with a daily `QuotaFailure`);
+//!   `model_not_found` (404 in the provider's shape). Each error fault takes `body` (string sent
+//!   as-is, or JSON) to replace the provider body, `content_type` for that body
+//!   (`"text/event-stream"` plays it as a stream: with `{"fault": "status", "status": 200}` any
+//!   response, streamed or not, can be fed through the mock), `retry_after` (header value,
+//!   string or number), `retry_after_ms` and `retry_delay` (Gemini `RetryInfo.retryDelay` in the
+//!   error details: `"12s"`, or a number of seconds).
+//! - `refusal` (`after` = N, default 1): 200 and a refusal: OpenAI `message.refusal` (streamed
+//!   as `delta.refusal`, no content), Anthropic N text chunks then `stop_reason: "refusal"`,
+//!   Gemini N text chunks then `finishReason: "SAFETY"`.
 //! - `hang`: read the request, never answer (until the client disconnects).
 //! - `reset`: close the connection with a TCP RST, no answer.
 //! - `cut_after` (`after` = N): stream N content chunks then cut the connection without the
@@ -92,6 +131,7 @@
 mod counters;
 mod script;
 mod server;
+mod validate;
 mod wire;
 
 use std::net::SocketAddr;

@@ -32,6 +32,9 @@ pub struct Behaviour {
     pub chunks: usize,
     /// Answer with a call of the request's first tool (when the request has tools).
     pub tool_call: bool,
+    /// Gemini: put a `thoughtSignature` on the first function call of an answer, and refuse
+    /// requests whose current turn sends a function call back without it (as Gemini 3 does).
+    pub thought_signature: bool,
 }
 
 impl Default for Behaviour {
@@ -44,6 +47,7 @@ impl Default for Behaviour {
             content_chars: DEFAULT_CONTENT_CHARS,
             chunks: DEFAULT_CHUNKS,
             tool_call: false,
+            thought_signature: false,
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct BehaviourPatch {
     pub content_chars: Option<usize>,
     pub chunks: Option<usize>,
     pub tool_call: Option<bool>,
+    pub thought_signature: Option<bool>,
 }
 
 impl BehaviourPatch {
@@ -88,6 +93,7 @@ impl BehaviourPatch {
             content_chars: self.content_chars.unwrap_or(b.content_chars),
             chunks: self.chunks.unwrap_or(b.chunks),
             tool_call: self.tool_call.unwrap_or(b.tool_call),
+            thought_signature: self.thought_signature.unwrap_or(b.thought_signature),
         }
     }
     fn is_empty(&self) -> bool {
@@ -127,8 +133,16 @@ pub enum Fault {
     ContextWindow,
     /// The provider's content-filter refusal.
     ContentFilter,
-    /// 401 in the provider's shape.
+    /// 401 in the provider's shape (Gemini: its 400 `API_KEY_INVALID`).
     Auth,
+    /// The account is out of quota or credit: OpenAI 429 `insufficient_quota`, Anthropic 402
+    /// `billing_error`, Gemini 429 `RESOURCE_EXHAUSTED` with a daily `QuotaFailure`.
+    Quota,
+    /// The provider does not serve the model: 404 in the provider's shape.
+    ModelNotFound,
+    /// 200, N content chunks (stream) or the text (non-stream), then a refusal: OpenAI
+    /// `message.refusal`, Anthropic `stop_reason: refusal`, Gemini `finishReason: SAFETY`.
+    Refusal(u32),
 }
 
 impl Fault {
@@ -149,6 +163,9 @@ impl Fault {
             Fault::ContextWindow => "context_window",
             Fault::ContentFilter => "content_filter",
             Fault::Auth => "auth",
+            Fault::Quota => "quota",
+            Fault::ModelNotFound => "model_not_found",
+            Fault::Refusal(_) => "refusal",
         }
     }
 }
@@ -169,6 +186,9 @@ const FAULT_NAMES: &[&str] = &[
     "content_filter",
     "auth",
     "down",
+    "quota",
+    "model_not_found",
+    "refusal",
 ];
 
 /// A fault plus the knobs of its error response.
@@ -181,12 +201,16 @@ pub struct FaultSpec {
     pub retry_after: Option<String>,
     /// `retry-after-ms` header value.
     pub retry_after_ms: Option<u64>,
+    /// Gemini: `RetryInfo.retryDelay` in the error details (`"12s"`; a number is seconds).
+    pub retry_delay: Option<String>,
+    /// Content type of an overriding `body` (`text/event-stream` sends it as a stream).
+    pub content_type: Option<String>,
 }
 
 impl FaultSpec {
     /// A fault with no body override and no retry headers.
     pub fn new(fault: Fault) -> Self {
-        Self { fault, body: None, retry_after: None, retry_after_ms: None }
+        Self { fault, body: None, retry_after: None, retry_after_ms: None, retry_delay: None, content_type: None }
     }
 }
 
@@ -302,9 +326,21 @@ impl Script {
 // Parsing
 
 const BEHAVIOUR_KEYS: &[&str] =
-    &["latency_ms", "ttft_ms", "chunk_delay_ms", "tokens_per_second", "content_chars", "chunks", "tool_call"];
-const FAULT_KEYS: &[&str] =
-    &["fault", "status", "code", "body", "retry_after", "retry_after_ms", "after", "n", "cut_after", "stall_after"];
+    &["latency_ms", "ttft_ms", "chunk_delay_ms", "tokens_per_second", "content_chars", "chunks", "tool_call", "thought_signature"];
+const FAULT_KEYS: &[&str] = &[
+    "fault",
+    "status",
+    "code",
+    "body",
+    "retry_after",
+    "retry_after_ms",
+    "retry_delay",
+    "content_type",
+    "after",
+    "n",
+    "cut_after",
+    "stall_after",
+];
 const SCRIPT_KEYS: &[&str] = &["steps", "then", "max_prompt_tokens", "health"];
 
 fn unknown_key(path: &str, key: &str, allowed: &[&[&str]]) -> String {
@@ -364,6 +400,7 @@ fn parse_patch(m: &Map<String, Value>, path: &str) -> Result<BehaviourPatch, Str
                 p.chunks = Some(n)
             }
             "tool_call" => p.tool_call = Some(as_bool(v, &kp)?),
+            "thought_signature" => p.thought_signature = Some(as_bool(v, &kp)?),
             _ => {}
         }
     }
@@ -421,7 +458,20 @@ fn parse_fault_obj(m: &Map<String, Value>, path: &str) -> Result<FaultSpec, Stri
         None | Some(Value::Null) => None,
         Some(v) => Some(as_u64(v, &format!("{path}.retry_after_ms"))?),
     };
-    Ok(FaultSpec { fault, body, retry_after, retry_after_ms })
+    let header_text = |key: &str| -> Result<Option<String>, String> {
+        match m.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.bytes().any(|b| b < 0x20 || b == 0x7f) => Err(format!("{path}.{key}: control characters are not allowed")),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!("{path}.{key}: expected a string, got {other}")),
+        }
+    };
+    let retry_delay = match m.get("retry_delay") {
+        Some(Value::Number(n)) => Some(format!("{}s", n)),
+        _ => header_text("retry_delay")?,
+    };
+    let content_type = header_text("content_type")?;
+    Ok(FaultSpec { fault, body, retry_after, retry_after_ms, retry_delay, content_type })
 }
 
 fn fault_from_name(name: &str, status: Option<u16>, after: Option<u32>, path: &str) -> Result<Fault, String> {
@@ -443,6 +493,9 @@ fn fault_from_name(name: &str, status: Option<u16>, after: Option<u32>, path: &s
         "context_window" => Fault::ContextWindow,
         "content_filter" => Fault::ContentFilter,
         "auth" => Fault::Auth,
+        "quota" => Fault::Quota,
+        "model_not_found" => Fault::ModelNotFound,
+        "refusal" => Fault::Refusal(after.unwrap_or(1)),
         other => {
             let hint = FAULT_NAMES
                 .iter()

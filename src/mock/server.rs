@@ -480,10 +480,38 @@ fn request_id_header(format: Format) -> HeaderName {
     }
 }
 
-/// An error response in the provider's shape, with the step's body override and retry headers.
+/// The status a provider answers a bad key with (Gemini: 400 `API_KEY_INVALID`).
+fn auth_status(format: Format) -> u16 {
+    if format == Format::Gemini {
+        400
+    } else {
+        401
+    }
+}
+
+/// An error response in the provider's shape, with the step's body override, retry headers and
+/// (Gemini) `RetryInfo`.
 fn error_resp(format: Format, status: u16, case: ErrorCase, spec: &FaultSpec, model: &str) -> Resp {
-    let body = spec.body.clone().unwrap_or_else(|| wire::error_body(format, case, status, model, ""));
-    let mut r = json_resp(status, body);
+    let body = spec.body.clone().unwrap_or_else(|| {
+        let b = wire::error_body(format, case, status, model, "");
+        match (&spec.retry_delay, format) {
+            (Some(delay), Format::Gemini) => {
+                let mut v: Value = serde_json::from_slice(&b).unwrap_or_default();
+                let info = serde_json::json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay});
+                match v.pointer_mut("/error/details").and_then(Value::as_array_mut) {
+                    Some(d) => d.push(info),
+                    None => v["error"]["details"] = serde_json::json!([info]),
+                }
+                Bytes::from(v.to_string())
+            }
+            _ => b,
+        }
+    });
+    let ct = spec.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok());
+    let mut r = match ct {
+        Some(ct) => respond(status, &ct, MockBody::full(body)),
+        None => json_resp(status, body),
+    };
     if let Some(ra) = &spec.retry_after {
         if let Ok(v) = HeaderValue::from_str(ra) {
             r.headers_mut().insert(HeaderName::from_static("retry-after"), v);
@@ -495,8 +523,9 @@ fn error_resp(format: Format, status: u16, case: ErrorCase, spec: &FaultSpec, mo
     r
 }
 
-/// The error status and case of a fault that answers with an HTTP error, if it is one.
-fn error_of(fault: Fault, format: Format, max: u64, got: u64) -> Option<(u16, ErrorCase)> {
+/// The error status and case of a fault that answers with an HTTP error, if it is one. `max`,
+/// `got` and `out` are the context window, the prompt and the requested output, in tokens.
+fn error_of(fault: Fault, format: Format, max: u64, got: u64, out: u64) -> Option<(u16, ErrorCase)> {
     Some(match fault {
         Fault::Status(code) => (code, ErrorCase::for_status(code)),
         Fault::RateLimit => (429, ErrorCase::RateLimit),
@@ -505,8 +534,13 @@ fn error_of(fault: Fault, format: Format, max: u64, got: u64) -> Option<(u16, Er
             Format::Anthropic => (529, ErrorCase::Overloaded),
             _ => (503, ErrorCase::Overloaded),
         },
-        Fault::Auth => (401, ErrorCase::Auth),
-        Fault::ContextWindow => (400, ErrorCase::ContextWindow { max, got }),
+        Fault::Auth => (auth_status(format), ErrorCase::Auth),
+        Fault::ContextWindow => (400, ErrorCase::ContextWindow { max, got, out }),
+        Fault::Quota => match format {
+            Format::Anthropic => (402, ErrorCase::Quota),
+            _ => (429, ErrorCase::Quota),
+        },
+        Fault::ModelNotFound => (404, ErrorCase::NotFound),
         Fault::ContentFilter if format != Format::Gemini => (400, ErrorCase::ContentFilter),
         _ => return None,
     })
@@ -556,11 +590,21 @@ async fn chat(
     if !authorized {
         counters.outcome(model, "auth_rejected");
         counters.status(model, 401);
-        return Ok(json_resp(401, wire::error_body(format, ErrorCase::Auth, 401, &ms.name, "")));
+        let status = auth_status(format);
+        return Ok(json_resp(status, wire::error_body(format, ErrorCase::Auth, status, &ms.name, "")));
     }
 
-    let mut guard = RequestGuard::new(counters.clone(), ms.clone());
     let script = shared.script_for(&ms.name);
+    // What the real API would refuse, refused here (before any scripted step is used).
+    let rules = super::validate::Rules { thought_signatures: script.behaviour.thought_signature };
+    let checked = serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()).and_then(|v| super::validate::check(format, &v, rules));
+    if let Err(why) = checked {
+        counters.outcome(model, "bad_request");
+        counters.status(model, 400);
+        log::debug!("mock: refused a {format:?} request for {}: {why}", ms.name);
+        return Ok(json_resp(400, wire::error_body(format, ErrorCase::BadRequest, 400, &ms.name, &why)));
+    }
+    let mut guard = RequestGuard::new(counters.clone(), ms.clone());
     let prompt_tokens = parsed.prompt_tokens();
     let stream = path_stream || parsed.stream;
     let over = script.max_prompt_tokens.filter(|max| prompt_tokens > *max);
@@ -587,7 +631,8 @@ async fn chat(
         Fault::FilterAfter(_) if !stream => Fault::ContentFilter,
         f => f,
     };
-    if let Some((status, case)) = error_of(fault, format, max, prompt_tokens) {
+    let out = parsed.max_tokens.unwrap_or(0);
+    if let Some((status, case)) = error_of(fault, format, max, prompt_tokens, out) {
         counters.status(model, status);
         guard.finish();
         return Ok(error_resp(format, status, case, spec, &ms.name));
@@ -602,6 +647,7 @@ async fn chat(
         created: now_secs(),
     };
     let rid = HeaderValue::from_str(&ctx.request_id()).unwrap_or_else(|_| HeaderValue::from_static("req_mock"));
+    let extras = wire::ToolExtras { thought_signature: behaviour.thought_signature && format == Format::Gemini, thinking: parsed.thinking && format == Format::Anthropic };
     let with_id = |mut r: Resp| {
         r.headers_mut().insert(request_id_header(format), rid.clone());
         r
@@ -659,10 +705,17 @@ async fn chat(
             r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
             Ok(with_id(r))
         }
+        Fault::Refusal(after) if !stream => {
+            counters.status(model, 200);
+            let content = ms.content(behaviour.content_chars, behaviour.chunks);
+            let text: String = wire::split_chars(&wire::content_text(&ms.name, behaviour.content_chars), content.chunks_requested).into_iter().take(after as usize).collect();
+            guard.finish();
+            Ok(with_id(json_resp(200, wire::refusal_body(&ctx, &text))))
+        }
         _ if !stream => {
             counters.status(model, 200);
             let body = match (&parsed.first_tool, behaviour.tool_call) {
-                (Some(tool), true) => wire::tool_body(&ctx, tool),
+                (Some(tool), true) => wire::tool_body(&ctx, tool, extras),
                 _ => wire::text_body(&ctx, &ms.content(behaviour.content_chars, behaviour.chunks)),
             };
             guard.finish();
@@ -672,11 +725,15 @@ async fn chat(
             counters.status(model, 200);
             guard.streaming();
             let (plan, words) = match (&parsed.first_tool, behaviour.tool_call) {
-                (Some(tool), true) => (wire::tool_stream(&ctx, tool, parsed.include_usage), 1),
+                (Some(tool), true) => (wire::tool_stream(&ctx, tool, parsed.include_usage, extras), 1),
                 _ => {
                     let content = ms.content(behaviour.content_chars, behaviour.chunks);
                     (wire::text_stream(&ctx, &content, parsed.include_usage), content.words as usize)
                 }
+            };
+            let plan = match fault {
+                Fault::Refusal(after) => wire::refusal_stream(&ctx, plan, after as usize),
+                _ => plan,
             };
             let n = plan.frames.len();
             let (limit, end) = match fault {
@@ -747,9 +804,10 @@ async fn probe(
     let name = model.as_deref().unwrap_or("");
     let head = req.method() == Method::HEAD;
     if format.is_some() && !key_ok(shared, req.headers(), req.uri().query()) {
-        return Ok(json_resp(401, wire::error_body(fmt, ErrorCase::Auth, 401, name, "")));
+        let status = auth_status(fmt);
+        return Ok(json_resp(status, wire::error_body(fmt, ErrorCase::Auth, status, name, "")));
     }
-    if let Some((status, case)) = error_of(spec.fault, fmt, 0, 0) {
+    if let Some((status, case)) = error_of(spec.fault, fmt, 0, 0, 0) {
         return Ok(error_resp(fmt, status, case, &spec, name));
     }
     match spec.fault {

@@ -34,6 +34,10 @@ pub struct ParsedRequest {
     pub prompt_chars: usize,
     /// Name of the first tool the request offers, if any.
     pub first_tool: Option<String>,
+    /// The requested output limit (`max_tokens` / `max_completion_tokens`), if any.
+    pub max_tokens: Option<u64>,
+    /// Anthropic: extended thinking is on (`thinking.type` `enabled` or `adaptive`).
+    pub thinking: bool,
 }
 
 impl ParsedRequest {
@@ -145,6 +149,18 @@ struct RawRequest {
     system_instruction: TextChars,
     #[serde(default)]
     tools: FirstTool,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Number>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Number>,
+    #[serde(default)]
+    thinking: Option<Thinking>,
+}
+
+#[derive(Deserialize)]
+struct Thinking {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
 }
 
 /// Parse a chat request body of any format. Errors say what is wrong, for a 400 body.
@@ -156,6 +172,8 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, String> {
         include_usage: raw.stream_options.map(|o| o.include_usage).unwrap_or(false),
         prompt_chars: raw.messages.0 + raw.system.0 + raw.contents.0 + raw.system_instruction.0,
         first_tool: raw.tools.0,
+        max_tokens: raw.max_tokens.or(raw.max_completion_tokens).and_then(|n| n.as_u64()),
+        thinking: raw.thinking.and_then(|t| t.kind).is_some_and(|k| k == "enabled" || k == "adaptive"),
     })
 }
 
@@ -513,8 +531,24 @@ fn sse(event: Option<&str>, data: &Value, format: Format) -> String {
     s
 }
 
+/// How a tool-call answer is dressed: Gemini thought signature, Anthropic thinking block.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ToolExtras {
+    pub thought_signature: bool,
+    pub thinking: bool,
+}
+
+/// The signature the mock gives a request's function call, checked for nothing but presence.
+fn signature(ctx: &Ctx) -> String {
+    format!("c2lnLW1vY2st{}", ctx.request_no)
+}
+
+fn thinking_block(ctx: &Ctx) -> Value {
+    json!({"type": "thinking", "thinking": "The user wants the tool called.", "signature": format!("EqMock{}", ctx.request_no)})
+}
+
 /// A non-streaming tool-call answer for tool `name` with arguments `{}`.
-pub fn tool_body(ctx: &Ctx, name: &str) -> Bytes {
+pub fn tool_body(ctx: &Ctx, name: &str, x: ToolExtras) -> Bytes {
     let id = ctx.request_no;
     let p = ctx.prompt_tokens;
     let v = match ctx.format {
@@ -526,14 +560,21 @@ pub fn tool_body(ctx: &Ctx, name: &str) -> Bytes {
             ]}, "logprobs": null, "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": p, "completion_tokens": 1, "total_tokens": p + 1}
         }),
-        Format::Anthropic => json!({
-            "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant",
-            "content": [{"type": "tool_use", "id": format!("toolu_mock_{id}"), "name": name, "input": {}}],
-            "model": ctx.model, "stop_reason": "tool_use", "stop_sequence": null,
-            "usage": {"input_tokens": p, "output_tokens": 1}
-        }),
+        Format::Anthropic => {
+            let mut content = Vec::new();
+            if x.thinking {
+                content.push(thinking_block(ctx));
+            }
+            content.push(json!({"type": "tool_use", "id": format!("toolu_mock_{id}"), "name": name, "input": {}}));
+            json!({
+                "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant",
+                "content": content,
+                "model": ctx.model, "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": p, "output_tokens": 1}
+            })
+        }
         Format::Gemini => json!({
-            "candidates": [{"content": {"parts": [{"functionCall": {"name": name, "args": {}}}], "role": "model"},
+            "candidates": [{"content": {"parts": [gemini_call(ctx, name, x)], "role": "model"},
                 "finishReason": "STOP", "index": 0}],
             "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": 1, "totalTokenCount": p + 1},
             "modelVersion": ctx.model
@@ -542,8 +583,16 @@ pub fn tool_body(ctx: &Ctx, name: &str) -> Bytes {
     Bytes::from(v.to_string())
 }
 
+fn gemini_call(ctx: &Ctx, name: &str, x: ToolExtras) -> Value {
+    let mut part = json!({"functionCall": {"name": name, "args": {}}});
+    if x.thought_signature {
+        part["thoughtSignature"] = json!(signature(ctx));
+    }
+    part
+}
+
 /// The SSE frames of a tool-call answer.
-pub fn tool_stream(ctx: &Ctx, name: &str, include_usage: bool) -> StreamPlan {
+pub fn tool_stream(ctx: &Ctx, name: &str, include_usage: bool, x: ToolExtras) -> StreamPlan {
     let id = ctx.request_no;
     let p = ctx.prompt_tokens;
     let f = ctx.format;
@@ -572,12 +621,22 @@ pub fn tool_stream(ctx: &Ctx, name: &str, include_usage: bool) -> StreamPlan {
             let start = json!({"type": "message_start", "message": {"id": format!("msg_mock_{id}"), "type": "message",
                 "role": "assistant", "content": [], "model": ctx.model, "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": p, "output_tokens": 1}}});
-            let block = json!({"type": "content_block_start", "index": 0,
+            let mut first = sse(Some("message_start"), &start, f);
+            let mut at = 0;
+            if x.thinking {
+                let tb = thinking_block(ctx);
+                first += &sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}), f);
+                first += &sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": tb["thinking"]}}), f);
+                first += &sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": tb["signature"]}}), f);
+                first += &sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0}), f);
+                at = 1;
+            }
+            let block = json!({"type": "content_block_start", "index": at,
                 "content_block": {"type": "tool_use", "id": format!("toolu_mock_{id}"), "name": name, "input": {}}});
-            let delta = json!({"type": "content_block_delta", "index": 0,
+            let delta = json!({"type": "content_block_delta", "index": at,
                 "delta": {"type": "input_json_delta", "partial_json": "{}"}});
-            let first = sse(Some("message_start"), &start, f) + &sse(Some("content_block_start"), &block, f);
-            let tail = sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0}), f)
+            let first = first + &sse(Some("content_block_start"), &block, f);
+            let tail = sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": at}), f)
                 + &sse(
                     Some("message_delta"),
                     &json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
@@ -588,7 +647,7 @@ pub fn tool_stream(ctx: &Ctx, name: &str, include_usage: bool) -> StreamPlan {
             (vec![first + &sse(Some("content_block_delta"), &delta, f)], tail)
         }
         Format::Gemini => {
-            let chunk = json!({"candidates": [{"content": {"parts": [{"functionCall": {"name": name, "args": {}}}],
+            let chunk = json!({"candidates": [{"content": {"parts": [gemini_call(ctx, name, x)],
                 "role": "model"}, "finishReason": "STOP", "index": 0}],
                 "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": 1, "totalTokenCount": p + 1},
                 "modelVersion": ctx.model});
@@ -596,6 +655,81 @@ pub fn tool_stream(ctx: &Ctx, name: &str, include_usage: bool) -> StreamPlan {
         }
     };
     StreamPlan { frames: frames.into_iter().map(Bytes::from).collect(), tail: Bytes::from(tail) }
+}
+
+/// What a refusing model says.
+const REFUSAL: &str = "I can't help with that request.";
+
+/// A 200 whose answer is a refusal after `text`: OpenAI `message.refusal` (no content),
+/// Anthropic `stop_reason: refusal`, Gemini `finishReason: SAFETY`.
+pub fn refusal_body(ctx: &Ctx, text: &str) -> Bytes {
+    let id = ctx.request_no;
+    let p = ctx.prompt_tokens;
+    let v = match ctx.format {
+        Format::OpenAi => json!({
+            "id": format!("chatcmpl-mock-{id}"), "object": "chat.completion", "created": ctx.created, "model": ctx.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": REFUSAL, "annotations": []},
+                "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": p, "completion_tokens": 7, "total_tokens": p + 7}
+        }),
+        Format::Anthropic => json!({
+            "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": ctx.model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "refusal", "stop_sequence": null,
+            "stop_details": {"type": "refusal", "category": "general_harms", "explanation": REFUSAL},
+            "usage": {"input_tokens": p, "output_tokens": 3}
+        }),
+        Format::Gemini => json!({
+            "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "SAFETY", "index": 0,
+                "safetyRatings": [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": true}]}],
+            "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": 3, "totalTokenCount": p + 3},
+            "modelVersion": ctx.model
+        }),
+    };
+    Bytes::from(v.to_string())
+}
+
+/// A streamed answer that starts normally and ends in a refusal: `plan`'s first `after` content
+/// frames (OpenAI: none, its refusals carry no content), then the provider's refusal events.
+pub fn refusal_stream(ctx: &Ctx, plan: StreamPlan, after: usize) -> StreamPlan {
+    let f = ctx.format;
+    let id = ctx.request_no;
+    let mut frames: Vec<Bytes> = plan.frames.into_iter().take(after).collect();
+    let tail = match f {
+        Format::OpenAi => {
+            frames.clear();
+            let head = |choices: Value| json!({"id": format!("chatcmpl-mock-{id}"), "object": "chat.completion.chunk", "created": ctx.created, "model": ctx.model, "choices": choices});
+            let mut t = sse(None, &head(json!([{"index": 0, "delta": {"role": "assistant", "content": null, "refusal": ""}, "finish_reason": null}])), f);
+            for piece in ["I can't help ", "with that request."] {
+                t += &sse(None, &head(json!([{"index": 0, "delta": {"refusal": piece}, "finish_reason": null}])), f);
+            }
+            t += &sse(None, &head(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}])), f);
+            t + "data: [DONE]\n\n"
+        }
+        Format::Anthropic => {
+            sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0}), f)
+                + &sse(
+                    Some("message_delta"),
+                    &json!({"type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": null,
+                        "stop_details": {"type": "refusal", "category": "general_harms", "explanation": REFUSAL}}, "usage": {"output_tokens": 3}}),
+                    f,
+                )
+                + &sse(Some("message_stop"), &json!({"type": "message_stop"}), f)
+        }
+        Format::Gemini => sse(
+            None,
+            &json!({"candidates": [{"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": "SAFETY", "index": 0}],
+                "modelVersion": ctx.model}),
+            f,
+        ),
+    };
+    // Anthropic's stream must open with message_start even when no text came first.
+    if f == Format::Anthropic && frames.is_empty() {
+        let start = json!({"type": "message_start", "message": {"id": format!("msg_mock_{id}"), "type": "message", "role": "assistant",
+            "content": [], "model": ctx.model, "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": ctx.prompt_tokens, "output_tokens": 1}}});
+        let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
+        frames.push(Bytes::from(sse(Some("message_start"), &start, f) + &sse(Some("content_block_start"), &block, f)));
+    }
+    StreamPlan { frames, tail: Bytes::from(tail) }
 }
 
 /// Invalid JSON for a non-streaming 200 (a body cut mid-object).
@@ -675,8 +809,11 @@ pub enum ErrorCase {
     Server,
     Overloaded,
     Auth,
-    ContextWindow { max: u64, got: u64 },
+    /// `got` prompt tokens against a window of `max`; `out` is the requested output limit.
+    ContextWindow { max: u64, got: u64, out: u64 },
     ContentFilter,
+    /// Out of quota / credit.
+    Quota,
     BadRequest,
     NotFound,
     Other,
@@ -723,7 +860,7 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
                     json!("invalid_request_error"),
                     json!("invalid_api_key"),
                 ),
-                ErrorCase::ContextWindow { max, got } => (
+                ErrorCase::ContextWindow { max, got, .. } => (
                     format!("This model's maximum context length is {max} tokens. However, your messages resulted in {got} tokens. Please reduce the length of the messages."),
                     json!("invalid_request_error"),
                     json!("context_length_exceeded"),
@@ -733,7 +870,12 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
                     json!("invalid_request_error"),
                     json!("content_filter"),
                 ),
-                ErrorCase::BadRequest => (format!("Invalid request: {detail}"), json!("invalid_request_error"), Value::Null),
+                ErrorCase::Quota => (
+                    "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.".into(),
+                    json!("insufficient_quota"),
+                    json!("insufficient_quota"),
+                ),
+                ErrorCase::BadRequest => (detail.to_string(), json!("invalid_request_error"), Value::Null),
                 ErrorCase::NotFound => (
                     format!("The model `{model}` does not exist or you do not have access to it. {detail}"),
                     json!("invalid_request_error"),
@@ -752,9 +894,15 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
                 ErrorCase::Server => ("api_error", "Internal server error".into()),
                 ErrorCase::Overloaded => ("overloaded_error", "Overloaded".into()),
                 ErrorCase::Auth => ("authentication_error", "invalid x-api-key".into()),
-                ErrorCase::ContextWindow { max, got } => {
+                ErrorCase::ContextWindow { max, got, .. } if got > max => {
                     ("invalid_request_error", format!("prompt is too long: {got} tokens > {max} maximum"))
                 }
+                // The prompt fits but not with the requested output.
+                ErrorCase::ContextWindow { max, got, out } => (
+                    "invalid_request_error",
+                    format!("input length and `max_tokens` exceed context limit: {got} + {} > {max}, decrease input length or `max_tokens` and try again", out.max(max.saturating_sub(got) + 1)),
+                ),
+                ErrorCase::Quota => ("billing_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.".into()),
                 ErrorCase::ContentFilter => {
                     ("invalid_request_error", "Output blocked by content filtering policy".into())
                 }
@@ -778,8 +926,10 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
                     },
                 ),
                 ErrorCase::Overloaded => ("UNAVAILABLE", "The model is overloaded. Please try again later.".into()),
-                ErrorCase::Auth => ("UNAUTHENTICATED", "API key not valid. Please pass a valid API key.".into()),
-                ErrorCase::ContextWindow { max, got } => (
+                // Gemini answers a bad key with 400 INVALID_ARGUMENT and reason API_KEY_INVALID.
+                ErrorCase::Auth => ("INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.".into()),
+                ErrorCase::Quota => ("RESOURCE_EXHAUSTED", "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.".into()),
+                ErrorCase::ContextWindow { max, got, .. } => (
                     "INVALID_ARGUMENT",
                     format!("The input token count ({got}) exceeds the maximum number of tokens allowed ({max})."),
                 ),
@@ -793,7 +943,23 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
                 ),
                 ErrorCase::Other => ("UNKNOWN", format!("Mock error (HTTP {status})")),
             };
-            json!({"error": {"code": status, "message": msg, "status": st}})
+            let mut e = json!({"code": status, "message": msg, "status": st});
+            match case {
+                ErrorCase::Auth => {
+                    e["details"] = json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}]);
+                }
+                ErrorCase::Quota => {
+                    e["details"] = json!([{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                        "quotaDimensions": {"location": "global", "model": model}, "quotaValue": "50"}]},
+                        {"@type": "type.googleapis.com/google.rpc.Help", "links": [{"description": "Learn more about Gemini API quotas",
+                            "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]}]);
+                }
+                _ => {}
+            }
+            json!({"error": e})
         }
     };
     Bytes::from(v.to_string())
@@ -897,9 +1063,10 @@ mod tests {
                 Format::Gemini => v.pointer("/candidates/0/content/parts/0/text"),
             };
             assert_eq!(text.and_then(Value::as_str), Some(c.text.as_str()));
-            assert!(serde_json::from_slice::<Value>(&tool_body(&ctx, "f")).is_ok());
+            assert!(serde_json::from_slice::<Value>(&tool_body(&ctx, "f", ToolExtras { thought_signature: true, thinking: true })).is_ok());
+            assert!(serde_json::from_slice::<Value>(&refusal_body(&ctx, "x")).is_ok());
             assert!(serde_json::from_slice::<Value>(&malformed_body(&ctx)).is_err());
-            for case in [ErrorCase::RateLimit, ErrorCase::ContextWindow { max: 1, got: 2 }, ErrorCase::Auth] {
+            for case in [ErrorCase::RateLimit, ErrorCase::ContextWindow { max: 1, got: 2, out: 1 }, ErrorCase::Auth, ErrorCase::Quota] {
                 assert!(serde_json::from_slice::<Value>(&error_body(f, case, 400, "m", "")).is_ok());
             }
         }

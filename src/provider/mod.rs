@@ -15,6 +15,7 @@
 
 pub mod anthropic;
 pub mod classify;
+pub mod format;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
@@ -32,7 +33,7 @@ use reqwest::{Method, Response};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::config::{HttpVersion, ModelConfig, ProbeMode, ProviderKind, Timeouts};
+use crate::config::{HttpVersion, ModelConfig, ProbeMode, ProviderKind, Timeouts, UnsupportedParams};
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::types::{ChatRequest, ChatResponse, Message, Params, StreamEvent};
 use classify::{classify_send, classify_status, ErrCtx};
@@ -140,11 +141,7 @@ impl ProviderClient {
             });
         let headers = base_headers(&model);
         let chat_url = |stream: bool| {
-            let url = match model.kind {
-                ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::chat_url(&model.base_url),
-                ProviderKind::Anthropic => anthropic::chat_url(&model.base_url),
-                ProviderKind::Gemini => gemini::chat_url(&model.base_url, &model.model, stream),
-            };
+            let url = chat_endpoint(&model, stream);
             reqwest::Url::parse(&url).map_err(|e| format!("chat endpoint {url:?} is not a valid URL: {e}"))
         };
         let chat_urls = Arc::new([chat_url(false), chat_url(true)]);
@@ -209,12 +206,22 @@ impl ProviderClient {
         };
         let m = &self.model;
         let url = self.chat_urls[usize::from(stream)].clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
-        let body = match m.kind {
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::write_body(&m.model, req, &params, stream),
-            ProviderKind::Anthropic => serde_json::to_vec(&anthropic::build_body(&m.model, req, &params, stream)),
-            ProviderKind::Gemini => serde_json::to_vec(&gemini::build_body(req, &params)),
-        };
-        let body = body.map_err(|e| ctx.error(ErrorKind::BadRequest, &format!("cannot serialize request: {e}")))?;
+        let (body, unsupported) = request_body(m, req, &params, stream).map_err(|e| ctx.error(ErrorKind::BadRequest, &e))?;
+        if !unsupported.is_empty() {
+            match m.unsupported_params {
+                UnsupportedParams::Error => {
+                    let keys = unsupported.0.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+                    let detail = format!(
+                        "{} does not support {keys} (model `{}`, unsupported_params = \"error\"); pass it scoped as {}={{...}} to send it anyway, or set unsupported_params = \"drop\"",
+                        m.kind.as_str(),
+                        m.name,
+                        scope_name(m.kind)
+                    );
+                    return Err(ctx.error(ErrorKind::BadRequest, &detail));
+                }
+                UnsupportedParams::Drop => log_dropped(&self.label, m, &unsupported),
+            }
+        }
         // The request is built whole rather than through RequestBuilder, whose `headers()`
         // re-inserts every header one by one into a fresh map.
         let mut request = reqwest::Request::new(reqwest::Method::POST, url);
@@ -382,6 +389,74 @@ impl ProviderClient {
         let _ = read_body(resp, total_deadline(timeouts, started), MAX_ERROR_BODY).await;
         Ok(())
     }
+}
+
+/// The request body for `model` (params already merged with its defaults), with the parameters
+/// its provider has no counterpart for. `Err` is a request that cannot be sent as given.
+pub fn request_body(model: &ModelConfig, req: &ChatRequest, params: &Params, stream: bool) -> Result<(Vec<u8>, format::Unsupported), String> {
+    let mut unsupported = format::Unsupported::default();
+    let body = match model.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::write_body(&model.model, req, params, stream, model.kind, &mut unsupported)?,
+        ProviderKind::Anthropic => {
+            let v = anthropic::build_body(&model.model, req, params, stream, &mut unsupported)?;
+            serde_json::to_vec(&v).map_err(|e| format!("cannot serialize the request: {e}"))?
+        }
+        ProviderKind::Gemini => {
+            let v = gemini::build_body(req, params, &mut unsupported)?;
+            serde_json::to_vec(&v).map_err(|e| format!("cannot serialize the request: {e}"))?
+        }
+    };
+    Ok((body, unsupported))
+}
+
+/// The URL a chat call to `model` goes to (`stream` picks Gemini's streaming method), after
+/// base-URL normalisation; what `echelon check` shows.
+pub fn chat_endpoint(model: &ModelConfig, stream: bool) -> String {
+    match model.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::chat_url(&model.base_url),
+        ProviderKind::Anthropic => anthropic::chat_url(&model.base_url),
+        ProviderKind::Gemini => gemini::chat_url(&model.base_url, &model.model, stream),
+    }
+}
+
+/// The scoped-extras key that reaches `kind` unchanged.
+fn scope_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::OpenAi => "openai",
+        ProviderKind::OpenAiCompatible => "openai_compatible",
+        ProviderKind::Anthropic => "anthropic",
+        ProviderKind::Gemini => "gemini",
+    }
+}
+
+/// A (model label, parameter) pair logged as dropped.
+type DroppedKey = (Arc<str>, String);
+/// Pairs already logged as dropped: one record each per process.
+static DROPPED: OnceLock<Mutex<std::collections::HashSet<DroppedKey>>> = OnceLock::new();
+/// Bound on [`DROPPED`]: callers can make up parameter names without end.
+const MAX_DROPPED_LOGGED: usize = 4096;
+
+fn log_dropped(label: &Arc<str>, m: &ModelConfig, unsupported: &format::Unsupported) {
+    let mut seen = DROPPED.get_or_init(Default::default).lock();
+    for k in &unsupported.0 {
+        if seen.len() >= MAX_DROPPED_LOGGED {
+            return;
+        }
+        if seen.insert((label.clone(), k.clone())) {
+            log::warn!(
+                "{label}: dropped parameter `{k}`: {} has no counterpart for it (model `{}`; unsupported_params = \"error\" refuses such calls instead, {}={{...}} sends it anyway). Logged once per model and parameter.",
+                m.kind.as_str(),
+                m.name,
+                scope_name(m.kind)
+            );
+        }
+    }
+}
+
+/// Whether an absolute URL (`scheme://host[:port][/path]`) has no path beyond `/`.
+pub(crate) fn url_path_is_empty(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').is_none_or(|i| rest[i..].trim_end_matches('/').is_empty())
 }
 
 /// Auth headers for the provider plus the configured extra headers (which win).

@@ -1,147 +1,289 @@
 //! OpenAI chat completions (and every OpenAI-compatible host): request body, response parsing
 //! and the SSE chunk decoder.
+//!
+//! Request: `max_tokens` goes out as `max_completion_tokens` to OpenAI (the older key is
+//! deprecated there and refused by reasoning models) and as `max_tokens` to compatible hosts;
+//! `response_format` is normalised (a plain JSON schema is wrapped as `{"type": "json_schema",
+//! "json_schema": {name, schema}}`). Other keys reach OpenAI only when its chat-completions API
+//! has them (it rejects unknown ones); compatible hosts get every key, since each has its own.
+//! `tool_calls[].extra_content` (what Gemini needs back) is kept for compatible hosts only.
 
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::classify::{classify_json_error, ErrCtx};
+use super::format::{self, ResponseFormat, Unsupported, SCOPES};
 use super::sse::SseEvent;
 use super::stream::{DecodeError, StreamDecoder};
-use super::{json_body, num_u32, set_opt};
+use super::{json_body, num_u32};
+use crate::config::ProviderKind;
 use crate::error::{Error, ErrorKind};
-use crate::types::{ChatRequest, ChatResponse, Params, StreamEvent, ToolCall, Usage};
+use crate::types::{ChatRequest, ChatResponse, Message, Params, StreamEvent, ToolCall, Usage};
 
-/// Keys the body builder owns; `params.extra` cannot override them.
+/// Keys the body builder owns; neither `params.extra` nor scoped extras can override them.
 const RESERVED: &[&str] = &["model", "messages", "stream", "stream_options"];
 
-/// `{base_url}/chat/completions`.
+/// The chat-completions request keys OpenAI documents besides the reserved ones (the official
+/// SDK's `CompletionCreateParams`); anything else is refused by the API.
+pub const OPENAI_KEYS: [&str; 34] = [
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "moderation",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "prompt_cache_options",
+    "prompt_cache_retention",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
+    "stream_options",
+];
+
+/// `{base_url}/chat/completions`. A base URL with no path gets `/v1` (OpenAI's own and most
+/// hosts' version segment), and one given with `/chat/completions` already is not doubled.
 pub fn chat_url(base: &str) -> String {
-    format!("{}/chat/completions", base.trim_end_matches('/'))
+    format!("{}/chat/completions", api_base(base))
 }
 
-/// `{base_url}/models`.
+/// `{base_url}/models` (with the same normalisation as [`chat_url`]).
 pub fn models_url(base: &str) -> String {
-    format!("{}/models", base.trim_end_matches('/'))
+    format!("{}/models", api_base(base))
 }
 
-/// The OpenAI `response_format` for our neutral value: `"json"` → `{"type":"json_object"}`,
-/// `"text"` → `{"type":"text"}`, an object with `type` as is, any other object is taken as a
-/// JSON schema.
-pub fn response_format(v: &Value) -> Option<Value> {
-    match v {
-        Value::String(s) if s == "json" || s == "json_object" => Some(json!({"type": "json_object"})),
-        Value::String(s) => Some(json!({"type": s})),
-        Value::Object(o) if o.contains_key("type") => Some(v.clone()),
-        Value::Object(_) => Some(json!({"type": "json_schema", "json_schema": {"name": "response", "schema": v}})),
-        _ => None,
+fn api_base(base: &str) -> String {
+    let b = base.trim_end_matches('/');
+    let b = b.strip_suffix("/chat/completions").unwrap_or(b).trim_end_matches('/');
+    if super::url_path_is_empty(b) {
+        format!("{b}/v1")
+    } else {
+        b.to_string()
     }
 }
 
-/// The request body serialized straight to bytes: the same JSON as [`build_body`] without
-/// building a JSON tree first (messages are written from the request as they are).
-pub fn write_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: bool) -> serde_json::Result<Vec<u8>> {
-    let body = Body { model: wire_model, req, params, stream, response_format: params.response_format.as_ref().and_then(response_format) };
-    let mut out = Vec::with_capacity(256);
-    serde_json::to_writer(&mut out, &body)?;
+/// The OpenAI `response_format` for a neutral one.
+pub fn response_format(rf: &ResponseFormat) -> Value {
+    match rf {
+        ResponseFormat::Text => json!({"type": "text"}),
+        ResponseFormat::JsonObject => json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema { name, schema, strict, description } => {
+            let mut js = Map::new();
+            js.insert("name".into(), json!(name));
+            if let Some(d) = description {
+                js.insert("description".into(), json!(d));
+            }
+            js.insert("schema".into(), schema.clone());
+            if let Some(s) = strict {
+                js.insert("strict".into(), json!(s));
+            }
+            json!({"type": "json_schema", "json_schema": js})
+        }
+    }
+}
+
+/// One value of the body, borrowed where it can be.
+enum Field<'a> {
+    Str(&'a str),
+    Json(&'a Value),
+    Owned(Value),
+    F64(f64),
+    U32(u32),
+    Stop(&'a [String]),
+    /// Messages; `compat` keeps Gemini's part of `tool_calls[].extra_content`, else none.
+    Messages { messages: &'a [Message], compat: bool },
+    True,
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Str(v) => s.serialize_str(v),
+            Field::Json(v) => v.serialize(s),
+            Field::Owned(v) => v.serialize(s),
+            Field::F64(v) => s.serialize_f64(*v),
+            Field::U32(v) => s.serialize_u32(*v),
+            Field::Stop(v) => v.serialize(s),
+            Field::Messages { messages, compat } => {
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(Some(messages.len()))?;
+                for m in messages.iter() {
+                    // Tool messages have no `name` in the chat-completions protocol (Gemini's
+                    // function responses use it).
+                    let tool_name = m.role == "tool" && m.name.is_some();
+                    if carries_extra_content(m) || tool_name {
+                        let mut clean = without_extra_content(m, *compat);
+                        if tool_name {
+                            clean.name = None;
+                        }
+                        seq.serialize_element(&clean)?;
+                    } else {
+                        seq.serialize_element(m)?;
+                    }
+                }
+                seq.end()
+            }
+            Field::True => s.serialize_bool(true),
+        }
+    }
+}
+
+fn carries_extra_content(m: &Message) -> bool {
+    matches!(&m.tool_calls, Some(Value::Array(calls)) if calls.iter().any(|c| c.get("extra_content").is_some()))
+}
+
+/// `m` without what its tool calls carry for other providers: everything for OpenAI, all but
+/// `extra_content.google` (Gemini's compatible endpoint wants its thought signatures back) for
+/// compatible hosts.
+fn without_extra_content(m: &Message, keep_google: bool) -> Message {
+    let mut m = m.clone();
+    if let Some(Value::Array(calls)) = &mut m.tool_calls {
+        for c in calls {
+            if let Value::Object(o) = c {
+                let google = o.get("extra_content").and_then(|x| x.get("google")).cloned();
+                o.remove("extra_content");
+                if let (true, Some(g)) = (keep_google, google) {
+                    o.insert("extra_content".into(), json!({ "google": g }));
+                }
+            }
+        }
+    }
+    m
+}
+
+/// The body's fields, in order, each key once: model, messages, provider-scoped extras, typed
+/// parameters, other extras, stream. Scoped extras win over typed parameters, typed ones over
+/// unscoped extras. Keys OpenAI does not take land in `unsupported`.
+fn fields<'a>(wire_model: &'a str, req: &'a ChatRequest, params: &'a Params, stream: bool, kind: ProviderKind, unsupported: &mut Unsupported) -> Result<Vec<(&'a str, Field<'a>)>, String> {
+    let compat = kind == ProviderKind::OpenAiCompatible;
+    let mut out: Vec<(&'a str, Field<'a>)> = Vec::with_capacity(8);
+    out.push(("model", Field::Str(wire_model)));
+    out.push(("messages", Field::Messages { messages: &req.messages, compat }));
+    let has = |out: &Vec<(&str, Field<'_>)>, k: &str| out.iter().any(|(n, _)| *n == k);
+    if !params.extra.is_empty() {
+        let scopes: &[&str] = if compat { &["openai", "openai_compatible"] } else { &["openai"] };
+        for scope in format::scoped(&params.extra, scopes, unsupported) {
+            for (k, v) in scope {
+                if !RESERVED.contains(&k.as_str()) && !has(&out, k) {
+                    out.push((k.as_str(), Field::Json(v)));
+                }
+            }
+        }
+    }
+    let typed = |out: &mut Vec<(&'a str, Field<'a>)>, k: &'a str, f: Field<'a>| {
+        if !has(out, k) {
+            out.push((k, f));
+        }
+    };
+    if let Some(t) = params.temperature {
+        typed(&mut out, "temperature", Field::F64(t));
+    }
+    if let Some(n) = params.max_tokens {
+        typed(&mut out, if compat { "max_tokens" } else { "max_completion_tokens" }, Field::U32(n));
+    }
+    if let Some(t) = params.top_p {
+        typed(&mut out, "top_p", Field::F64(t));
+    }
+    if !params.stop.is_empty() {
+        typed(&mut out, "stop", Field::Stop(&params.stop));
+    }
+    if let Some(t) = &params.tools {
+        typed(&mut out, "tools", Field::Json(t));
+    }
+    if let Some(t) = &params.tool_choice {
+        typed(&mut out, "tool_choice", Field::Json(t));
+    }
+    if let Some(rf) = &params.response_format {
+        let rf = format::response_format(rf)?;
+        typed(&mut out, "response_format", Field::Owned(response_format(&rf)));
+    }
+    for (k, v) in &params.extra {
+        let k = k.as_str();
+        if RESERVED.contains(&k) || SCOPES.contains(&k) || has(&out, k) {
+            continue;
+        }
+        if !compat && !OPENAI_KEYS.contains(&k) {
+            unsupported.push(k);
+            continue;
+        }
+        out.push((k, Field::Json(v)));
+    }
+    if stream {
+        out.push(("stream", Field::True));
+        out.push(("stream_options", Field::Owned(json!({"include_usage": true}))));
+    }
     Ok(out)
 }
 
-struct Body<'a> {
-    model: &'a str,
-    req: &'a ChatRequest,
-    params: &'a Params,
-    stream: bool,
-    response_format: Option<Value>,
-}
-
-impl serde::Serialize for Body<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let p = self.params;
-        // A typed parameter that is set replaces a pass-through key of the same name.
-        let typed = |k: &str| match k {
-            "temperature" => p.temperature.is_some(),
-            "max_tokens" => p.max_tokens.is_some(),
-            "top_p" => p.top_p.is_some(),
-            "stop" => !p.stop.is_empty(),
-            "tools" => p.tools.is_some(),
-            "tool_choice" => p.tool_choice.is_some(),
-            "response_format" => self.response_format.is_some(),
-            _ => false,
-        };
-        let mut m = s.serialize_map(None)?;
-        for (k, v) in &p.extra {
-            if !RESERVED.contains(&k.as_str()) && !typed(k) {
-                m.serialize_entry(k, v)?;
-            }
-        }
-        m.serialize_entry("model", self.model)?;
-        m.serialize_entry("messages", &self.req.messages)?;
-        if let Some(t) = p.temperature {
-            m.serialize_entry("temperature", &t)?;
-        }
-        if let Some(n) = p.max_tokens {
-            m.serialize_entry("max_tokens", &n)?;
-        }
-        if let Some(t) = p.top_p {
-            m.serialize_entry("top_p", &t)?;
-        }
-        if !p.stop.is_empty() {
-            m.serialize_entry("stop", &p.stop)?;
-        }
-        if let Some(t) = &p.tools {
-            m.serialize_entry("tools", t)?;
-        }
-        if let Some(t) = &p.tool_choice {
-            m.serialize_entry("tool_choice", t)?;
-        }
-        if let Some(r) = &self.response_format {
-            m.serialize_entry("response_format", r)?;
-        }
-        if self.stream {
-            m.serialize_entry("stream", &true)?;
-            m.serialize_entry("stream_options", &json!({"include_usage": true}))?;
+/// The request body serialized straight to bytes: the same JSON as [`build_body`] without
+/// building a JSON tree first (messages are written from the request as they are). `Err` is a
+/// request the provider cannot be sent (a malformed `response_format`).
+pub fn write_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: bool, kind: ProviderKind, unsupported: &mut Unsupported) -> Result<Vec<u8>, String> {
+    let fields = fields(wire_model, req, params, stream, kind, unsupported)?;
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    let mut write = || -> serde_json::Result<()> {
+        let mut m = (&mut ser).serialize_map(Some(fields.len()))?;
+        for (k, v) in &fields {
+            m.serialize_entry(k, v)?;
         }
         m.end()
-    }
+    };
+    write().map_err(|e| format!("cannot serialize the request: {e}"))?;
+    Ok(out)
 }
 
 /// The request body as a JSON tree. `params` are already merged with the model defaults.
-/// Requests are written by [`write_body`]; this is the readable reference it is tested against.
-pub fn build_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: bool) -> Value {
+/// Requests are written by [`write_body`]; this is the readable form tests look at.
+pub fn build_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: bool, kind: ProviderKind, unsupported: &mut Unsupported) -> Result<Value, String> {
+    let fields = fields(wire_model, req, params, stream, kind, unsupported)?;
     let mut b = Map::new();
-    for (k, v) in &params.extra {
-        if !RESERVED.contains(&k.as_str()) {
-            b.insert(k.clone(), v.clone());
-        }
+    for (k, v) in &fields {
+        b.insert(k.to_string(), serde_json::to_value(v).map_err(|e| format!("cannot serialize the request: {e}"))?);
     }
-    b.insert("model".into(), json!(wire_model));
-    b.insert("messages".into(), serde_json::to_value(&req.messages).unwrap_or(Value::Array(vec![])));
-    set_opt(&mut b, "temperature", params.temperature.map(Value::from));
-    set_opt(&mut b, "max_tokens", params.max_tokens.map(Value::from));
-    set_opt(&mut b, "top_p", params.top_p.map(Value::from));
-    if !params.stop.is_empty() {
-        b.insert("stop".into(), json!(params.stop));
-    }
-    set_opt(&mut b, "tools", params.tools.clone());
-    set_opt(&mut b, "tool_choice", params.tool_choice.clone());
-    set_opt(&mut b, "response_format", params.response_format.as_ref().and_then(response_format));
-    if stream {
-        b.insert("stream".into(), json!(true));
-        b.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    Value::Object(b)
+    Ok(Value::Object(b))
 }
 
 fn usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
     let p = num_u32(u.get("prompt_tokens"));
     let c = num_u32(u.get("completion_tokens"));
-    let t = u.get("total_tokens").filter(|t| !t.is_null()).map(|t| num_u32(Some(t))).unwrap_or(p + c);
-    Some(Usage { prompt_tokens: p, completion_tokens: c, total_tokens: t })
+    let t = u.get("total_tokens").filter(|t| !t.is_null()).map(|t| num_u32(Some(t))).unwrap_or(p.saturating_add(c));
+    Some(Usage {
+        prompt_tokens: p,
+        completion_tokens: c,
+        total_tokens: t,
+        cached_tokens: num_u32(u.pointer("/prompt_tokens_details/cached_tokens")),
+        cache_creation_tokens: num_u32(u.pointer("/prompt_tokens_details/cache_write_tokens")),
+        reasoning_tokens: num_u32(u.pointer("/completion_tokens_details/reasoning_tokens")),
+    })
 }
 
-/// The common response shape (text content, no tool calls, no error), read straight into
-/// borrowed fields. Anything else fails to match and is read through [`parse_response`].
+/// The common response shape (text content, no tool calls, no refusal, no error), read
+/// straight into borrowed fields. Anything else fails to match and is read through
+/// [`parse_response`].
 #[derive(serde::Deserialize)]
 struct Plain<'a> {
     #[serde(borrow)]
@@ -168,6 +310,7 @@ struct PlainMessage<'a> {
     #[serde(borrow)]
     content: Option<std::borrow::Cow<'a, str>>,
     tool_calls: Option<serde::de::IgnoredAny>,
+    refusal: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(serde::Deserialize)]
@@ -175,18 +318,35 @@ struct PlainUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
+    prompt_tokens_details: Option<PlainDetails>,
+    completion_tokens_details: Option<PlainDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct PlainDetails {
+    cached_tokens: Option<u64>,
+    cache_write_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
 }
 
 /// Parse a non-streaming response body: the common shape directly (no JSON tree is built),
-/// everything else (tool calls, errors, unusual types) through [`parse_response`].
+/// everything else (tool calls, refusals, errors, unusual types) through [`parse_response`].
 pub fn parse_body(body: &[u8], ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error> {
     if let Some(Ok(p)) = super::utf8(body).map(serde_json::from_str::<Plain<'_>>) {
         if let (None, Some(choice)) = (&p.error, p.choices.first()) {
-            if choice.message.tool_calls.is_none() && choice.finish_reason.as_deref() != Some("content_filter") {
+            if choice.message.tool_calls.is_none() && choice.message.refusal.is_none() && choice.finish_reason.as_deref() != Some("content_filter") {
                 let clamp = |n: Option<u64>| n.map_or(0, |n| n.min(u32::MAX as u64) as u32);
                 let usage = p.usage.map(|u| {
                     let (pt, ct) = (clamp(u.prompt_tokens), clamp(u.completion_tokens));
-                    Usage { prompt_tokens: pt, completion_tokens: ct, total_tokens: u.total_tokens.map_or(pt + ct, |t| clamp(Some(t))) }
+                    let pd = u.prompt_tokens_details.as_ref();
+                    Usage {
+                        prompt_tokens: pt,
+                        completion_tokens: ct,
+                        total_tokens: u.total_tokens.map_or(pt.saturating_add(ct), |t| clamp(Some(t))),
+                        cached_tokens: clamp(pd.and_then(|d| d.cached_tokens)),
+                        cache_creation_tokens: clamp(pd.and_then(|d| d.cache_write_tokens)),
+                        reasoning_tokens: clamp(u.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens)),
+                    }
                 });
                 return Ok(ChatResponse {
                     content: choice.message.content.as_deref().unwrap_or_default().to_string(),
@@ -203,6 +363,12 @@ pub fn parse_body(body: &[u8], ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error> 
     parse_response(&json_body(body, ctx)?, ctx)
 }
 
+/// The error for a model refusal (`message.refusal`): a refusal must not look like an empty
+/// success, so it is `ContentFiltered` carrying the model's explanation.
+fn refusal_error(text: &str, ctx: &ErrCtx<'_>) -> Error {
+    ctx.error(ErrorKind::ContentFiltered, &format!("the model refused: {text}"))
+}
+
 /// Parse a non-streaming response body.
 pub fn parse_response(v: &Value, ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error> {
     if v.get("error").is_some_and(|e| !e.is_null()) {
@@ -216,6 +382,9 @@ pub fn parse_response(v: &Value, ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error
     let finish_reason = choice.get("finish_reason").and_then(Value::as_str).map(str::to_string);
     if finish_reason.as_deref() == Some("content_filter") {
         return Err(ctx.error(ErrorKind::ContentFiltered, "response stopped by the provider's content filter"));
+    }
+    if let Some(r) = msg.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+        return Err(refusal_error(r, ctx));
     }
     let content = match msg.get("content") {
         Some(Value::String(s)) => s.clone(),
@@ -234,6 +403,7 @@ pub fn parse_response(v: &Value, ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error
                     Some(Value::Null) | None => String::new(),
                     Some(other) => other.to_string(),
                 },
+                extra_content: c.get("extra_content").filter(|x| x.is_object()).cloned(),
             });
         }
     }
@@ -255,12 +425,17 @@ pub struct Decoder {
     usage: Option<Usage>,
     model: Option<String>,
     id: Option<String>,
+    /// `delta.refusal` fragments: a refused stream ends in `ContentFiltered`, not `Done`.
+    refusal: String,
 }
 
 impl StreamDecoder for Decoder {
     fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>, ctx: &ErrCtx<'_>) -> Result<(), DecodeError> {
         let data = ev.data.trim();
         if data == "[DONE]" {
+            if !self.refusal.is_empty() {
+                return Err(DecodeError::Provider(refusal_error(&self.refusal, ctx)));
+            }
             out.push(self.done());
             return Ok(());
         }
@@ -285,6 +460,9 @@ impl StreamDecoder for Decoder {
             if let Some(text) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                 out.push(StreamEvent::Delta { text: text.to_string(), tool_call: None });
             }
+            if let Some(r) = delta.get("refusal").and_then(Value::as_str) {
+                self.refusal.push_str(r);
+            }
             if let Some(Value::Array(calls)) = delta.get("tool_calls") {
                 for c in calls {
                     out.push(StreamEvent::Delta { text: String::new(), tool_call: Some(c.clone()) });
@@ -294,6 +472,9 @@ impl StreamDecoder for Decoder {
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
             if f == "content_filter" {
                 return Err(DecodeError::Provider(ctx.error(ErrorKind::ContentFiltered, "stream stopped by the provider's content filter")));
+            }
+            if !self.refusal.is_empty() {
+                return Err(DecodeError::Provider(refusal_error(&self.refusal, ctx)));
             }
             self.finish_reason = Some(f.to_string());
         }
@@ -350,10 +531,30 @@ mod tests {
         for (k, v) in [("temperature", json!(0.5)), ("response_format", json!({"type": "text"})), ("user", json!("u"))] {
             extras_only.extra.insert(k.into(), v);
         }
+        full.extra.insert("openai".into(), json!({"top_p": 0.3, "logprobs": true, "model": "no"}));
+        full.extra.insert("anthropic".into(), json!({"thinking": {}}));
+        let tool_turn = Message {
+            role: "assistant".into(),
+            tool_calls: Some(json!([{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}, "extra_content": {"google": {"thought_signature": "s"}}}])),
+            ..Default::default()
+        };
+        let mut req2 = req.clone();
+        req2.messages.push(tool_turn);
+        req2.messages.push(Message { role: "tool".into(), content: json!("1"), name: Some("f".into()), tool_call_id: Some("c".into()), ..Default::default() });
         for params in [Params::default(), full, extras_only] {
             for stream in [false, true] {
-                let written: Value = serde_json::from_slice(&write_body("gpt-x", &req, &params, stream).expect("serializes")).expect("valid JSON");
-                assert_eq!(written, build_body("gpt-x", &req, &params, stream), "{params:?} stream={stream}");
+                for kind in [ProviderKind::OpenAi, ProviderKind::OpenAiCompatible] {
+                    for req in [&req, &req2] {
+                        let (mut u1, mut u2) = (Unsupported::default(), Unsupported::default());
+                        let bytes = write_body("gpt-x", req, &params, stream, kind, &mut u1).expect("serializes");
+                        let written: Value = serde_json::from_slice(&bytes).expect("valid JSON");
+                        assert_eq!(written, build_body("gpt-x", req, &params, stream, kind, &mut u2).unwrap(), "{params:?} stream={stream}");
+                        assert_eq!(u1, u2);
+                        // Each key once.
+                        let text = String::from_utf8(bytes).unwrap();
+                        assert_eq!(text.matches("\"model\"").count(), 1, "{text}");
+                    }
+                }
             }
         }
     }
@@ -430,12 +631,17 @@ mod tests {
             messages: vec![Message::text("system", "be brief"), Message::text("user", "hi")],
             params: Params::default(),
         };
-        let b = build_body("gpt-x", &req, &params, true);
+        params.extra.insert("thinking".into(), json!({"type": "enabled"}));
+        let mut u = Unsupported::default();
+        let b = build_body("gpt-x", &req, &params, true, ProviderKind::OpenAi, &mut u).unwrap();
+        assert_eq!(u.0, ["thinking"], "OpenAI refuses unknown keys");
+        assert!(b.get("thinking").is_none());
         assert_eq!(b["model"], "gpt-x");
         assert_eq!(b["messages"][0], json!({"role": "system", "content": "be brief"}));
         assert_eq!(b["messages"][1]["content"], "hi");
         assert_eq!(b["temperature"], 0.2);
-        assert_eq!(b["max_tokens"], 50);
+        assert_eq!(b["max_completion_tokens"], 50);
+        assert!(b.get("max_tokens").is_none());
         assert_eq!(b["top_p"], 0.9);
         assert_eq!(b["stop"], json!(["END"]));
         assert_eq!(b["tools"][0]["function"]["name"], "f");
@@ -444,19 +650,34 @@ mod tests {
         assert_eq!(b["seed"], 7);
         assert_eq!(b["stream"], true);
         assert_eq!(b["stream_options"], json!({"include_usage": true}));
-        let plain = build_body("gpt-x", &req, &Params::default(), false);
+        let mut u = Unsupported::default();
+        let plain = build_body("gpt-x", &req, &Params::default(), false, ProviderKind::OpenAi, &mut u).unwrap();
         assert!(plain.get("stream").is_none() && plain.get("temperature").is_none() && plain.get("stop").is_none());
+        // Compatible hosts: `max_tokens` as is, and their own keys pass.
+        let mut u = Unsupported::default();
+        let compat = build_body("m", &req, &params, false, ProviderKind::OpenAiCompatible, &mut u).unwrap();
+        assert_eq!((compat["max_tokens"].clone(), compat["thinking"].clone()), (json!(50), json!({"type": "enabled"})));
+        assert!(u.is_empty());
+        let mut u = Unsupported::default();
+        let bad = Params { response_format: Some(json!("yaml")), ..Default::default() };
+        assert!(build_body("m", &req, &bad, false, ProviderKind::OpenAi, &mut u).is_err());
     }
 
     #[test]
-    fn response_format_shapes() {
-        assert_eq!(response_format(&json!("json")), Some(json!({"type": "json_object"})));
-        assert_eq!(response_format(&json!({"type": "json_object"})), Some(json!({"type": "json_object"})));
+    fn response_format_shapes_and_urls() {
+        let wire = |v: Value| response_format(&format::response_format(&v).unwrap());
+        assert_eq!(wire(json!("json")), json!({"type": "json_object"}));
+        assert_eq!(wire(json!({"type": "json_object"})), json!({"type": "json_object"}));
+        // A plain schema, `type: object` included, is wrapped (the documented form).
         let schema = json!({"type": "object", "properties": {}});
-        // An object with "type" is taken as an OpenAI response_format as is.
-        assert_eq!(response_format(&schema), Some(schema.clone()));
-        let bare = json!({"properties": {"a": {"type": "string"}}});
-        assert_eq!(response_format(&bare).unwrap()["type"], "json_schema");
+        assert_eq!(wire(schema.clone()), json!({"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}));
+        let oa = json!({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}, "strict": true}});
+        assert_eq!(wire(oa.clone()), oa);
+        for base in ["https://api.openai.com", "https://api.openai.com/", "https://api.openai.com/v1", "https://api.openai.com/v1/chat/completions"] {
+            assert_eq!(chat_url(base), "https://api.openai.com/v1/chat/completions", "{base}");
+        }
+        assert_eq!(chat_url("https://h/api/v3/"), "https://h/api/v3/chat/completions");
+        assert_eq!(models_url("http://127.0.0.1:8000"), "http://127.0.0.1:8000/v1/models");
     }
 
     #[test]
@@ -471,13 +692,50 @@ mod tests {
         });
         let r = parse_response(&v, &ctx).unwrap();
         assert_eq!(r.content, "");
-        assert_eq!(r.tool_calls, vec![ToolCall { id: "call_1".into(), name: "get".into(), arguments: "{\"q\":1}".into() }]);
+        assert_eq!(r.tool_calls, vec![ToolCall { id: "call_1".into(), name: "get".into(), arguments: "{\"q\":1}".into(), extra_content: None }]);
         assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
-        assert_eq!(r.usage, Usage { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 });
+        assert_eq!(r.usage, Usage::new(5, 3));
         assert_eq!(r.request_id.as_deref(), Some("chatcmpl-1"));
         let filtered = json!({"choices": [{"finish_reason": "content_filter", "message": {"content": ""}}]});
         assert_eq!(parse_response(&filtered, &ctx).unwrap_err().kind, ErrorKind::ContentFiltered);
         assert_eq!(parse_response(&json!({"choices": []}), &ctx).unwrap_err().kind, ErrorKind::InvalidResponse);
+        // A refusal is not an empty success.
+        let refused = json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": null, "refusal": "I can't help with that."}}]});
+        let e = parse_response(&refused, &ctx).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ContentFiltered);
+        assert!(e.message.contains("I can't help with that."), "{}", e.message);
+        assert_eq!(parse_body(refused.to_string().as_bytes(), &ctx).unwrap_err().kind, ErrorKind::ContentFiltered);
+        // Usage details, on both paths.
+        let detailed = json!({"choices": [{"message": {"content": "x", "refusal": null}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+                "prompt_tokens_details": {"cached_tokens": 64, "cache_write_tokens": 8, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 30, "audio_tokens": null}}});
+        let want = Usage { prompt_tokens: 100, completion_tokens: 50, total_tokens: 150, cached_tokens: 64, cache_creation_tokens: 8, reasoning_tokens: 30 };
+        assert_eq!(parse_response(&detailed, &ctx).unwrap().usage, want);
+        assert_eq!(parse_body(detailed.to_string().as_bytes(), &ctx).unwrap().usage, want);
+        // Gemini's compatible endpoint puts thought signatures on tool calls: kept.
+        let sig = json!({"choices": [{"message": {"tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"},
+            "extra_content": {"google": {"thought_signature": "S"}}}]}}]});
+        assert_eq!(parse_response(&sig, &ctx).unwrap().tool_calls[0].extra_content, Some(json!({"google": {"thought_signature": "S"}})));
+    }
+
+    #[test]
+    fn streamed_refusal_is_content_filtered() {
+        let s = Secret::none();
+        let ctx = ErrCtx { label: "openai/m", secret: &s };
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        let mut last = Ok(());
+        for data in [
+            r#"{"choices":[{"delta":{"role":"assistant","content":null,"refusal":""}}]}"#,
+            r#"{"choices":[{"delta":{"refusal":"I can't"}}]}"#,
+            r#"{"choices":[{"delta":{"refusal":" help."}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+        ] {
+            last = d.on_event(SseEvent { event: "message".into(), data: data.into() }, &mut out, &ctx);
+        }
+        assert!(matches!(last, Err(DecodeError::Provider(ref e)) if e.kind == ErrorKind::ContentFiltered && e.message.contains("I can't help.")));
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -503,7 +761,7 @@ mod tests {
             out[2],
             StreamEvent::Done {
                 finish_reason: Some("stop".into()),
-                usage: Some(Usage { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 }),
+                usage: Some(Usage::new(2, 1)),
                 model: Some("gpt-x".into()),
                 request_id: Some("c1".into()),
             }

@@ -109,7 +109,9 @@ impl Driver {
             }
             if let Some(mut e) = self.pending_err.take() {
                 self.state = State::Dead;
-                if e.kind == ErrorKind::StreamInterrupted || (e.kind == ErrorKind::ContentFiltered && self.got_delta) {
+                // A refusal or safety block mid-stream carries the text delivered before it
+                // (empty when it came first), as a cut stream does.
+                if e.kind == ErrorKind::StreamInterrupted || e.kind == ErrorKind::ContentFiltered {
                     e.partial = Some(self.partial.clone());
                 }
                 if e.request_id.is_none() {
@@ -301,6 +303,7 @@ mod tests {
             api_version: None,
             probe: ProbeMode::Models,
             http_version: Default::default(),
+            unsupported_params: Default::default(),
             source: None,
         };
         StreamSetup { model: Arc::new(model), label: "openai/m".into(), started: Instant::now(), timeouts, request_id: Some("hdr".into()) }

@@ -244,7 +244,22 @@ pub fn set_param(p: &mut Params, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()
         }
         "tools" => p.tools = Some(py_to_json_at(v, key)?),
         "tool_choice" | "function_calling" => p.tool_choice = Some(py_to_json_at(v, key)?),
-        "response_format" => p.response_format = Some(py_to_json_at(v, key)?),
+        "response_format" => {
+            let rf = py_to_json_at(v, key)?;
+            if !(rf.is_string() || rf.is_object()) {
+                return Err(bad("a string (\"text\", \"json\") or a dict (a JSON schema or an OpenAI response_format)"));
+            }
+            crate::provider::format::response_format(&rf).map_err(PyValueError::new_err)?;
+            p.response_format = Some(rf);
+        }
+        // Provider-scoped extras: sent unchanged to that provider only.
+        "openai" | "openai_compatible" | "anthropic" | "gemini" => {
+            let scoped = py_to_json_at(v, key)?;
+            if !scoped.is_object() {
+                return Err(bad(&format!("a dict of {key} request fields (sent to {key} models only)")));
+            }
+            p.extra.insert(key.to_string(), scoped);
+        }
         _ => {
             p.extra.insert(key.to_string(), py_to_json_at(v, key)?);
         }

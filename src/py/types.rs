@@ -83,7 +83,9 @@ impl PyAttempt {
     }
 }
 
-/// Token usage.
+/// Token usage. `prompt_tokens` counts every input token and `completion_tokens` every output
+/// token (reasoning included); `cached_tokens`, `cache_creation_tokens` and `reasoning_tokens`
+/// are parts of those (0 when the provider did not report them).
 #[pyclass(frozen, name = "Usage", module = "echelon._core")]
 pub struct PyUsage {
     #[pyo3(get)]
@@ -92,24 +94,43 @@ pub struct PyUsage {
     completion_tokens: u32,
     #[pyo3(get)]
     total_tokens: u32,
+    #[pyo3(get)]
+    cached_tokens: u32,
+    #[pyo3(get)]
+    cache_creation_tokens: u32,
+    #[pyo3(get)]
+    reasoning_tokens: u32,
 }
 
 impl From<Usage> for PyUsage {
     fn from(u: Usage) -> Self {
-        Self { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            cached_tokens: u.cached_tokens,
+            cache_creation_tokens: u.cache_creation_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+        }
     }
 }
 
 #[pymethods]
 impl PyUsage {
     fn __repr__(&self) -> String {
-        format!("Usage(prompt_tokens={}, completion_tokens={}, total_tokens={})", self.prompt_tokens, self.completion_tokens, self.total_tokens)
+        format!(
+            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={}, cached_tokens={}, cache_creation_tokens={}, reasoning_tokens={})",
+            self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_tokens, self.cache_creation_tokens, self.reasoning_tokens
+        )
     }
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         d.set_item("prompt_tokens", self.prompt_tokens)?;
         d.set_item("completion_tokens", self.completion_tokens)?;
         d.set_item("total_tokens", self.total_tokens)?;
+        d.set_item("cached_tokens", self.cached_tokens)?;
+        d.set_item("cache_creation_tokens", self.cache_creation_tokens)?;
+        d.set_item("reasoning_tokens", self.reasoning_tokens)?;
         Ok(d)
     }
 }
@@ -125,6 +146,11 @@ fn tool_calls_py<'py>(py: Python<'py>, calls: &[ToolCall]) -> PyResult<Bound<'py
             f.set_item("name", &c.name)?;
             f.set_item("arguments", &c.arguments)?;
             d.set_item("function", f)?;
+            // What the provider needs back with this call next turn (thought signatures,
+            // thinking blocks): echo the dict in the assistant message as it is.
+            if let Some(x) = &c.extra_content {
+                d.set_item("extra_content", json_to_py(py, x)?)?;
+            }
             Ok(d)
         })
         .collect::<PyResult<Vec<_>>>()?;
@@ -149,7 +175,10 @@ impl PyResponse {
     fn content(&self) -> &str {
         &self.inner.content
     }
-    /// OpenAI-shape tool calls: `[{"id", "type": "function", "function": {"name", "arguments"}}]`.
+    /// OpenAI-shape tool calls: `[{"id", "type": "function", "function": {"name", "arguments"}}]`,
+    /// plus `"extra_content"` when the provider needs something back with the call on the
+    /// next turn (Gemini thought signatures, Anthropic thinking blocks). Put the list in the
+    /// assistant message unchanged.
     #[getter]
     fn tool_calls<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         tool_calls_py(py, &self.inner.tool_calls)

@@ -283,6 +283,7 @@ pub fn model(kind: ProviderKind, base: &str, key: Secret) -> ModelConfig {
         api_version: None,
         probe: ProbeMode::Models,
         http_version: Default::default(),
+        unsupported_params: Default::default(),
         source: None,
     }
 }

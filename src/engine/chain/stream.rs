@@ -185,6 +185,18 @@ fn merge_tool_call(calls: &mut Vec<ToolCall>, delta: &serde_json::Value) {
             call.arguments.push_str(a);
         }
     }
+    // What the provider needs back with this call next turn (a thought signature, thinking
+    // blocks): kept whole, merged per provider key if it comes in several fragments.
+    if let Some(extra) = delta.get("extra_content").filter(|v| !v.is_null()) {
+        match (&mut call.extra_content, extra) {
+            (Some(serde_json::Value::Object(have)), serde_json::Value::Object(more)) => {
+                for (k, v) in more {
+                    have.insert(k.clone(), v.clone());
+                }
+            }
+            (slot, v) => *slot = Some(v.clone()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +216,17 @@ mod tests {
         merge_tool_call(&mut calls, &json!({"index": 1u64 << 62, "id": "x"}));
         merge_tool_call(&mut calls, &json!({"index": u64::MAX}));
         assert_eq!(calls.len(), 2);
+    }
+
+    #[test]
+    fn what_a_call_must_send_back_is_kept_from_its_fragments() {
+        let mut calls = Vec::new();
+        merge_tool_call(&mut calls, &json!({"index": 0, "id": "c1", "function": {"name": "f"}, "extra_content": {"google": {"thought_signature": "sig"}}}));
+        merge_tool_call(&mut calls, &json!({"index": 0, "function": {"arguments": "{}"}}));
+        merge_tool_call(&mut calls, &json!({"index": 0, "extra_content": {"anthropic": {"thinking_blocks": []}}}));
+        assert_eq!(
+            calls[0].extra_content,
+            Some(json!({"google": {"thought_signature": "sig"}, "anthropic": {"thinking_blocks": []}}))
+        );
     }
 }
