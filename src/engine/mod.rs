@@ -10,3 +10,6 @@ pub mod pool;
 pub mod router;
 pub mod schedule;
 pub mod selector;
+
+#[cfg(all(test, not(echelon_loom)))]
+mod tests;

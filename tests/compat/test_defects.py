@@ -23,9 +23,18 @@ from echelon.compat import (
 from echelon.compat.wrappers import PollingPoolWrapper
 
 
-def test_d01_every_module_imports() -> None:
-    import echelon.compat.polling_pool  # noqa: F401
-    import echelon.compat.wrappers.task_group_wrapper  # noqa: F401
+def test_d01_every_module_imports_and_exports_what_it_lists() -> None:
+    import importlib
+    import pkgutil
+
+    import echelon.compat as compat
+
+    names = [m.name for m in pkgutil.walk_packages(compat.__path__, "echelon.compat.")]
+    assert "echelon.compat.polling_pool" in names and "echelon.compat.wrappers.task_group_wrapper" in names
+    for name in names:
+        module = importlib.import_module(name)
+        for public in getattr(module, "__all__", []):
+            assert hasattr(module, public), f"{name}.__all__ lists {public!r}, which it does not define"
 
 
 def test_d02_fallback_manager_constructs_without_arguments() -> None:
