@@ -460,3 +460,50 @@ async def test_an_engine_panic_reaches_python_as_internal_error_and_is_logged(ca
         await asyncio.wait_for(fut, BOUND)
     assert "group:g" in str(ei.value)
     assert completer.pending_count() == 0
+
+
+async def test_a_pool_rate_limit_admits_callers_in_order_at_its_rate_and_refuses_what_cannot_fit(mock):
+    cfg = mock_config(mock.openai_base_url)
+    cfg["pools"]["p"]["rate_limiting"] = {"algorithm": "sliding_window", "sliding_window": {"window_size": 0.5, "max_requests": 4}}
+    cfg["pools"]["p"]["performance"] = {"queue_size": 6}
+    order: List[int] = []
+    async with Router.from_dict(cfg) as router:
+        async def call(n: int) -> Any:
+            r = await router.chat(f"hi {n}", pool="p", timeout=5)
+            order.append(n)
+            return r
+
+        tasks = []
+        for n in range(14):
+            tasks.append(asyncio.ensure_future(call(n)))
+            await asyncio.sleep(0.002)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+        served = [n for n, r in enumerate(results) if isinstance(r, echelon.Response)]
+        full = [n for n, r in enumerate(results) if isinstance(r, echelon.PoolExhausted)]
+        # 4 go at once, 6 wait in line (served as the window slides), 4 find the line full.
+        assert (len(served), len(full)) == (10, 4), [type(r).__name__ for r in results]
+        assert served == list(range(10)) and full == list(range(10, 14))
+        assert order[4:] == sorted(order[4:]), "the ones that waited were served first come, first served"
+        st = router.pool("p").status()
+        assert st["queue_length"] == 0
+        assert st["concurrency_status"]["rate_limit"]["algorithm"] == "sliding_window"
+    assert requests(mock, "m-a") + requests(mock, "m-b") == 10
+
+
+async def test_closing_a_stream_ends_a_read_in_progress_and_happens_even_if_the_close_is_cancelled(mock):
+    mock.script("m-a", {"chunks": 10, "chunk_delay_ms": 400})
+    cfg = base(mock, {"g": {"echelon1": {"models": ["m-a"], "priority": 1}}})
+    async with Router.from_dict(cfg) as router:
+        s = router.stream("hi", group="g")
+        await asyncio.wait_for(s.__anext__(), BOUND)
+        reader = asyncio.ensure_future(s.__anext__())  # waits for a slow chunk
+        await asyncio.sleep(0.02)
+        closing = asyncio.ensure_future(s.aclose())
+        await asyncio.sleep(0)
+        closing.cancel()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(reader, BOUND)
+        assert await eventually(lambda: instance(router, "g", "g.echelon1_m-a")["in_flight"] == 0)
+        assert await eventually(lambda: mock.counters("m-a")["client_disconnects"] == 1)
+        with pytest.raises(StopAsyncIteration):
+            await s.__anext__()

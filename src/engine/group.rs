@@ -14,8 +14,11 @@ use crate::engine::selector::Selector;
 
 /// One echelon of a group: its config and the selector over its instances.
 pub struct Echelon {
+    /// The group it belongs to.
     pub group: String,
+    /// Its configuration.
     pub config: EchelonConfig,
+    /// Selection among its instances.
     pub selector: Arc<Selector>,
     /// Model references that resolved nowhere (reported at call time).
     pub unresolved: Vec<String>,
@@ -31,9 +34,13 @@ impl Echelon {
 /// One entry of a group's fallback history.
 #[derive(Clone, Debug, Serialize)]
 pub struct HistoryEntry {
+    /// The reference the call named (`group`, `group.echelon`).
     pub target: String,
+    /// Whether it succeeded.
     pub success: bool,
+    /// `"kind: message"` of its error, if it failed.
     pub error: Option<String>,
+    /// When it ended.
     pub timestamp: SystemTime,
     /// Attempts the call took.
     pub attempts: usize,
@@ -45,7 +52,9 @@ const HISTORY_CAP: usize = 100;
 
 /// A task group.
 pub struct Group {
+    /// Its name.
     pub name: String,
+    /// Its configuration.
     pub config: GroupConfig,
     /// Echelons in trial order (ascending priority, ties in file order).
     pub echelons: Vec<Arc<Echelon>>,
@@ -55,13 +64,17 @@ pub struct Group {
 /// Breaker status of one instance of a group (the original keys).
 #[derive(Clone, Debug, Serialize)]
 pub struct BreakerStatus {
+    /// The instance id.
     pub instance: String,
+    /// Its echelon.
     pub echelon: String,
+    /// Its breaker's state and counters.
     #[serde(flatten)]
     pub breaker: BreakerSnapshot,
 }
 
 impl Group {
+    /// A group over `echelons` (in trial order).
     pub fn new(config: GroupConfig, echelons: Vec<Arc<Echelon>>) -> Self {
         Self { name: config.name.clone(), config, echelons, history: Mutex::new(VecDeque::new()) }
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The routing engine, composed from the state layer (`crate::state`) and the providers:
 //! instances and the leases taken on them, selection among instances, polling pools, task
 //! groups, the fallback chain, and the router that swaps whole engines on reload.

@@ -32,8 +32,11 @@ pub struct PoolStats {
 /// Snapshot of [`PoolStats`].
 #[derive(Clone, Debug, Serialize)]
 pub struct PoolStatsSnapshot {
+    /// Calls counted (streams when they end).
     pub total_requests: u64,
+    /// Of those, successes.
     pub successful_requests: u64,
+    /// Of those, failures.
     pub failed_requests: u64,
     /// Mean latency of successful requests, seconds.
     pub avg_response_time: f64,
@@ -65,21 +68,35 @@ impl PoolStats {
 /// Pool status (the original keys plus per-instance detail).
 #[derive(Clone, Debug, Serialize)]
 pub struct PoolStatus {
+    /// The pool's name.
     pub name: String,
+    /// Its rotation strategy.
     pub rotation_strategy: &'static str,
+    /// Instances in the pool.
     pub total_instances: usize,
+    /// Of those, healthy.
     pub healthy_instances: usize,
+    /// Of those, degraded (closed breaker, recent failures).
     pub degraded_instances: usize,
+    /// Of those, unhealthy (breaker open).
     pub unhealthy_instances: usize,
+    /// Of those, failed (rejected key or unknown model).
     pub failed_instances: usize,
+    /// Of those, recovering (half-open: probes only).
     pub recovering_instances: usize,
+    /// Requests in flight on its instances.
     pub in_flight: u32,
+    /// Calls waiting in the pool (for admission or for an instance).
     pub queue_length: u32,
+    /// How many calls may wait.
     pub queue_size: u32,
+    /// The pool-wide concurrency cap (0: none).
     pub max_concurrent_requests: u32,
+    /// Calls through the pool.
     pub stats: PoolStatsSnapshot,
     /// The original's `concurrency_status`: the pool-wide concurrency cap and rate limit.
     pub concurrency_status: ConcurrencyStatus,
+    /// Every instance.
     pub instances: Vec<InstanceSnapshot>,
 }
 

@@ -97,9 +97,13 @@ pub struct CallOptions {
 
 /// The built engine for one configuration. Immutable; a reload builds a new one.
 pub struct Engine {
+    /// The configuration it was built from.
     pub config: Arc<Config>,
+    /// Every instance of every group, by id.
     pub instances: BTreeMap<String, Arc<Instance>>,
+    /// Every group, by name.
     pub groups: BTreeMap<String, Arc<Group>>,
+    /// Every pool, by name.
     pub pools: BTreeMap<String, Arc<Pool>>,
     direct: Mutex<HashMap<String, Arc<Selector>>>,
     direct_stats: Arc<PoolStats>,
@@ -635,18 +639,26 @@ pub struct RouterStatus {
 /// Status of one group.
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupStatus {
+    /// The group's name.
     pub name: String,
+    /// Its fallback strategy.
     pub fallback_strategy: &'static str,
+    /// Its echelons in trial order.
     pub echelons: Vec<EchelonStatus>,
 }
 
 /// Status of one echelon.
 #[derive(Clone, Debug, Serialize)]
 pub struct EchelonStatus {
+    /// The echelon's name.
     pub name: String,
+    /// Its priority (lower first).
     pub priority: u32,
+    /// Calls waiting at it.
     pub queue_length: u32,
+    /// Its instances.
     pub instances: Vec<crate::engine::instance::InstanceSnapshot>,
+    /// Model names it lists that resolved nowhere.
     pub unresolved_models: Vec<String>,
 }
 

@@ -103,7 +103,12 @@ impl Blocked {
 /// What a selection produced.
 pub enum Pick {
     /// A lease on the instance at `index` of the selector's list.
-    Leased { lease: Lease, index: usize },
+    Leased {
+        /// The lease.
+        lease: Lease,
+        /// Its instance's index in the selector's list.
+        index: usize,
+    },
     /// Nothing could take the request now.
     Blocked(Blocked),
 }

@@ -230,6 +230,7 @@ impl PyRouter {
         Ok(PyStream {
             state: Arc::new(AsyncMutex::new(StreamState::Pending { router: self.inner.clone(), route, req, opts })),
             label,
+            closed: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -356,6 +357,9 @@ pub struct PyStream {
     state: Arc<AsyncMutex<StreamState>>,
     /// The route, for the message of an internal error.
     label: Arc<str>,
+    /// Cancelled by `aclose`/`close`: ends a read in progress at once, so closing never waits
+    /// for a slow provider's next chunk.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 #[pymethods]
@@ -369,59 +373,80 @@ impl PyStream {
     fn next_via(&self, py: Python<'_>, completer: &Bound<'_, Completer>) -> PyResult<(Py<PyAny>, u64)> {
         let state = self.state.clone();
         let label = self.label.clone();
+        let closed = self.closed.clone();
         completer.get().spawn(py, async move {
-            let mut guard = state.lock().await;
-            if let StreamState::Pending { .. } = &*guard {
-                let StreamState::Pending { router, route, req, opts } = std::mem::replace(&mut *guard, StreamState::Done) else {
-                    unreachable!()
-                };
-                *guard = StreamState::Opening(Box::pin(async move { router.run(route.as_ref(), &req, &opts, true).await }));
-            }
-            if let StreamState::Opening(opening) = &mut *guard {
-                match opening.as_mut().await {
-                    Ok(Walked::Stream(s)) => *guard = StreamState::Open(s),
-                    Ok(Walked::Chat(_)) => {
-                        *guard = StreamState::Done;
-                        return Outcome::Failure("internal: chat result for a stream".into());
-                    }
-                    Err(e) => {
-                        *guard = StreamState::Done;
-                        return Outcome::Chunk(Err(e));
-                    }
-                }
-            }
-            let StreamState::Open(s) = &mut *guard else {
-                return Outcome::Chunk(Ok(None));
-            };
-            let item = match AssertUnwindSafe(s.next()).catch_unwind().await {
-                Ok(item) => item,
-                Err(panic) => Some(Err(crate::engine::router::internal_error(&label, panic.as_ref()))),
-            };
-            if !matches!(item, Some(Ok(StreamChunk::Delta { .. }))) {
-                *guard = StreamState::Done;
-            }
-            match item {
-                Some(Ok(chunk)) => Outcome::Chunk(Ok(Some(chunk))),
-                Some(Err(e)) => Outcome::Chunk(Err(e)),
-                None => Outcome::Chunk(Ok(None)),
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => Outcome::Chunk(Ok(None)),
+                out = Self::read_next(state, label) => out,
             }
         })
     }
 
-    /// Abort the stream: the upstream request is cancelled and the slot freed. Delivers
-    /// `None` through `completer` once done (it waits for a `next_via` in progress).
+    /// Abort the stream: a read in progress ends at once, the upstream request is cancelled
+    /// and the slot freed. Delivers `None` through `completer` once done. Closing happens even
+    /// if the caller stops awaiting it (it runs as its own task).
     fn aclose_via(&self, py: Python<'_>, completer: &Bound<'_, Completer>) -> PyResult<(Py<PyAny>, u64)> {
-        let state = self.state.clone();
+        let done = self.shut();
         completer.get().spawn(py, async move {
-            *state.lock().await = StreamState::Done;
+            let _ = done.await;
             Outcome::convert(|py| Ok(py.None()))
         })
     }
 
-    /// Abort without awaiting (used by `__del__`/sync code): drops the upstream if idle.
+    /// Abort without awaiting (used by `__del__`/sync code).
     fn close(&self) {
-        if let Ok(mut g) = self.state.try_lock() {
-            *g = StreamState::Done;
+        drop(self.shut());
+    }
+}
+
+impl PyStream {
+    /// End a read in progress and drop the stream (aborting the upstream request and freeing
+    /// its slot) in a task of its own, so a cancelled `aclose` still closes.
+    fn shut(&self) -> tokio::task::JoinHandle<()> {
+        self.closed.cancel();
+        let state = self.state.clone();
+        crate::runtime::get().spawn(async move {
+            *state.lock().await = StreamState::Done;
+        })
+    }
+
+    /// Route (on the first read) and read the next chunk: the body of [`PyStream::next_via`].
+    async fn read_next(state: Arc<AsyncMutex<StreamState>>, label: Arc<str>) -> Outcome {
+        let mut guard = state.lock().await;
+        if let StreamState::Pending { .. } = &*guard {
+            let StreamState::Pending { router, route, req, opts } = std::mem::replace(&mut *guard, StreamState::Done) else {
+                unreachable!()
+            };
+            *guard = StreamState::Opening(Box::pin(async move { router.run(route.as_ref(), &req, &opts, true).await }));
+        }
+        if let StreamState::Opening(opening) = &mut *guard {
+            match opening.as_mut().await {
+                Ok(Walked::Stream(s)) => *guard = StreamState::Open(s),
+                Ok(Walked::Chat(_)) => {
+                    *guard = StreamState::Done;
+                    return Outcome::Failure("internal: chat result for a stream".into());
+                }
+                Err(e) => {
+                    *guard = StreamState::Done;
+                    return Outcome::Chunk(Err(e));
+                }
+            }
+        }
+        let StreamState::Open(s) = &mut *guard else {
+            return Outcome::Chunk(Ok(None));
+        };
+        let item = match AssertUnwindSafe(s.next()).catch_unwind().await {
+            Ok(item) => item,
+            Err(panic) => Some(Err(crate::engine::router::internal_error(&label, panic.as_ref()))),
+        };
+        if !matches!(item, Some(Ok(StreamChunk::Delta { .. }))) {
+            *guard = StreamState::Done;
+        }
+        match item {
+            Some(Ok(chunk)) => Outcome::Chunk(Ok(Some(chunk))),
+            Some(Err(e)) => Outcome::Chunk(Err(e)),
+            None => Outcome::Chunk(Ok(None)),
         }
     }
 }

@@ -21,7 +21,12 @@ pub type FinishHook = Box<dyn FnOnce(Result<&ChatResponse, &Error>) + Send>;
 #[derive(Clone, Debug)]
 pub enum StreamChunk {
     /// Incremental text (and/or a tool-call fragment).
-    Delta { text: String, tool_call: Option<serde_json::Value> },
+    Delta {
+        /// The text of this delta (may be empty for a tool-call fragment).
+        text: String,
+        /// An OpenAI-shape tool-call fragment, when the delta carries one.
+        tool_call: Option<serde_json::Value>,
+    },
     /// The stream ended normally: the whole response (content, usage, trace).
     Final(ChatResponse),
 }
