@@ -466,24 +466,26 @@ async def test_a_pool_rate_limit_admits_callers_in_order_at_its_rate_and_refuses
     cfg = mock_config(mock.openai_base_url)
     cfg["pools"]["p"]["rate_limiting"] = {"algorithm": "sliding_window", "sliding_window": {"window_size": 0.5, "max_requests": 4}}
     cfg["pools"]["p"]["performance"] = {"queue_size": 6}
-    order: List[int] = []
+    started: Dict[int, float] = {}
     async with Router.from_dict(cfg) as router:
         async def call(n: int) -> Any:
-            r = await router.chat(f"hi {n}", pool="p", timeout=5)
-            order.append(n)
-            return r
+            started[n] = time.monotonic()
+            return await router.chat(f"hi {n}", pool="p", timeout=5)
 
         tasks = []
         for n in range(14):
             tasks.append(asyncio.ensure_future(call(n)))
-            await asyncio.sleep(0.002)
+            # The first four are spread out, so the window frees one place at a time.
+            await asyncio.sleep(0.06 if n < 4 else 0.002)
         results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
         served = [n for n, r in enumerate(results) if isinstance(r, echelon.Response)]
         full = [n for n, r in enumerate(results) if isinstance(r, echelon.PoolExhausted)]
         # 4 go at once, 6 wait in line (served as the window slides), 4 find the line full.
         assert (len(served), len(full)) == (10, 4), [type(r).__name__ for r in results]
         assert served == list(range(10)) and full == list(range(10, 14))
-        assert order[4:] == sorted(order[4:]), "the ones that waited were served first come, first served"
+        # When each waiter got through: its call's start plus the wait before its attempt.
+        admitted = {n: started[n] + results[n].attempts[-1].started_after for n in range(4, 10)}
+        assert sorted(admitted, key=admitted.__getitem__) == list(range(4, 10)), "first come, first served"
         st = router.pool("p").status()
         assert st["queue_length"] == 0
         assert st["concurrency_status"]["rate_limit"]["algorithm"] == "sliding_window"
