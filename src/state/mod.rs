@@ -9,6 +9,7 @@
 pub mod breaker;
 pub mod health;
 pub mod limit;
+pub mod redis;
 pub mod stats;
 pub mod store;
 pub(crate) mod sync;
