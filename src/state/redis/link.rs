@@ -98,6 +98,12 @@ impl Link {
         self.state.load(Ordering::Acquire) == UP
     }
 
+    /// Whether the first connection attempt has ended (up or down): before it, limits hold
+    /// callers rather than guess a share.
+    pub fn is_known(&self) -> bool {
+        self.state.load(Ordering::Acquire) != UNKNOWN
+    }
+
     /// Whether a command connection is in place (it may be about to fail).
     pub(crate) fn connected(&self) -> bool {
         self.conn.load().is_some()

@@ -141,7 +141,8 @@ impl Shared {
         }
     }
 
-    /// The server is back: hand it what it must know, read what it knows.
+    /// The server is back but not in use yet: hand it what it must know (while each limit
+    /// still runs on its local share), read what it knows.
     async fn resync(&self, lost: bool) {
         let slots = self.slot_leases();
         let rates = self.rates();
@@ -152,6 +153,16 @@ impl Shared {
         let c = futures_util::future::join_all(breakers.into_iter().map(|s| s.sync()));
         let d = futures_util::future::join_all(cools.iter().map(|s| s.sync()));
         tokio::join!(a, b, c, d);
+    }
+
+    /// The server is in use again: limits drop their local share and lease, waiters look again.
+    fn back_up(&self) {
+        for s in self.slot_leases() {
+            s.back_up();
+        }
+        for r in self.rates() {
+            r.back_up();
+        }
         for (b, _) in self.maps.lock().breakers.values() {
             b.value.nudge();
         }
@@ -261,8 +272,9 @@ async fn supervise(weak: Weak<Shared>) {
         attempt = 0;
         let lost = boot.as_ref().is_some_and(|b| *b != now_boot);
         boot = Some(now_boot);
-        link.set_up(true, if lost { "reconnected; the server had lost its data, this process's state is published again" } else { "connected" });
         shared.resync(lost).await;
+        link.set_up(true, if lost { "reconnected; the server had lost its data, this process's state was published again" } else { "connected" });
+        shared.back_up();
         let listener = tokio::spawn(listen(Arc::downgrade(&shared), pubsub));
         drop(shared);
         // Heartbeat until the link fails (a command, the pub/sub stream) or the store closes.
@@ -286,6 +298,7 @@ async fn supervise(weak: Weak<Shared>) {
                     if let Some(s) = weak.upgrade() {
                         log::warn!("redis state: the server lost its data; publishing this process's state again");
                         s.resync(true).await;
+                        s.back_up();
                     }
                 }
                 Some(_) => {

@@ -193,6 +193,11 @@ impl SharedRate {
             return Ok(());
         }
         let mut st = self.st.lock();
+        if !self.link.is_known() {
+            // The first connection attempt is under way (bounded by connect_timeout): its
+            // outcome wakes the line.
+            return Err(self.link.cfg.connect_timeout);
+        }
         if !self.link.is_up() {
             let f = st.fallback.get_or_insert_with(|| self.local_limiter()).clone();
             drop(st);
@@ -355,7 +360,7 @@ impl SharedRate {
             let mut st = self.st.lock();
             let now = Instant::now();
             let mut absorb = 0u64;
-            if let Some(f) = st.fallback.take() {
+            if let Some(f) = st.fallback.clone() {
                 // What the local limiter holds as used: the window's units, or what a bucket
                 // has not refilled yet.
                 let s = f.status(now);
@@ -376,6 +381,13 @@ impl SharedRate {
         if absorb > 0 {
             self.adjust_cluster(absorb.min(i64::MAX as u64) as i64).await;
         }
+        self.wake();
+    }
+
+    /// The cluster is in use again: the local limiter goes (its usage was handed over by
+    /// [`SharedRate::resync`]), waiters look again.
+    pub fn back_up(&self) {
+        self.st.lock().fallback = None;
         self.wake();
     }
 

@@ -42,6 +42,9 @@ pub struct SlotLease {
     /// When it was last refused (millis since `epoch`): callers that find no slot meanwhile
     /// do not ask again.
     refused_at: AtomicU64,
+    /// Slots the cluster counts for this process (after a resync it can exceed the local
+    /// capacity: the excess goes back as those requests end).
+    registered: parking_lot::Mutex<u32>,
     me: Weak<SlotLease>,
     epoch: Instant,
 }
@@ -62,6 +65,7 @@ impl SlotLease {
                 contended_until: AtomicU64::new(0),
                 starved: AtomicBool::new(false),
                 refused_at: AtomicU64::new(0),
+                registered: parking_lot::Mutex::new(0),
                 me: me.clone(),
                 epoch: Instant::now(),
             });
@@ -69,7 +73,7 @@ impl SlotLease {
             ConcurrencyLimit::shared(max, l)
         });
         let lease = lease.expect("built above");
-        if !link.is_up() {
+        if link.is_known() && !link.is_up() {
             limit.cluster_set(lease.share());
         }
         (limit, lease)
@@ -142,6 +146,7 @@ impl SlotLease {
         match res {
             Ok((granted, _total)) => {
                 if granted > 0 && self.link.is_up() {
+                    *self.registered.lock() += granted;
                     limit.cluster_grant(granted);
                 }
                 let short = granted < want && limit.cluster_view().2 > 0;
@@ -170,14 +175,22 @@ impl SlotLease {
         if !self.link.is_up() || self.leasing.load(Ordering::Acquire) {
             return;
         }
-        let (cap, in_flight, _) = limit.cluster_view();
+        let (cap, _, _) = limit.cluster_view();
         let contended = self.contended_until.load(Ordering::Relaxed) > self.millis();
-        let spare = if contended { 0 } else { (in_flight / 4).max(1) };
-        let n = limit.cluster_trim(cap, spare);
-        if n == 0 {
-            return;
+        let spare = if contended { 0 } else { (limit.in_flight() / 4).max(1) };
+        limit.cluster_trim(cap, spare);
+        // Whatever the cluster counts beyond what is kept (the capacity, or more requests in
+        // flight than that after a resync) goes back.
+        let (cap, in_flight, _) = limit.cluster_view();
+        let n = {
+            let mut reg = self.registered.lock();
+            let n = reg.saturating_sub(cap.max(in_flight));
+            *reg -= n;
+            n
+        };
+        if n > 0 {
+            self.release(n).await;
         }
-        self.release(n).await;
     }
 
     async fn release(&self, n: u32) {
@@ -211,9 +224,21 @@ impl SlotLease {
         inv.key(&self.keys[0]).key(&self.keys[1]).key(&self.keys[2]);
         inv.arg(&self.link.proc_id).arg(in_flight).arg(self.max).arg(self.link.cfg.lease_time.as_millis() as u64).arg("1");
         inv.arg(&self.link.channel).arg(self.msg('w'));
-        if self.link.run::<(u32, u32)>(&inv).await.is_ok() {
-            limit.cluster_set(in_flight);
-            if waiting > 0 {
+        if let Ok((_, total)) = self.link.run::<(u32, u32)>(&inv).await {
+            // The requests in flight are registered whatever the limit (they are running);
+            // the local capacity is only what the limit leaves beside the others' slots.
+            let others = total.saturating_sub(in_flight);
+            *self.registered.lock() = in_flight;
+            limit.cluster_set(in_flight.min(self.max.saturating_sub(others)));
+        }
+        let _ = waiting;
+    }
+
+    /// The cluster is in use again: lease for whoever waits.
+    pub fn back_up(&self) {
+        if let Some(limit) = self.limit.upgrade() {
+            if limit.cluster_view().2 > 0 {
+                self.starved.store(false, Ordering::Relaxed);
                 self.ask();
             }
         }
@@ -228,13 +253,12 @@ impl SlotLease {
 
     /// Dropped from the store (a reload removed it): give every leased slot back.
     pub fn close(&self) {
-        let Some(limit) = self.limit.upgrade() else { return };
-        let (cap, _, _) = limit.cluster_view();
-        if cap == 0 || !self.link.is_up() {
+        let n = std::mem::take(&mut *self.registered.lock());
+        if n == 0 || !self.link.is_up() {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
-        self.link.rt.spawn(async move { me.release(cap).await });
+        self.link.rt.spawn(async move { me.release(n).await });
     }
 }
 
