@@ -147,8 +147,8 @@ async def run(args: argparse.Namespace, base: str, redis_port: int) -> Dict[str,
     idle_before = int(resp(redis_port, "INFO", "stats").split("total_commands_processed:")[1].split()[0])
     await asyncio.sleep(3)
     idle_after = int(resp(redis_port, "INFO", "stats").split("total_commands_processed:")[1].split()[0])
-    await memory.aclose()
-    await shared.aclose()
+    memory.close()
+    shared.close()
     return {
         "memory_rps": statistics.median(rates["memory"]),
         "redis_rps": statistics.median(rates["redis"]),

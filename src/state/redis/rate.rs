@@ -140,16 +140,18 @@ impl SharedRate {
     /// Slice size for a need of `need` units: recent demand over [`HORIZON`], at least the
     /// need, at most an eighth of the limit (so slices held elsewhere never strand much).
     fn chunk(&self, st: &State, need: u64) -> u64 {
-        let by_demand = (st.rate * HORIZON).ceil() as u64;
         let cap = (self.limit() / 8).max(1);
+        // Before demand is measured, a sixty-fourth of the limit (a first burst then costs a
+        // handful of leases, not one per request).
+        let by_demand = if st.rate > 0.0 { (st.rate * HORIZON).ceil() as u64 } else { self.limit() / 64 };
         by_demand.clamp(1, cap).max(need)
     }
 
     fn note_demand(st: &mut State, units: u64, now: Instant) {
         match st.demand_at {
-            Some(t) if now.saturating_duration_since(t) < Duration::from_millis(250) => st.demand_units += units,
+            Some(t) if now.saturating_duration_since(t) < Duration::from_millis(100) => st.demand_units += units,
             Some(t) => {
-                let dt = now.saturating_duration_since(t).as_secs_f64().max(0.25);
+                let dt = now.saturating_duration_since(t).as_secs_f64().max(0.1);
                 let r = st.demand_units as f64 / dt;
                 st.rate = if st.rate == 0.0 { r } else { 0.5 * st.rate + 0.5 * r };
                 st.demand_at = Some(now);

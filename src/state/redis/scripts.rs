@@ -70,7 +70,8 @@ for i = 7, #ARGV, 3 do
   local u = tonumber(redis.call('HGET', h, 'u' .. id))
   if u then
     local back = math.min(unused, u)
-    redis.call('HINCRBY', h, 't', -back)
+    -- `0 - x`, never `-x`: Lua formats a negated 0 as "-0", which HINCRBY refuses.
+    if back > 0 then redis.call('HINCRBY', h, 't', 0 - back) end
     if u - back <= 0 then
       redis.call('HDEL', h, 'u' .. id)
       redis.call('ZREM', z, id)
@@ -82,7 +83,7 @@ for i = 7, #ARGV, 3 do
 end
 local old = redis.call('ZRANGEBYSCORE', z, '-inf', now)
 for _, id in ipairs(old) do
-  redis.call('HINCRBY', h, 't', -tonumber(redis.call('HGET', h, 'u' .. id) or '0'))
+  redis.call('HINCRBY', h, 't', 0 - tonumber(redis.call('HGET', h, 'u' .. id) or '0'))
   redis.call('HDEL', h, 'u' .. id)
 end
 if #old > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
@@ -149,14 +150,14 @@ if delta > 0 then
   redis.call('PEXPIRE', z, per + 60000)
   redis.call('PEXPIRE', h, per + 60000)
 else
-  local back = -delta
+  local back = 0 - delta
   local ids = redis.call('ZRANGE', z, 0, -1)
   for _, id in ipairs(ids) do
     if back <= 0 then break end
     local u = tonumber(redis.call('HGET', h, 'u' .. id) or '0')
     local take = math.min(u, back)
     back = back - take
-    redis.call('HINCRBY', h, 't', -take)
+    redis.call('HINCRBY', h, 't', 0 - take)
     if u - take <= 0 then
       redis.call('HDEL', h, 'u' .. id)
       redis.call('ZREM', z, id)
