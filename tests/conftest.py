@@ -74,3 +74,145 @@ def model_counters(mock: MockProvider, model: str) -> Dict[str, Any]:
 def mock() -> Iterator[MockProvider]:
     with MockProvider() as m:
         yield m
+
+
+# ---- a real redis-server for the shared-state tests (tests/test_redis_*.py) ----
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import List, Optional
+
+
+def resp(port: int, *args: str, timeout: float = 5.0) -> Any:
+    """Send one command to the Redis on ``127.0.0.1:port`` (plain RESP) and return the reply:
+    str, int, None or a list."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        out = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        s.sendall(out.encode())
+        f = s.makefile("rb")
+
+        def read() -> Any:
+            line = f.readline().rstrip(b"\r\n")
+            kind, rest = line[:1], line[1:].decode()
+            if kind == b"+":
+                return rest
+            if kind == b"-":
+                raise RuntimeError(rest)
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                n = int(rest)
+                if n < 0:
+                    return None
+                data = f.read(n + 2)[:-2]
+                return data.decode()
+            if kind == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise RuntimeError(f"unexpected reply {line!r}")
+
+        return read()
+
+
+class RedisServer:
+    """``redis-server`` (the Debian package) on a loopback port, in a scratch directory, with
+    nothing persisted. The port is chosen by trying to start on it: a port that is taken
+    makes the server exit at once, and another is tried, so no port is ever probed and left
+    for someone else to take."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            # Never a skip: CI installs it (.ci/run); locally, `apt-get install redis-server`.
+            pytest.fail("redis-server is not installed: run `apt-get install -y redis-server` (.ci/run installs it)")
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="echelon-redis-")
+        self.proc: Optional[subprocess.Popen] = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def _spawn(self, port: int) -> bool:
+        args = [
+            self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", self.dir, "--enable-debug-command", "yes", "--protected-mode", "yes",
+            "--logfile", os.path.join(self.dir, f"redis-{port}.log"),
+        ]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False  # could not bind (taken): try another port
+            try:
+                if resp(port, "PING", timeout=0.5) == "PONG":
+                    self.proc, self.port = proc, port
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait(timeout=10)
+        return False
+
+    def start(self, port: Optional[int] = None) -> "RedisServer":
+        """Start on ``port`` (a restart on the same port: retried for a few seconds), or on a
+        random free loopback port."""
+        if port is not None:
+            for _ in range(50):
+                if self._spawn(port):
+                    return self
+                time.sleep(0.1)
+            pytest.fail(f"redis-server could not be restarted on port {port}")
+        for _ in range(30):
+            if self._spawn(random.randint(20000, 60000)):
+                return self
+        pytest.fail("redis-server did not start on any of 30 loopback ports")
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def restart(self) -> None:
+        port = self.port
+        self.stop()
+        self.start(port)
+
+    def cmd(self, *args: str) -> Any:
+        return resp(self.port, *args)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the whole test session (tests use distinct key prefixes)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop or restart it."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -211,6 +211,8 @@ class MockServer:
         """Install several scripts at once (all or nothing)."""
     def counters(self) -> Dict[str, Any]:
         """Totals and per-model counters (requests, faults, statuses, disconnects, …)."""
+    def request_log(self) -> List[List[Any]]:
+        """``[[unix_seconds, model], ...]``: when each chat request arrived, oldest first."""
     def reset(self, scripts: bool = False) -> None:
         """Zero the counters (and drop the scripts when ``scripts`` is true)."""
     def stop(self) -> None:

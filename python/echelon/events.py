@@ -14,6 +14,8 @@ type:
 - ``config_reloaded``: ``pools``, ``groups``, ``wrappers``
 - ``alert``: ``rule``, ``kind``, ``state`` (``"firing"``/``"resolved"``), ``value``, ``threshold``, ``scope``
 - ``events_dropped``: ``dropped`` (this subscriber's buffer was full; sent when space frees)
+- ``state_backend``: ``backend`` (``"redis"``), ``state`` (``"down"``: each process now uses its
+  own share of every limit; ``"up"``: reconnected and resynchronised), ``detail``
 
 Delivery never blocks a request: each subscriber has a bounded buffer, and events that do not
 fit are counted (``EventStream.dropped``, ``Router.events_dropped()``) instead of waited for.
@@ -46,6 +48,7 @@ EVENT_TYPES = (
     "config_reloaded",
     "alert",
     "events_dropped",
+    "state_backend",
 )
 
 Event = Dict[str, Any]

@@ -11,7 +11,8 @@ one port:
 * Health probes: ``GET /v1/models``, ``GET /v1beta/models``, ``HEAD /``, ``GET /health``
   (counted globally), ``GET /v1/models/{m}`` and ``GET /v1beta/models/{m}`` (counted for ``m``).
 * Control plane for a mock in another process: ``POST /_mock/script`` (``{model: script}``),
-  ``GET /_mock/counters``, ``POST /_mock/reset`` (``?scripts=1`` also drops the scripts).
+  ``GET /_mock/counters``, ``GET /_mock/log`` (when each chat request arrived),
+  ``POST /_mock/reset`` (``?scripts=1`` also drops the scripts).
 
 Answers are deterministic: ``"Hello from <model>. "`` then filler words (some non-ASCII) up to
 ``content_chars`` characters, streamed in ``chunks`` pieces. Usage: prompt tokens = characters of
@@ -75,7 +76,7 @@ import signal
 import sys
 import threading
 from types import TracebackType
-from typing import Any, Dict, Mapping, Optional, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
 
 from . import _core
 
@@ -210,6 +211,12 @@ class MockProvider:
     def scripts(self, scripts: Mapping[str, Script]) -> None:
         """Install several scripts at once (all or nothing)."""
         self._running().scripts(dict(scripts))
+
+    def request_log(self) -> List[Tuple[float, str]]:
+        """When each chat request arrived (Unix seconds, as ``time.time()``) and for which
+        model, oldest first: the last 100,000 requests since the start or the last
+        :meth:`reset`. Multi-process tests measure rates and reaction times against it."""
+        return [(float(t), str(m)) for t, m in self._running().request_log()]
 
     def counters(self, model: Optional[str] = None) -> Dict[str, Any]:
         """What the mock saw: the totals (with per-model counters under ``"models"``), or one

@@ -256,6 +256,25 @@ pub fn render_check(cfg: &Config) -> String {
         rate(&g.rate_limit)
     );
 
+    let st = &g.state;
+    match st.backend {
+        super::model::StateBackend::Memory => {
+            let _ = writeln!(out, "State: backend=memory (this process only)");
+        }
+        super::model::StateBackend::Redis => {
+            let _ = writeln!(
+                out,
+                "State: backend=redis url={} key_prefix={} timeout={} connect_timeout={} lease_time={} local_share={}",
+                st.masked_url(),
+                st.key_prefix,
+                secs(st.timeout),
+                secs(st.connect_timeout),
+                secs(st.lease_time),
+                st.local_share.map_or("auto (1 / processes alive)".to_string(), |x| x.to_string())
+            );
+        }
+    }
+
     if !g.alerts.is_empty() {
         let _ = writeln!(out, "\nAlerts (every {}):", secs(g.alert_interval));
         for a in &g.alerts {

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::layout::{Doc, GlobalKind};
 use super::model::*;
 use super::reader::{join, Loc, Sink, Tbl};
+use crate::secret::Secret;
 
 /// The task-name tiers the original treated as echelons.
 pub(crate) const TIERS: [&str; 5] = [
@@ -542,12 +543,63 @@ pub(crate) fn read_global(kind: GlobalKind, doc: &Doc, g: &mut GlobalConfig, sin
                     read_concurrency(cc);
                 }
                 super::wrappers::read_alerts(&mut t, g);
+                if let Some(st) = t.table("state") {
+                    g.state = read_state(st);
+                }
             }
             t.done();
         }
         GlobalKind::Concurrency => read_concurrency(t),
         GlobalKind::RateLimiting => g.rate_limit = read_rate_limit(t),
     }
+}
+
+/// `[state]`: the backend of shared state. The URL is a secret (it carries the password), so
+/// errors about it never show its value.
+fn read_state(mut t: Tbl<'_>) -> StateConfig {
+    let mut s = StateConfig::default();
+    if let Some(b) = t.choice("backend", &StateBackend::NAMES) {
+        s.backend = if b == "redis" { StateBackend::Redis } else { StateBackend::Memory };
+    }
+    let url = t.str("url");
+    if let Some(p) = t.str("key_prefix") {
+        if p.is_empty() || p.len() > 64 || !p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
+            t.err("key_prefix", Some(&Value::String(p)), "must be 1-64 characters of letters, digits, `-`, `_`, `.` or `:` (braces would break the keys' hash tags)");
+        } else {
+            s.key_prefix = p;
+        }
+    }
+    if let Some(d) = t.secs("timeout", 0.001, 60.0, false) {
+        s.timeout = d;
+    }
+    if let Some(d) = t.secs("connect_timeout", 0.001, 60.0, false) {
+        s.connect_timeout = d;
+    }
+    if let Some(d) = t.secs("lease_time", 0.5, 3600.0, false) {
+        s.lease_time = d;
+    }
+    if let Some(x) = t.num("local_share", 0.0, 1.0, true) {
+        s.local_share = Some(x);
+    }
+    match (s.backend, url) {
+        (StateBackend::Redis, None) => t.err("url", None, "required with backend = \"redis\" (redis://host:port or rediss://… for TLS)"),
+        (_, Some(u)) => {
+            let u = u.trim().to_string();
+            let shown = Value::String(mask_url_password(&u));
+            if u.is_empty() {
+                t.err("url", Some(&shown), "must not be empty (is an environment variable it uses unset?)");
+            } else if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                t.err("url", Some(&shown), "must start with redis:// or rediss:// (TLS)");
+            } else if let Err(e) = crate::state::redis::check_url(&u) {
+                t.err("url", Some(&shown), e);
+            } else {
+                s.url = Secret::new(u);
+            }
+        }
+        (StateBackend::Memory, None) => {}
+    }
+    t.done();
+    s
 }
 
 fn read_fallback_flat(t: &mut Tbl<'_>, g: &mut GlobalConfig) {

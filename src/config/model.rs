@@ -497,6 +497,97 @@ pub struct GlobalConfig {
     /// How often alert rules are evaluated (`alert_interval`, default 0.2 s).
     #[serde(serialize_with = "ser_secs")]
     pub alert_interval: Duration,
+    /// `[state]`: where breakers, limits and cooldowns live (this process, or Redis).
+    pub state: StateConfig,
+}
+
+/// Where shared mutable state lives (`[state] backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackend {
+    /// In this process only (the default).
+    Memory,
+    /// Shared by every process using the same Redis (or Valkey) and `key_prefix`.
+    Redis,
+}
+
+impl StateBackend {
+    /// The config spellings.
+    pub const NAMES: [&'static str; 2] = ["memory", "redis"];
+
+    /// `"memory"` or `"redis"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackend::Memory => "memory",
+            StateBackend::Redis => "redis",
+        }
+    }
+}
+
+/// `[state]` of `global.toml`: where breakers, rate and concurrency budgets and cooldowns live.
+///
+/// With `backend = "redis"` every process that uses the same server and `key_prefix` shares
+/// them (see `crate::state::redis`); statistics stay per process.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS), `${VAR}` already
+    /// expanded: a secret, because the password is part of it. Empty for the memory backend.
+    #[serde(serialize_with = "ser_secret")]
+    pub url: Secret,
+    /// Keeps one deployment's keys apart from another's on the same server.
+    pub key_prefix: String,
+    /// Longest any call waits on one Redis command before carrying on with local state.
+    #[serde(serialize_with = "ser_secs")]
+    pub timeout: Duration,
+    /// Longest a (re)connection attempt may take.
+    #[serde(serialize_with = "ser_secs")]
+    pub connect_timeout: Duration,
+    /// How long cluster concurrency slots are leased for (renewed while the process lives):
+    /// a killed process's slots come back at most this long after it died.
+    #[serde(serialize_with = "ser_secs")]
+    pub lease_time: Duration,
+    /// Share of every limit a process uses on its own while Redis is unreachable (`None`:
+    /// one over the number of processes last seen alive).
+    pub local_share: Option<f64>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Memory,
+            url: Secret::none(),
+            key_prefix: "echelon".to_string(),
+            timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            lease_time: Duration::from_secs(10),
+            local_share: None,
+        }
+    }
+}
+
+impl StateConfig {
+    /// The URL with its password replaced by `***`, for `echelon check` and log records.
+    pub fn masked_url(&self) -> String {
+        match self.url.expose() {
+            Some(u) => mask_url_password(u),
+            None => "(none)".to_string(),
+        }
+    }
+}
+
+/// `scheme://user:secret@host…` → `scheme://user:***@host…` (a user name alone is kept).
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else { return url.to_string() };
+    let (userinfo, host) = authority.split_at(at);
+    let masked = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => userinfo.to_string(),
+    };
+    format!("{scheme}://{masked}{host}{tail}")
 }
 
 impl Default for GlobalConfig {
@@ -511,6 +602,7 @@ impl Default for GlobalConfig {
             rate_limit: None,
             alerts: Vec::new(),
             alert_interval: Duration::from_millis(200),
+            state: StateConfig::default(),
         }
     }
 }

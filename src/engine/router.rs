@@ -21,6 +21,8 @@ use crate::error::{Error, ErrorKind};
 use crate::observe::events::{EventBus, EventKind};
 use crate::provider::{HttpPool, ProviderClient};
 use crate::state::health::{InstanceStatus, Transition};
+use crate::config::StateBackend;
+use crate::state::redis::RedisStore;
 use crate::state::store::{MemoryStore, RateSpec, StateStore};
 use crate::types::{ChatRequest, Params};
 
@@ -673,25 +675,46 @@ pub struct Router {
     /// Notified on every reload (the alert task sleeps on it while no rules are configured).
     config_changed: Arc<tokio::sync::Notify>,
     alerts_stop: tokio_util::sync::CancellationToken,
+    /// The `[state]` the store was built for (a reload cannot change it).
+    state_cfg: crate::config::StateConfig,
 }
 
 impl Router {
-    /// Build a router for `cfg` and start its background work on `rt`.
+    /// Build a router for `cfg` and start its background work on `rt`. Its state store is
+    /// the one `[state]` names: this process's memory (the default), or Redis shared with every
+    /// process using the same server and `key_prefix` (which connects in the background:
+    /// nothing here waits for it).
     pub fn new(cfg: Config, rt: tokio::runtime::Handle) -> Router {
-        Self::with_store(cfg, Arc::new(MemoryStore::new()), rt)
+        let events = Arc::new(EventBus::new());
+        let store: Arc<dyn StateStore> = match cfg.global.state.backend {
+            StateBackend::Memory => Arc::new(MemoryStore::new()),
+            StateBackend::Redis => match RedisStore::start(&cfg.global.state, rt.clone(), events.clone()) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    // The URL was checked when the config was read; this is not expected.
+                    log::error!("redis state: {}; state stays in this process", e.0);
+                    Arc::new(MemoryStore::new())
+                }
+            },
+        };
+        Self::build(cfg, store, rt, events)
     }
 
     /// Like [`Router::new`] with a given state store.
     pub fn with_store(cfg: Config, store: Arc<dyn StateStore>, rt: tokio::runtime::Handle) -> Router {
+        Self::build(cfg, store, rt, Arc::new(EventBus::new()))
+    }
+
+    fn build(cfg: Config, store: Arc<dyn StateStore>, rt: tokio::runtime::Handle, events: Arc<EventBus>) -> Router {
         let http = HttpPool::new();
-        let events = Arc::new(EventBus::new());
+        let state_cfg = cfg.global.state.clone();
         let engine = Engine::build_with_events(cfg, store.clone(), http.clone(), events.clone());
         engine.start(&rt);
         let engine = Arc::new(ArcSwap::from_pointee(engine));
         let alerts_stop = tokio_util::sync::CancellationToken::new();
         let config_changed = Arc::new(tokio::sync::Notify::new());
         crate::observe::alerts::spawn(&rt, Arc::downgrade(&engine), events.clone(), config_changed.clone(), alerts_stop.clone());
-        Router { engine, store, http, rt, events, config_changed, alerts_stop }
+        Router { engine, store, http, rt, events, config_changed, alerts_stop, state_cfg }
     }
 
     /// The event bus: subscribe to engine events and alerts.
@@ -708,6 +731,9 @@ impl Router {
     /// Swap in a new configuration. In-flight requests finish on the old engine; instances that
     /// still exist keep their breakers, limits, health and latency statistics.
     pub fn reload(&self, cfg: Config) {
+        if cfg.global.state != self.state_cfg {
+            log::warn!("configuration reloaded with a different [state] section: the state store is kept until the router is built again");
+        }
         let engine = Engine::build_with_events(cfg, self.store.clone(), self.http.clone(), self.events.clone());
         engine.start(&self.rt);
         let (pools, groups, wrappers) = (engine.pools.len(), engine.groups.len(), engine.config.wrappers.len());

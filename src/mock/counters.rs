@@ -3,7 +3,7 @@
 //!
 //! Success-path counting is lock-free (atomics); error outcomes take a small mutex.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -229,7 +229,13 @@ pub struct Counters {
     global_health_cursor: Mutex<Cursor>,
     /// Set while shutting down: connections dropped by the server are not client disconnects.
     pub shutting_down: AtomicBool,
+    /// When each chat request arrived (Unix seconds) and for which model, oldest first, at
+    /// most [`LOG_MAX`]: what tests measure rates and reaction times against.
+    log: Mutex<VecDeque<(f64, Arc<ModelState>)>>,
 }
+
+/// Chat requests kept in the request log (the oldest go first).
+pub const LOG_MAX: usize = 100_000;
 
 impl Counters {
     /// The state of `model`, created on first use.
@@ -241,11 +247,22 @@ impl Counters {
     }
 
     /// Count a chat request to `model` (or to no model when the body named none).
-    pub fn request(&self, model: Option<&ModelState>) {
+    pub fn request(&self, model: Option<&Arc<ModelState>>) {
         self.total.requests.fetch_add(1, Relaxed);
         if let Some(m) = model {
             m.stats.requests.fetch_add(1, Relaxed);
+            let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            let mut log = self.log.lock();
+            if log.len() >= LOG_MAX {
+                log.pop_front();
+            }
+            log.push_back((at, m.clone()));
         }
+    }
+
+    /// The request log as JSON: `[[unix_seconds, model], ...]`, oldest first.
+    pub fn request_log(&self) -> Value {
+        Value::Array(self.log.lock().iter().map(|(t, m)| json!([t, m.name])).collect())
     }
 
     /// Count a request (of any path) that arrived over HTTP/2; totals only.
@@ -295,6 +312,7 @@ impl Counters {
     /// in flight.
     pub fn reset(&self) {
         self.total.clear();
+        self.log.lock().clear();
         *self.global_health_cursor.lock() = Cursor::default();
         for m in self.models.read().values() {
             m.reset();

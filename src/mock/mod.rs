@@ -14,6 +14,7 @@
 //! | `GET /v1/models/{m}`, `GET /v1beta/models/{m}` | health probes counted for model `m` |
 //! | `POST /_mock/script` | install scripts: body `{model: script, ...}` |
 //! | `GET /_mock/counters` | the counters as JSON (see [`MockServer::counters`]) |
+//! | `GET /_mock/log` | when each chat request arrived, and for which model (see [`MockServer::request_log`]) |
 //! | `POST /_mock/reset` | zero the counters; `?scripts=1` or body `{"scripts": true}` also drops the scripts |
 //!
 //! When started with `require_key`, chat requests and the model-list probes must carry that key
@@ -233,6 +234,12 @@ impl MockServer {
     /// The counters as JSON (shape in the module doc).
     pub fn counters(&self) -> Value {
         self.shared.counters.snapshot()
+    }
+
+    /// The request log: `[[unix_seconds, model], ...]` for the last chat requests (at most
+    /// 100,000), in arrival order. Cleared by [`MockServer::reset`].
+    pub fn request_log(&self) -> Value {
+        self.shared.counters.request_log()
     }
 
     /// Zero the counters and restart every script's steps (scripts stay installed).

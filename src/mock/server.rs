@@ -423,6 +423,7 @@ async fn handle(shared: Arc<Shared>, reset: Arc<AtomicBool>, req: Request<Incomi
             })
         }
         (&Method::GET, "/_mock/counters") => Ok(json_resp(200, Bytes::from(shared.counters.snapshot().to_string()))),
+        (&Method::GET, "/_mock/log") => Ok(json_resp(200, Bytes::from(shared.counters.request_log().to_string()))),
         (&Method::POST, "/_mock/reset") => {
             let q = req.uri().query().unwrap_or("").to_string();
             let body = read_body(req.into_body()).await.unwrap_or_default();

@@ -59,12 +59,15 @@ pub enum EventKind {
     Alert { rule: String, kind: String, state: &'static str, value: f64, threshold: f64, scope: String },
     /// This subscriber's buffer was full and it lost `dropped` events since the last report.
     EventsDropped { dropped: u64 },
+    /// The shared-state backend went out of reach (`state` `"down"`: every limit falls back to
+    /// this process's share) or came back (`"up"`: state resynchronised and shared again).
+    StateBackend { backend: String, state: &'static str, detail: String },
 }
 
 impl EventKind {
     /// The `type` tag: `"instance_state"`, `"breaker_state"`, `"fallback"`, `"retry"`,
     /// `"rate_limited"`, `"queue"`, `"request_failed"`, `"config_reloaded"`, `"alert"`,
-    /// `"events_dropped"`.
+    /// `"events_dropped"`, `"state_backend"`.
     pub fn type_name(&self) -> &'static str {
         match self {
             EventKind::InstanceState { .. } => "instance_state",
@@ -77,6 +80,7 @@ impl EventKind {
             EventKind::ConfigReloaded { .. } => "config_reloaded",
             EventKind::Alert { .. } => "alert",
             EventKind::EventsDropped { .. } => "events_dropped",
+            EventKind::StateBackend { .. } => "state_backend",
         }
     }
 
@@ -87,6 +91,7 @@ impl EventKind {
             EventKind::BreakerState { to: BreakerState::Open, .. } => log::Level::Warn,
             EventKind::Alert { state: "firing", .. } => log::Level::Warn,
             EventKind::Queue { level: "90%", .. } => log::Level::Warn,
+            EventKind::StateBackend { state: "down", .. } => log::Level::Warn,
             EventKind::Retry { .. } | EventKind::RateLimited { .. } | EventKind::Fallback { .. } => log::Level::Debug,
             EventKind::RequestFailed { .. } => log::Level::Info,
             _ => log::Level::Info,
@@ -121,6 +126,7 @@ impl EventKind {
                 format!("alert {rule} {state} on {scope}: {value:.4} vs threshold {threshold}")
             }
             EventKind::EventsDropped { dropped } => format!("{dropped} events dropped"),
+            EventKind::StateBackend { backend, state, detail } => format!("state backend {backend} {state} ({detail})"),
         }
     }
 }

@@ -95,6 +95,11 @@ impl MockServer {
         json_to_py(py, &self.inner.counters())
     }
 
+    /// The request log: `[[unix_seconds, model], ...]`, oldest first.
+    fn request_log<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.inner.request_log())
+    }
+
     /// Zero the counters and restart the scripts' steps; with `scripts=True` also drop every
     /// script.
     #[pyo3(signature = (scripts = false))]

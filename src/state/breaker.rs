@@ -12,8 +12,18 @@
 //!
 //! It also owns the line of callers waiting for a half-open probe slot: a probe that ends wakes
 //! the next caller, and a change of phase wakes them all to look again.
+//!
+//! # Shared by several processes
+//!
+//! With a [`BreakerLink`] (the Redis store) the breaker keeps deciding locally, but its phase
+//! is the cluster's: a local opening or closing is published through the link, remote ones
+//! arrive through [`Breaker::apply_remote`], and once its rest is over it admits only the
+//! probe slots the cluster grants it, so `half_open_requests` probes run across every process,
+//! not per process. Consecutive failures are counted per process; the first process to
+//! reach the threshold opens the breaker everywhere. While the link is down the breaker is
+//! this process's alone again.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -97,6 +107,47 @@ pub struct BreakerSnapshot {
     pub open_cause: Option<OpenCause>,
 }
 
+/// A phase change of a linked breaker, for the other processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerChange {
+    /// It opened here for `rest` (`epoch`: the cluster period it opened from).
+    Opened { epoch: u64, rest: Duration, cause: OpenCause },
+    /// It closed here (a reset, or a good health probe of a breaker the probes opened).
+    Closed { epoch: u64 },
+}
+
+/// A phase change decided elsewhere in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteBreaker {
+    /// Open for `rest` from now, as of cluster period `epoch`.
+    Open { epoch: u64, rest: Duration, cause: OpenCause },
+    /// Closed as of period `epoch`.
+    Closed { epoch: u64 },
+    /// `granted` more probe slots of period `epoch` for this process (0: all are out
+    /// elsewhere; ask again later).
+    Probes { epoch: u64, granted: u32 },
+}
+
+/// How a breaker shared by several processes talks to them (the Redis store).
+///
+/// Called under the breaker's lock: implementations only queue work for a task, never block
+/// and never call back into the breaker.
+pub trait BreakerLink: Send + Sync {
+    /// Whether the cluster can be reached: while not, the breaker is this process's alone.
+    fn shared(&self) -> bool;
+    /// Publish a local phase change.
+    fn changed(&self, change: BreakerChange);
+    /// The breaker's rest is over: ask the cluster for probe slots of period `epoch`.
+    fn want_probes(&self, epoch: u64);
+    /// A probe of period `epoch` succeeded here (the cluster closes the breaker once
+    /// `half_open_requests` have).
+    fn probe_ok(&self, epoch: u64);
+}
+
+/// How long a linked breaker waits before asking again for probe slots the cluster had none
+/// of (their holders may have died; the cluster hands them out again after the lease time).
+const PROBE_ASK_AGAIN: Duration = Duration::from_millis(500);
+
 /// A circuit breaker for one instance or target. Thread-safe; all methods take `&self`.
 ///
 /// Rules: `failure_threshold` consecutive failures (or, when `failure_ratio` is set, that ratio
@@ -112,6 +163,7 @@ pub struct BreakerSnapshot {
 pub struct Breaker {
     cfg: BreakerConfig,
     inner: Mutex<Inner>,
+    link: OnceLock<Arc<dyn BreakerLink>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +193,12 @@ struct Inner {
     probe_failures: u32,
     /// Callers waiting for a probe slot.
     waiters: WaitList,
+    /// Linked: the cluster period last seen (it changes with every opening and closing).
+    epoch: u64,
+    /// Linked: probe slots the cluster granted this process in the current period.
+    granted: u32,
+    /// Linked: when probe slots were last asked for (asked once per [`PROBE_ASK_AGAIN`]).
+    asked_at: Option<Instant>,
 }
 
 impl Breaker {
@@ -161,17 +219,37 @@ impl Breaker {
                 cause: OpenCause::Failures,
                 probe_failures: 0,
                 waiters: WaitList::default(),
+                epoch: 0,
+                granted: 0,
+                asked_at: None,
             }),
+            link: OnceLock::new(),
         }
+    }
+
+    /// Share this breaker with other processes through `link` (once, right after creation).
+    pub fn set_link(&self, link: Arc<dyn BreakerLink>) {
+        let _ = self.link.set(link);
+    }
+
+    /// The link, when there is one and the cluster can be reached.
+    fn live_link(&self) -> Option<&Arc<dyn BreakerLink>> {
+        self.link.get().filter(|l| l.shared())
     }
     /// The settings it was built with.
     pub fn config(&self) -> &BreakerConfig {
         &self.cfg
     }
 
-    /// Probe slots; a config of 0 would wedge the breaker open forever, so it means 1.
-    fn probe_slots(&self) -> u32 {
-        self.cfg.half_open_requests.max(1)
+    /// Probe slots this process may use now: the configured number (a config of 0 would
+    /// wedge the breaker open forever, so it means 1), or, when shared, what the cluster
+    /// granted this process of them.
+    fn probe_slots(&self, g: &Inner) -> u32 {
+        if self.live_link().is_some() {
+            g.granted
+        } else {
+            self.cfg.half_open_requests.max(1)
+        }
     }
 
     /// Admit the caller of `ctx` now, or say why not. While half-open with every probe slot
@@ -227,6 +305,15 @@ impl Breaker {
                 if !g.waiters.may_take(who) {
                     return Err(BreakerBlock::ProbesBusy);
                 }
+                if let Some(link) = self.live_link() {
+                    if g.granted == 0 {
+                        if g.asked_at.is_none_or(|t| now.saturating_duration_since(t) >= PROBE_ASK_AGAIN) {
+                            g.asked_at = Some(now);
+                            link.want_probes(g.epoch);
+                        }
+                        return Err(BreakerBlock::ProbesBusy);
+                    }
+                }
                 if take {
                     g.phase = Phase::HalfOpen;
                     g.probes_in_flight = 1;
@@ -238,7 +325,7 @@ impl Breaker {
             Phase::HalfOpen => {
                 // All slots taken, or enough probes already succeeded this period and only
                 // in-flight ones remain; admitting more would exceed "exactly N probes".
-                if g.probes_in_flight + g.probe_successes >= self.probe_slots() || !g.waiters.may_take(who) {
+                if g.probes_in_flight + g.probe_successes >= self.probe_slots(g) || !g.waiters.may_take(who) {
                     return Err(BreakerBlock::ProbesBusy);
                 }
                 if take {
@@ -254,7 +341,7 @@ impl Breaker {
         match g.phase {
             Phase::Closed => g.waiters.wake_all(),
             Phase::HalfOpen => {
-                let free = self.probe_slots().saturating_sub(g.probes_in_flight + g.probe_successes);
+                let free = self.probe_slots(g).saturating_sub(g.probes_in_flight + g.probe_successes);
                 g.waiters.wake_oldest(free as usize);
             }
             // Open: they wait for time now, and their next look takes them out of this line.
@@ -278,7 +365,11 @@ impl Breaker {
             (Phase::HalfOpen, Admission::Probe) => {
                 g.probes_in_flight = g.probes_in_flight.saturating_sub(1);
                 g.probe_successes += 1;
-                if g.probe_successes >= self.probe_slots() {
+                if let Some(link) = self.live_link() {
+                    // The cluster closes it once enough probes succeeded anywhere; until
+                    // then this slot stays used (exactly N probes per period).
+                    link.probe_ok(g.epoch);
+                } else if g.probe_successes >= self.probe_slots(&g) {
                     log::debug!("circuit breaker closed after {} successful probes", g.probe_successes);
                     g.close();
                 }
@@ -305,7 +396,7 @@ impl Breaker {
                 };
                 if g.failures >= self.cfg.failure_threshold.max(1) || ratio_trips {
                     log::debug!("circuit breaker opened after {} consecutive failures", g.failures);
-                    self.open(&mut g, now, min_open);
+                    self.open(&mut g, now, min_open, OpenCause::Failures);
                 }
             }
             (Phase::Open, Admission::Normal) | (Phase::HalfOpen, Admission::Normal) => {
@@ -320,7 +411,7 @@ impl Breaker {
                 g.failures = g.failures.saturating_add(1);
                 g.last_failure = Some(SystemTime::now());
                 log::debug!("circuit breaker probe failed: reopening");
-                self.open(&mut g, now, min_open);
+                self.open(&mut g, now, min_open, OpenCause::Failures);
             }
             (Phase::Open, Admission::Probe) => {}
         }
@@ -341,8 +432,7 @@ impl Breaker {
         let mut g = self.inner.lock();
         g.failures = g.failures.saturating_add(1);
         g.last_failure = Some(SystemTime::now());
-        self.open(&mut g, now, Some(rest));
-        g.cause = OpenCause::Misconfigured;
+        self.open(&mut g, now, Some(rest), OpenCause::Misconfigured);
     }
 
     /// Record an active health probe. `threshold` consecutive failed probes open the breaker
@@ -357,10 +447,12 @@ impl Breaker {
                 log::debug!("health probe succeeded: closing the breaker the probes opened");
                 g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
                 g.close();
+                self.publish(&g, BreakerChange::Closed { epoch: g.epoch });
                 self.wake_for_slots(&g);
             } else if g.phase == Phase::Open && now < g.open_until {
                 log::debug!("health probe succeeded: the open breaker admits probes now");
                 g.open_until = now;
+                self.publish(&g, BreakerChange::Opened { epoch: g.epoch, rest: Duration::ZERO, cause: g.cause });
                 self.wake_for_slots(&g);
             }
             return;
@@ -380,6 +472,9 @@ impl Breaker {
                 g.probes_in_flight = 0;
                 g.probe_successes = 0;
                 g.cause = OpenCause::Probes;
+                g.granted = 0;
+                g.asked_at = None;
+                self.publish(&g, BreakerChange::Opened { epoch: g.epoch, rest: d, cause: OpenCause::Probes });
                 self.wake_for_slots(&g);
             }
         }
@@ -434,21 +529,125 @@ impl Breaker {
         g.last_failure = None;
         g.stale_probes = 0;
         g.probe_failures = 0;
+        self.publish(&g, BreakerChange::Closed { epoch: g.epoch });
         self.wake_for_slots(&g);
     }
 
-    fn open(&self, g: &mut Inner, now: Instant, min_open: Option<Duration>) {
-        let dur = self.cfg.recovery_time.max(min_open.unwrap_or(Duration::ZERO));
+    fn open(&self, g: &mut Inner, now: Instant, min_open: Option<Duration>, cause: OpenCause) {
+        let dur = self.cfg.recovery_time.max(min_open.unwrap_or(Duration::ZERO)).min(MAX_OPEN);
         g.phase = Phase::Open;
         g.open_until = later(now, dur);
-        g.cause = OpenCause::Failures;
+        g.cause = cause;
         g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
         g.probes_in_flight = 0;
         g.probe_successes = 0;
+        g.granted = 0;
+        g.asked_at = None;
         if let Some(r) = g.ratio.as_mut() {
             r.clear();
         }
+        self.publish(g, BreakerChange::Opened { epoch: g.epoch, rest: dur, cause });
         self.wake_for_slots(g);
+    }
+
+    /// Tell the other processes about a local phase change (when linked).
+    fn publish(&self, g: &Inner, change: BreakerChange) {
+        let _ = g;
+        if let Some(link) = self.live_link() {
+            link.changed(change);
+        }
+    }
+
+    /// Apply a phase change decided elsewhere in the cluster (never published back).
+    /// Messages of an older period than the one already seen are dropped. Returns the phase
+    /// before and after when it changed.
+    pub fn apply_remote(&self, r: RemoteBreaker, now: Instant) -> Option<(BreakerState, BreakerState)> {
+        let before = self.phase();
+        self.apply_remote_inner(r, now);
+        let after = self.phase();
+        (before != after).then_some((before, after))
+    }
+
+    fn apply_remote_inner(&self, r: RemoteBreaker, now: Instant) {
+        let mut g = self.inner.lock();
+        match r {
+            RemoteBreaker::Open { epoch, rest, cause } => {
+                if epoch < g.epoch {
+                    return;
+                }
+                let until = later(now, rest);
+                let newer = epoch > g.epoch;
+                g.epoch = epoch;
+                if g.phase == Phase::Open && !newer {
+                    g.open_until = g.open_until.max(until);
+                    self.wake_for_slots(&g);
+                    return;
+                }
+                g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
+                g.phase = Phase::Open;
+                g.open_until = until;
+                g.cause = cause;
+                g.probes_in_flight = 0;
+                g.probe_successes = 0;
+                g.granted = 0;
+                g.asked_at = None;
+                if g.failures == 0 {
+                    g.last_failure = Some(SystemTime::now());
+                }
+                if let Some(ratio) = g.ratio.as_mut() {
+                    ratio.clear();
+                }
+                self.wake_for_slots(&g);
+            }
+            RemoteBreaker::Closed { epoch } => {
+                if epoch < g.epoch {
+                    return;
+                }
+                g.epoch = epoch;
+                if g.phase != Phase::Closed {
+                    g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
+                    g.close();
+                }
+                g.granted = 0;
+                g.asked_at = None;
+                self.wake_for_slots(&g);
+            }
+            RemoteBreaker::Probes { epoch, granted } => {
+                if epoch < g.epoch || g.phase == Phase::Closed {
+                    return;
+                }
+                g.epoch = epoch;
+                g.granted = g.granted.saturating_add(granted);
+                if granted > 0 {
+                    g.asked_at = None;
+                }
+                self.wake_for_slots(&g);
+            }
+        }
+    }
+
+    /// Adopt a cluster period learnt from a reply (the change itself already happened here).
+    pub fn adopt_epoch(&self, epoch: u64) {
+        let mut g = self.inner.lock();
+        g.epoch = g.epoch.max(epoch);
+    }
+
+    /// The cluster period last seen, when linked (0 before any).
+    pub fn epoch(&self) -> u64 {
+        self.inner.lock().epoch
+    }
+
+    /// Wake every caller queued here to look again (the link went down or came back, which
+    /// changes who decides the probe slots).
+    pub fn nudge(&self) {
+        let g = self.inner.lock();
+        g.waiters.wake_all();
+    }
+
+    /// What a resync publishes: open with the rest left and why, if it is open here now.
+    pub fn open_rest(&self, now: Instant) -> Option<(Duration, OpenCause)> {
+        let g = self.inner.lock();
+        (g.phase == Phase::Open && g.open_until > now).then(|| (g.open_until - now, g.cause))
     }
 }
 
@@ -494,6 +693,8 @@ impl Inner {
     }
 
     fn close(&mut self) {
+        self.granted = 0;
+        self.asked_at = None;
         self.phase = Phase::Closed;
         self.cause = OpenCause::Failures;
         self.failures = 0;

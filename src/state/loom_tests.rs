@@ -184,3 +184,128 @@ fn loom_a_probe_slot_freed_reaches_the_caller_waiting_for_it() {
         assert_eq!(waiter.join().unwrap(), Admission::Probe);
     });
 }
+
+/// A cluster that answers nothing by itself: the model threads play its grants.
+struct Silent;
+
+impl crate::state::limit::SlotSource for Silent {
+    fn demand(&self) {}
+}
+
+#[test]
+fn loom_a_cluster_grant_reaches_the_waiter_of_a_shared_limit() {
+    loom::model(|| {
+        // A limit shared with other processes, holding no slot yet: the waiter queues; the
+        // grant (the lease task's answer) wakes it and it takes the granted slot.
+        let limit = std::sync::Arc::new(ConcurrencyLimit::shared(4, std::sync::Arc::new(Silent)));
+        let l2 = limit.clone();
+        let waiter = thread::spawn(move || {
+            let _ctx = acquire(&l2);
+        });
+        limit.cluster_grant(1);
+        waiter.join().unwrap();
+        assert_eq!((limit.in_flight(), limit.waiting()), (1, 0));
+        assert_eq!(limit.cluster_view().0, 1);
+    });
+}
+
+#[test]
+fn loom_trimming_idle_slots_never_takes_one_in_use_or_promised() {
+    loom::model(|| {
+        let limit = std::sync::Arc::new(ConcurrencyLimit::shared(4, std::sync::Arc::new(Silent)));
+        limit.cluster_grant(2);
+        let l2 = limit.clone();
+        let user = thread::spawn(move || {
+            let mut ctx = WaitCtx::new();
+            let got = l2.try_acquire(&mut ctx);
+            if got {
+                l2.release();
+            }
+            got
+        });
+        let trimmed = limit.cluster_trim(2, 0);
+        let got = user.join().unwrap();
+        let (cap, in_flight, _) = limit.cluster_view();
+        assert_eq!(in_flight, 0);
+        assert_eq!(cap + trimmed, 2, "every slot is either kept or handed back, once");
+        // A caller that looked while both slots were idle may have lost the race to the trim,
+        // never to a slot counted twice.
+        assert!(got || trimmed == 2);
+    });
+}
+
+struct Cluster {
+    asked: AtomicU32,
+}
+
+impl crate::state::breaker::BreakerLink for Cluster {
+    fn shared(&self) -> bool {
+        true
+    }
+    fn changed(&self, _change: crate::state::breaker::BreakerChange) {}
+    fn want_probes(&self, _epoch: u64) {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+    }
+    fn probe_ok(&self, _epoch: u64) {}
+}
+
+#[test]
+fn loom_a_linked_breaker_admits_exactly_the_probes_the_cluster_granted() {
+    loom::model(|| {
+        use crate::state::breaker::RemoteBreaker;
+        let cfg = BreakerConfig { failure_threshold: 1, recovery_time: Duration::ZERO, half_open_requests: 3, ..Default::default() };
+        let breaker = std::sync::Arc::new(Breaker::new(cfg));
+        let cluster = std::sync::Arc::new(Cluster { asked: AtomicU32::new(0) });
+        breaker.set_link(cluster.clone());
+        let t = Instant::now();
+        let a = breaker.try_admit(t).expect("closed");
+        breaker.on_failure(a, t, None);
+        let probes = Arc::new(AtomicU32::new(0));
+        let mut threads = Vec::new();
+        for _ in 0..2 {
+            let (b, p) = (breaker.clone(), probes.clone());
+            threads.push(thread::spawn(move || {
+                if b.try_admit(t).is_some() {
+                    p.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        // The cluster grants this process one of the three probes of the period.
+        breaker.apply_remote(RemoteBreaker::Probes { epoch: 0, granted: 1 }, t);
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert!(probes.load(Ordering::SeqCst) <= 1, "more probes than the cluster granted");
+        assert!(cluster.asked.load(Ordering::SeqCst) <= 1, "asked the cluster more than once in a moment");
+    });
+}
+
+#[test]
+fn loom_a_remote_close_reaches_a_caller_waiting_for_a_probe() {
+    loom::model(|| {
+        use crate::state::breaker::RemoteBreaker;
+        let cfg = BreakerConfig { failure_threshold: 1, recovery_time: Duration::ZERO, half_open_requests: 1, ..Default::default() };
+        let breaker = std::sync::Arc::new(Breaker::new(cfg));
+        breaker.set_link(std::sync::Arc::new(Cluster { asked: AtomicU32::new(0) }));
+        let t = Instant::now();
+        let a = breaker.try_admit(t).expect("closed");
+        breaker.on_failure(a, t, None);
+        let b2 = breaker.clone();
+        let waiter = thread::spawn(move || {
+            let mut ctx = WaitCtx::new();
+            let w = ctx.start_waiting().clone();
+            loop {
+                match b2.admit(t, &mut ctx) {
+                    Ok(adm) => return adm,
+                    Err(_) => {
+                        ctx.retain_latest();
+                        w.block();
+                    }
+                }
+            }
+        });
+        // Another process's probe succeeded: the cluster closed the breaker.
+        breaker.apply_remote(RemoteBreaker::Closed { epoch: 1 }, t);
+        assert_eq!(waiter.join().unwrap(), Admission::Normal);
+    });
+}

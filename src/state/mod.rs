@@ -2,13 +2,14 @@
 //! concurrency and rate limits (each owning the queue of callers waiting for it), call
 //! statistics, and the [`store::StateStore`] through which all of it is created and shared.
 //!
-//! Nothing here performs I/O or knows about routes: the engine (`crate::engine`) reads and
-//! updates this state; a store backed by another process (Redis) plugs in at
-//! [`store::StateStore`].
+//! Nothing here but [`redis`] performs I/O or knows about routes: the engine (`crate::engine`)
+//! reads and updates this state; the store shared by several processes ([`redis`]) plugs in
+//! at [`store::StateStore`] and talks to Redis from its own tasks, never on a caller's path.
 
 pub mod breaker;
 pub mod health;
 pub mod limit;
+pub mod redis;
 pub mod stats;
 pub mod store;
 pub(crate) mod sync;

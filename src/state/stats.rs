@@ -2,7 +2,7 @@
 //! cooldown. Lock-free counters plus a small latency window; kept across reloads by the store.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -53,7 +53,13 @@ pub struct InstanceStats {
     /// latency picks read atomics instead of taking the lock per candidate.
     avg_mirror: F64Mirror,
     ewma_mirror: F64Mirror,
+    /// Where a cooldown decided here is published (a store shared by several processes).
+    cooldown_sink: OnceLock<CooldownSink>,
 }
+
+/// Publishes a cooldown decided in this process (how long it runs from now) to the others.
+/// Called on the request path: it only queues work, never blocks.
+pub type CooldownSink = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// An `Option<f64>` of a positive quantity in one atomic (0 bits = `None`).
 #[derive(Default)]
@@ -199,9 +205,26 @@ impl InstanceStats {
     /// Keep the instance out of selection until `now + d` (capped at [`MAX_COOLDOWN`]). A
     /// cooldown already running longer is kept: a later, shorter hint never shortens it.
     pub fn cool_down(&self, now: Instant, d: Duration) -> Instant {
+        let until = self.apply_cooldown(now, d);
+        if let Some(sink) = self.cooldown_sink.get() {
+            if until > now {
+                sink(until - now);
+            }
+        }
+        until
+    }
+
+    /// Like [`InstanceStats::cool_down`] for a cooldown decided in another process: applied
+    /// here, not published again.
+    pub fn apply_cooldown(&self, now: Instant, d: Duration) -> Instant {
         let until = now.checked_add(d.min(MAX_COOLDOWN)).unwrap_or(now);
         let prev = self.cooldown_until.fetch_max(to_nanos(until), Ordering::AcqRel);
         from_nanos(prev).map_or(until, |p| p.max(until))
+    }
+
+    /// Publish every cooldown decided here through `sink` (once, right after creation).
+    pub fn set_cooldown_sink(&self, sink: CooldownSink) {
+        let _ = self.cooldown_sink.set(sink);
     }
 
     /// When the running cooldown ends, if one runs at `now`.

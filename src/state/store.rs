@@ -4,8 +4,9 @@
 //! The engine asks a [`StateStore`] for each piece of state instead of constructing it, so
 //! that (a) a config reload that keeps an instance keeps its state (and the callers queued for
 //! its limits: a limit owns its wait queue, so a release on the old engine wakes a caller
-//! queued through the new one), and (b) a store backed by Redis can later replace
-//! [`MemoryStore`] without touching the callers.
+//! queued through the new one), and (b) a store backed by Redis
+//! ([`crate::state::redis::RedisStore`], `[state] backend = "redis"`) replaces [`MemoryStore`]
+//! without touching the callers.
 //!
 //! Contract for implementations:
 //! - The same key with equal settings returns the same object. A concurrency limit whose

@@ -1,6 +1,12 @@
 //! A cap on requests in flight, with the line of callers waiting for a slot.
+//!
+//! A limit shared by several processes (the Redis store) keeps the same local rules: its
+//! local capacity is the slots this process currently leases from the cluster
+//! ([`ConcurrencyLimit::cluster_grant`] and friends), and a caller refused for want of one
+//! tells the [`SlotSource`] so it leases more in the background. Waiting stays local: the
+//! source's grant wakes this process's waiters like any release does.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::state::sync::Mutex;
 use crate::state::wait::{Queue, WaitCtx, WaitList, Waiter};
@@ -17,21 +23,46 @@ use crate::state::wait::{Queue, WaitCtx, WaitList, Waiter};
 /// whoever releases.
 pub struct ConcurrencyLimit {
     slots: Mutex<Slots>,
+    /// Where more capacity comes from when the limit is shared by several processes.
+    source: OnceLock<Arc<dyn SlotSource>>,
+}
+
+/// Where a shared limit's local capacity comes from (the cluster's slot leases).
+///
+/// Called with no lock held; implementations must not block (they hand the work to a task).
+pub trait SlotSource: Send + Sync {
+    /// A caller found no free local slot while the configured limit may still have room
+    /// elsewhere in the cluster (or the last free one was just taken): lease more.
+    fn demand(&self);
 }
 
 struct Slots {
     limit: u32,
     in_flight: u32,
     waiters: WaitList,
+    /// `Some`: shared by several processes; this process may hold this many slots now (those
+    /// it leases from the cluster, or its share of the limit while the cluster is out of
+    /// reach). `None`: the limit is this process's alone.
+    cap: Option<u32>,
 }
 
 impl Slots {
     fn room(&self) -> u32 {
+        if let Some(cap) = self.cap {
+            if self.limit != 0 {
+                return cap.saturating_sub(self.in_flight);
+            }
+        }
         if self.limit == 0 {
             u32::MAX
         } else {
             self.limit.saturating_sub(self.in_flight)
         }
+    }
+
+    /// Whether a refusal for want of room is one the cluster may be able to lift.
+    fn short_locally(&self) -> bool {
+        matches!(self.cap, Some(_)) && self.limit != 0 && self.room() == 0
     }
 
     /// Wake as many of the oldest waiters as there are free slots.
@@ -46,7 +77,24 @@ impl Slots {
 impl ConcurrencyLimit {
     /// A limit of `limit` requests in flight (0 = unlimited).
     pub fn new(limit: u32) -> Self {
-        Self { slots: Mutex::new(Slots { limit, in_flight: 0, waiters: WaitList::default() }) }
+        Self { slots: Mutex::new(Slots { limit, in_flight: 0, waiters: WaitList::default(), cap: None }), source: OnceLock::new() }
+    }
+
+    /// A limit shared with other processes: it starts with no local capacity and asks
+    /// `source` for slots whenever a caller finds none.
+    pub fn shared(limit: u32, source: Arc<dyn SlotSource>) -> Self {
+        let c = Self::new(limit);
+        c.slots.lock().cap = Some(0);
+        let _ = c.source.set(source);
+        c
+    }
+
+    fn ask_source(&self, short: bool) {
+        if short {
+            if let Some(s) = self.source.get() {
+                s.demand();
+            }
+        }
     }
 
     /// Take a slot for the caller of `ctx` if one is free and nobody older waits for it. A
@@ -62,20 +110,32 @@ impl ConcurrencyLimit {
                     s.wake_for_room();
                 }
             }
+            // The last local slot went: lease the next ones before anyone has to wait.
+            let short = s.short_locally();
+            drop(s);
+            self.ask_source(short);
             return true;
         }
+        let short = s.short_locally();
         if let Some(w) = &who {
             s.waiters.enqueue(w);
             drop(s);
             ctx.joined(self.clone());
+        } else {
+            drop(s);
         }
+        self.ask_source(short);
         false
     }
 
     /// Whether `who` (`None`: a newcomer) could take a slot now.
     pub fn has_room_for(&self, who: Option<&Waiter>) -> bool {
         let s = self.slots.lock();
-        s.room() > 0 && s.waiters.may_take(who)
+        let ok = s.room() > 0 && s.waiters.may_take(who);
+        let short = !ok && s.short_locally();
+        drop(s);
+        self.ask_source(short);
+        ok
     }
 
     /// Give a slot back (never below zero) and wake the oldest waiter.
@@ -108,6 +168,47 @@ impl ConcurrencyLimit {
     /// Callers waiting for a slot.
     pub fn waiting(&self) -> usize {
         self.slots.lock().waiters.len()
+    }
+
+    /// Whether it is shared with other processes (its local capacity is leased).
+    pub fn is_shared(&self) -> bool {
+        self.slots.lock().cap.is_some()
+    }
+
+    /// A shared limit's view for its source: (local capacity, in flight, waiting).
+    pub fn cluster_view(&self) -> (u32, u32, usize) {
+        let s = self.slots.lock();
+        (s.cap.unwrap_or(0), s.in_flight, s.waiters.len())
+    }
+
+    /// The cluster granted `n` more slots to this process: they wake as many waiters.
+    pub fn cluster_grant(&self, n: u32) {
+        let mut s = self.slots.lock();
+        if let Some(cap) = s.cap.as_mut() {
+            *cap = cap.saturating_add(n);
+            s.wake_for_room();
+        }
+    }
+
+    /// Hand back up to `max` slots that are neither in use nor wanted by a waiter, keeping
+    /// `spare` idle ones; returns how many the caller must give back to the cluster.
+    pub fn cluster_trim(&self, max: u32, spare: u32) -> u32 {
+        let mut s = self.slots.lock();
+        let (Some(cap), true) = (s.cap, s.waiters.is_empty()) else { return 0 };
+        let idle = cap.saturating_sub(s.in_flight);
+        let n = idle.saturating_sub(spare).min(max);
+        s.cap = Some(cap - n);
+        n
+    }
+
+    /// Set the local capacity outright (the cluster was out of reach: this process's share;
+    /// or it came back: what it re-registered). Waiters are woken if it grew.
+    pub fn cluster_set(&self, cap: u32) {
+        let mut s = self.slots.lock();
+        if s.cap.is_some() {
+            s.cap = Some(cap);
+            s.wake_for_room();
+        }
     }
 }
 

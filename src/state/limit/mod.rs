@@ -20,5 +20,5 @@
 mod concurrency;
 mod rate;
 
-pub use concurrency::ConcurrencyLimit;
-pub use rate::{limiter_for, RateBlock, RateGate, RateLimiter, RateStatus, SlidingWindow, TokenBucket, MAX_WAIT};
+pub use concurrency::{ConcurrencyLimit, SlotSource};
+pub use rate::{limiter_for, RateBlock, RateGate, RateLimiter, RateStatus, RateWaker, SlidingWindow, TokenBucket, MAX_WAIT};

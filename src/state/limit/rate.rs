@@ -54,7 +54,14 @@ pub trait RateLimiter: Send + Sync {
     fn adjust(&self, delta: i64, now: Instant);
     /// Capacity and what is left at `now`, for status output.
     fn status(&self, now: Instant) -> RateStatus;
+    /// Remember how to wake the first caller waiting for this limiter. A limiter whose
+    /// budget can come back by itself, not through `adjust` (a slice leased from another
+    /// process arriving), calls it then; the in-process limiters never need to.
+    fn set_waker(&self, _wake: RateWaker) {}
 }
+
+/// Wakes the first caller in a [`RateGate`]'s line (see [`RateLimiter::set_waker`]).
+pub type RateWaker = Arc<dyn Fn() + Send + Sync>;
 
 /// The limiter a `[rate_limiting]` table asks for.
 pub fn limiter_for(spec: &RateLimitConfig) -> Arc<dyn RateLimiter> {
@@ -310,13 +317,20 @@ pub enum RateBlock {
 /// in line at once.
 pub struct RateGate {
     limiter: Arc<dyn RateLimiter>,
-    waiters: sync::Mutex<WaitList>,
+    waiters: Arc<sync::Mutex<WaitList>>,
 }
 
 impl RateGate {
     /// A gate in front of `limiter`.
     pub fn new(limiter: Arc<dyn RateLimiter>) -> Self {
-        Self { limiter, waiters: sync::Mutex::new(WaitList::default()) }
+        let waiters = Arc::new(sync::Mutex::new(WaitList::default()));
+        let line = Arc::downgrade(&waiters);
+        limiter.set_waker(Arc::new(move || {
+            if let Some(l) = line.upgrade() {
+                l.lock().wake_oldest(1);
+            }
+        }));
+        Self { limiter, waiters }
     }
 
     /// The limiter behind the gate.
