@@ -28,6 +28,10 @@ use super::scripts;
 use crate::state::limit::{RateLimiter, RateStatus, RateWaker, SlidingWindow, TokenBucket};
 use crate::state::store::RateSpec;
 
+/// How soon a caller looks again while the shared budget is being fetched (the answer
+/// also wakes it): short enough that no deadline is given up on for it.
+const LOOK_AGAIN: Duration = Duration::from_millis(20);
+
 /// How long after the last one a batch of TPM corrections is flushed.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How far ahead a slice is sized from recent demand.
@@ -197,8 +201,10 @@ impl SharedRate {
         let mut st = self.st.lock();
         if !self.link.is_known() {
             // The first connection attempt is under way (bounded by connect_timeout): its
-            // outcome wakes the line.
-            return Err(self.link.cfg.connect_timeout);
+            // outcome wakes the line. The wait reported is a look-again time, not when the
+            // budget fits (which is unknown): it must be short, or a caller whose deadline is
+            // nearer than connect_timeout would give up on a budget that may be there at once.
+            return Err(LOOK_AGAIN.min(self.link.cfg.connect_timeout));
         }
         if !self.link.is_up() {
             let f = st.fallback.get_or_insert_with(|| self.local_limiter()).clone();
@@ -236,7 +242,8 @@ impl SharedRate {
             return Err(t - now);
         }
         self.refill(&mut st, cost - avail, now);
-        Err(self.link.cfg.timeout)
+        // Likewise a look-again time: the lease's answer (within `timeout`) wakes the line.
+        Err(LOOK_AGAIN.min(self.link.cfg.timeout))
     }
 
     /// Lease a slice of at least `need` units in the background (one lease at a time).
