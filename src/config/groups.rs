@@ -513,7 +513,7 @@ fn read_instances(t: &Tbl<'_>, v: &Value) {
 }
 
 /// Apply one global document onto `g`.
-pub(crate) fn read_global(kind: GlobalKind, doc: &Doc, g: &mut GlobalConfig, sink: &Sink) {
+pub(crate) fn read_global(kind: GlobalKind, doc: &Doc, g: &mut GlobalConfig, env: super::source::EnvLookup<'_>, sink: &Sink) {
     let Some(mut t) = Tbl::of(sink, doc.loc.clone(), &doc.value) else {
         return;
     };
@@ -542,6 +542,9 @@ pub(crate) fn read_global(kind: GlobalKind, doc: &Doc, g: &mut GlobalConfig, sin
                     read_concurrency(cc);
                 }
                 super::wrappers::read_alerts(&mut t, g);
+                if let Some(gw) = t.table("gateway") {
+                    super::gateway::read_gateway(gw, &mut g.gateway, env);
+                }
             }
             t.done();
         }
