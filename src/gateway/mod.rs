@@ -155,6 +155,8 @@ pub(crate) struct Shared {
     pub stop_accept: CancellationToken,
     /// Cancelled when the drain's grace is over: end open streams and waiting calls now.
     pub hard_stop: CancellationToken,
+    /// Cancelled once the listening socket is closed (the port is free).
+    pub unbound: CancellationToken,
     /// Cancelled once every connection is gone.
     pub closed: CancellationToken,
     /// The grace of the drain under way (`None`: the configured one).
@@ -238,6 +240,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             stop_accept: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
+            unbound: CancellationToken::new(),
             closed: CancellationToken::new(),
             grace: Mutex::new(None),
             next_id: AtomicU64::new(1),
@@ -276,6 +279,11 @@ impl Gateway {
     /// Whether a drain has begun.
     pub fn is_draining(&self) -> bool {
         self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the listening socket is closed (soon after a drain begins).
+    pub async fn unbound(&self) {
+        self.shared.unbound.cancelled().await;
     }
 
     /// Resolves once the gateway has stopped (drained, every connection gone).

@@ -53,6 +53,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
     }
     drop(listener);
+    shared.unbound.cancel();
     let grace = (*shared.grace.lock()).unwrap_or_else(|| shared.config().global.gateway.drain_grace);
     let finished = {
         let all = async { while conns.join_next().await.is_some() {} };
