@@ -91,7 +91,8 @@ pub struct ServeOptions {
     /// Bind a non-loopback address although no key is configured.
     pub allow_unauthenticated: Option<bool>,
     /// Reload when a file of the configuration directory changes (only for a router loaded
-    /// from a directory).
+    /// from a directory). `None` follows `[gateway] watch` of the configuration running, which
+    /// a reload may change.
     pub watch: Option<bool>,
     /// Handle SIGTERM/SIGINT (drain) and SIGHUP (reload). For a process that is the gateway
     /// (`echelon serve`), not for one embedding it.
@@ -161,6 +162,8 @@ pub(crate) struct Shared {
     pub closed: CancellationToken,
     /// The grace of the drain under way (`None`: the configured one).
     pub grace: Mutex<Option<Duration>>,
+    /// The configuration directory as it was when last (re)loaded, for the watcher.
+    pub loaded: Mutex<Option<reload::Fingerprint>>,
     next_id: AtomicU64,
     id_salt: u32,
 }
@@ -243,14 +246,15 @@ impl Gateway {
             unbound: CancellationToken::new(),
             closed: CancellationToken::new(),
             grace: Mutex::new(None),
+            loaded: Mutex::new(None),
             next_id: AtomicU64::new(1),
             id_salt: rand::random(),
         });
         tokio::spawn(server::accept_loop(listener, shared.clone()));
         tokio::spawn(status::collect_events(shared.clone()));
         let watch = opts.watch.unwrap_or(gw.watch) && shared.root.is_some();
-        if watch {
-            tokio::spawn(reload::watch(shared.clone()));
+        if shared.root.is_some() && opts.watch != Some(false) {
+            tokio::spawn(reload::watch(shared.clone(), opts.watch));
         }
         if opts.signals {
             reload::handle_signals(shared.clone());

@@ -17,7 +17,7 @@ use super::Shared;
 use crate::error::ConfigError;
 
 /// What a look at the directory found: every file with its size and modification time.
-type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+pub(crate) type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 fn fingerprint(root: &Path) -> Fingerprint {
     let mut out = Vec::new();
@@ -44,6 +44,8 @@ fn fingerprint(root: &Path) -> Fingerprint {
 /// Reload from the configuration directory now. `Ok(false)` without a directory.
 pub(crate) fn reload_now(shared: &Shared) -> Result<bool, ConfigError> {
     let Some(root) = &shared.root else { return Ok(false) };
+    // Taken before reading, so a change made while loading is seen by the next look.
+    *shared.loaded.lock() = Some(fingerprint(root));
     match crate::config::load_dir(root) {
         Ok(cfg) => {
             let old = shared.config();
@@ -71,19 +73,27 @@ async fn reload_blocking(shared: &Arc<Shared>) {
     let _ = tokio::task::spawn_blocking(move || reload_now(&s)).await;
 }
 
-/// Poll the directory until the gateway stops; reload when it changed and settled.
-pub(crate) async fn watch(shared: Arc<Shared>) {
+/// Poll the directory until the gateway stops; reload when it differs from what was loaded
+/// last and has settled. `forced` is the caller's `watch` option; without one, `[gateway]
+/// watch` of the configuration running decides at each look (a reload can turn it on or off).
+pub(crate) async fn watch(shared: Arc<Shared>, forced: Option<bool>) {
     let Some(root) = shared.root.clone() else { return };
     let look = |root: PathBuf| async move { tokio::task::spawn_blocking(move || fingerprint(&root)).await.unwrap_or_default() };
-    let mut seen = look(root.clone()).await;
+    if shared.loaded.lock().is_none() {
+        let first = look(root.clone()).await;
+        shared.loaded.lock().get_or_insert(first);
+    }
     loop {
         let interval = shared.config().global.gateway.watch_interval;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shared.stop_accept.cancelled() => return,
         }
+        if !forced.unwrap_or(shared.config().global.gateway.watch) {
+            continue;
+        }
         let now = look(root.clone()).await;
-        if now == seen {
+        if shared.loaded.lock().as_ref() == Some(&now) {
             continue;
         }
         // Settle: reload only once two looks agree.
@@ -96,7 +106,6 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
             }
             last = again;
         }
-        seen = last;
         log::info!("gateway: a file under {} changed; reloading", root.display());
         reload_blocking(&shared).await;
     }
