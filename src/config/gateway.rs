@@ -330,6 +330,10 @@ mod tests {
         assert_eq!(gw.keys[2].secret.digest(), None);
         let shown = format!("{:?} {}", gw, serde_json::to_string(gw).unwrap());
         assert!(!shown.contains("sk-team") && shown.contains("${TEAM_KEY} (set)"), "{shown}");
+        let check = crate::config::render_check(&cfg);
+        assert!(check.contains("key team: ${TEAM_KEY} (set)  routes: group:g, pool:*  rpm=10") && !check.contains("sk-team"), "{check}");
+        let warnings = crate::config::warnings(&cfg);
+        assert!(warnings.iter().any(|w| w.message.contains("`UNSET_VAR`") && w.message.contains("`gone`")), "{warnings:?}");
 
         let mut bad = base();
         bad["global"] = json!({"gateway": {"keys": [
