@@ -268,3 +268,31 @@ async def test_cli_refuses_a_public_address_without_keys(mock, tmp_path: Path):
         subprocess.run, [sys.executable, "-m", "echelon.cli", "serve", str(cfg), "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 1 and "without [[gateway.keys]]" in r.stderr
+
+
+async def test_no_secret_reaches_a_client_or_the_log(mock, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("GW_SECRET_KEY", "sk-gateway-very-secret-1")
+    caplog.set_level(logging.DEBUG)
+    cfg = gateway_config(mock.openai_base_url, {"keys": [{"name": "svc", "api_key": "${GW_SECRET_KEY}", "routes": ["solo"], "tpm": 100000}]})
+    cfg["providers"]["mock"]["common"]["api_key"] = "sk-provider-very-secret-2"
+    mock.script("m-a", {"fault": "auth"})
+    echelon.events.refresh_log_levels()
+    async with Router.from_dict(cfg) as router:
+        gw = await router.serve(port=0)
+        seen = []
+        for key in ("sk-gateway-very-secret-1", "sk-wrong-key-3"):
+            for path in ("/v1/chat/completions", "/v1/messages", "/v1/models"):
+                req = post(path, {"model": "solo", "max_tokens": 5, "messages": MSG}, headers={"x-api-key": key}) if path != "/v1/models" else f"GET {path} HTTP/1.1\r\nhost: x\r\nx-api-key: {key}\r\n\r\n".encode()
+                _, headers, body = await raw_request(gw.port, req)
+                seen.append(repr(headers) + body.decode())
+        for path in ("/status.json", "/metrics", "/status", "/readyz"):
+            _, headers, body = await raw_request(gw.port, get(path))
+            seen.append(repr(headers) + body.decode())
+        seen.append(repr(gw) + repr(router.status()))
+        await asyncio.sleep(0.1)
+    seen.extend(r.getMessage() for r in caplog.records)
+    text = "\n".join(seen)
+    assert "sk-gateway-very-secret" not in text and "sk-provider-very-secret" not in text and "sk-wrong-key" not in text
+    assert "auth_error" in text  # the provider's rejection did get through (as a failed target)

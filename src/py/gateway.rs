@@ -52,7 +52,7 @@ impl PyGateway {
     #[pyo3(signature = (grace=None))]
     fn close(&self, py: Python<'_>, grace: Option<f64>) -> PyResult<()> {
         let grace = match grace {
-            Some(g) if g == 0.0 => Some(std::time::Duration::ZERO),
+            Some(0.0) => Some(std::time::Duration::ZERO),
             g => duration_from("grace", g)?,
         };
         self.inner.drain(grace);
