@@ -10,6 +10,8 @@ requests, pinned to its own core) calls, in interleaved rounds:
 
 with the same 138-byte OpenAI chat request and the same ~1.4 KB response, and reports requests
 per second, p50 and p99, and the p50 each gateway adds to the direct call, per concurrency.
+Both gateways authenticate every request with the same key (LiteLLM's proxy refuses to start
+without a master key; echelon's gets one `[[gateway.keys]]` entry).
 The mock and both gateways share the other core (each gateway measured alone). Results go to
 ``results/gateway.json`` and ``results/gateway.md``.
 """
@@ -18,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
-import re
+import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,11 +46,13 @@ LABELS = {"direct": "mock directly (floor)", "echelon": "echelon gateway (`echel
 # the load generator (runs in its own pinned process)
 
 
-async def _load(url: str, concurrency: int, seconds: float, warm: float) -> Dict[str, Any]:
+async def _load(url: str, key: str, concurrency: int, seconds: float, warm: float) -> Dict[str, Any]:
     import aiohttp
 
     sys.path.insert(0, HERE)
     from _clients import BODY, HEADERS
+
+    HEADERS = dict(HEADERS, Authorization=f"Bearer {key}")
 
     lat: List[int] = []
     errors = 0
@@ -86,13 +92,14 @@ async def _load(url: str, concurrency: int, seconds: float, warm: float) -> Dict
 def loadgen_main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
+    ap.add_argument("--key", required=True)
     ap.add_argument("--concurrency", type=int, required=True)
     ap.add_argument("--seconds", type=float, required=True)
     ap.add_argument("--warm", type=float, default=0.5)
     a = ap.parse_args(argv)
     import uvloop
 
-    res = uvloop.run(_load(a.url, a.concurrency, a.seconds, a.warm))
+    res = uvloop.run(_load(a.url, a.key, a.concurrency, a.seconds, a.warm))
     print(json.dumps(res), flush=True)
     return 0
 
@@ -133,7 +140,7 @@ def bootstrap(args: argparse.Namespace) -> None:
     os.execv(VPY, [VPY, os.path.abspath(__file__)] + sys.argv[1:])
 
 
-def echelon_dir(tmp: str, mock_url: str) -> str:
+def echelon_dir(tmp: str, mock_url: str, key: str) -> str:
     """A config directory with one group over the mock's `bench` model."""
     llms = os.path.join(tmp, "echelon", "llms")
     os.makedirs(os.path.join(llms, "provider", "mock"))
@@ -145,11 +152,12 @@ def echelon_dir(tmp: str, mock_url: str) -> str:
     with open(os.path.join(llms, "groups", "bench.toml"), "w") as f:
         f.write('[echelon1]\nmodels = ["bench"]\n')
     with open(os.path.join(llms, "global.toml"), "w") as f:
-        f.write("[gateway]\nwatch = false\nmax_connections = 4096\n")
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        f.write(f'[gateway]\nwatch = false\nmax_connections = 4096\n[[gateway.keys]]\nname = "bench"\napi_key_sha256 = "{digest}"\n')
     return os.path.dirname(llms)
 
 
-def litellm_config(tmp: str, mock_url: str) -> str:
+def litellm_config(tmp: str, mock_url: str, key: str) -> str:
     path = os.path.join(tmp, "litellm.yaml")
     with open(path, "w") as f:
         f.write(
@@ -162,36 +170,40 @@ def litellm_config(tmp: str, mock_url: str) -> str:
             "litellm_settings:\n"
             "  drop_params: true\n"
             "  telemetry: false\n"
+            "general_settings:\n"
+            f"  master_key: {key}\n"
         )
     return path
 
 
 class Server:
-    """A gateway process; its port is read from its own log line (it binds port 0)."""
+    """A gateway process bound to port 0; the port is read from its listening socket (LiteLLM's
+    quiet log level hides uvicorn's start-up line)."""
 
-    def __init__(self, name: str, argv: List[str], pattern: str, env: Dict[str, str], log_dir: str, pin: Any) -> None:
+    def __init__(self, name: str, argv: List[str], env: Dict[str, str], log_dir: str, pin: Any) -> None:
+        import psutil
+
         self.name = name
         self.log_path = os.path.join(log_dir, f"{name}.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            pin.prefix(pin.mock_cpu) + argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=pin.preexec(pin.mock_cpu)
+            pin.prefix(pin.mock_cpu) + argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin.preexec(pin.mock_cpu)
         )
-        deadline = time.time() + 180
+        deadline = time.time() + 300
         self.port: Optional[int] = None
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.write(line)
-            m = re.search(pattern, line)
-            if m:
-                self.port = int(m.group(1))
-                break
-            if time.time() > deadline:
-                break
-        if self.port is None:
-            self.stop()
-            raise SystemExit(f"{name} did not start; see {self.log_path}")
-        # Keep draining its output so it never blocks on a full pipe.
-        self._drain = subprocess.Popen(["cat"], stdin=self.proc.stdout, stdout=self.log)
+        while self.port is None:
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise SystemExit(f"{name} did not start; see {self.log_path}")
+            try:
+                procs = [psutil.Process(self.proc.pid)] + psutil.Process(self.proc.pid).children(recursive=True)
+                for p in procs:
+                    for c in p.net_connections(kind="tcp"):
+                        if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1":
+                            self.port = c.laddr.port
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -203,8 +215,26 @@ class Server:
         self.log.close()
 
 
-def measure(pin: Any, env: Dict[str, str], url: str, concurrency: int, seconds: float) -> Dict[str, Any]:
-    argv = [sys.executable, os.path.abspath(__file__), "--loadgen", "--url", url, "--concurrency", str(concurrency), "--seconds", str(seconds)]
+def wait_ready(url: str, key: str, timeout: float = 120) -> None:
+    """One successful chat call through `url` (start-up work finished)."""
+    sys.path.insert(0, HERE)
+    from _clients import BODY, HEADERS
+
+    deadline = time.time() + timeout
+    while True:
+        req = urllib.request.Request(url, data=BODY, headers=dict(HEADERS, Authorization=f"Bearer {key}"))
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                if r.status == 200:
+                    return
+        except OSError as e:
+            if time.time() > deadline:
+                raise SystemExit(f"{url} never answered: {e}")
+        time.sleep(0.5)
+
+
+def measure(pin: Any, env: Dict[str, str], url: str, key: str, concurrency: int, seconds: float) -> Dict[str, Any]:
+    argv = [sys.executable, os.path.abspath(__file__), "--loadgen", "--url", url, "--key", key, "--concurrency", str(concurrency), "--seconds", str(seconds)]
     r = subprocess.run(pin.prefix(pin.client_cpu) + argv, capture_output=True, text=True, env=env, preexec_fn=pin.preexec(pin.client_cpu), timeout=seconds + 120)
     if r.returncode != 0:
         raise SystemExit(f"load generator failed for {url}: {r.stderr[-2000:]}")
@@ -261,24 +291,27 @@ def main() -> int:
     for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(k, None)
     tmp = tempfile.mkdtemp(prefix="echelon-gw-cfg-")
+    key = "sk-" + secrets.token_hex(32)
     servers: Dict[str, Server] = {}
     urls = {"direct": mock.base_url + "/chat/completions"}
     try:
         echelon = os.path.join(os.path.dirname(sys.executable), "echelon")
-        servers["echelon"] = Server("echelon", [echelon, "serve", echelon_dir(tmp, mock.base_url), "--port", "0"], r"listening on http://127\.0\.0\.1:(\d+)", env, log_dir, pin)
+        servers["echelon"] = Server("echelon", [echelon, "serve", echelon_dir(tmp, mock.base_url, key), "--port", "0"], env, log_dir, pin)
         urls["echelon"] = f"http://127.0.0.1:{servers['echelon'].port}/v1/chat/completions"
         lite = os.path.join(PROXY_VENV, "bin", "litellm")
         servers["litellm"] = Server(
-            "litellm", [lite, "--config", litellm_config(tmp, mock.base_url), "--host", "127.0.0.1", "--port", "0", "--num_workers", "1"],
-            r"Uvicorn running on http://127\.0\.0\.1:(\d+)", env, log_dir, pin,
+            "litellm", [lite, "--config", litellm_config(tmp, mock.base_url, key), "--host", "127.0.0.1", "--port", "0", "--num_workers", "1"],
+            env, log_dir, pin,
         )  # fmt: skip
         urls["litellm"] = f"http://127.0.0.1:{servers['litellm'].port}/v1/chat/completions"
+        for t in TARGETS:
+            wait_ready(urls[t], key)
         # The body names model "bench": the mock's model, echelon's group and LiteLLM's model.
         samples: Dict[str, Dict[str, List[Dict[str, Any]]]] = {t: {str(c): [] for c in concurrencies} for t in TARGETS}
         for rnd in range(args.rounds):
             for c in concurrencies:
                 for t in TARGETS:
-                    r = measure(pin, env, urls[t], c, args.seconds)
+                    r = measure(pin, env, urls[t], key, c, args.seconds)
                     samples[t][str(c)].append(r)
                     print(f"[round {rnd + 1}/{args.rounds}] c={c:<4} {t:<8} {r['rps']:>9,.0f} req/s  p50 {r['p50_us'] or 0:>9,.0f} µs  errors {r['errors']}", flush=True)
         rows: Dict[str, Dict[str, Dict[str, Any]]] = {}
