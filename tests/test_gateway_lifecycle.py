@@ -197,19 +197,20 @@ def fetch(url: str) -> tuple:
         return e.code, e.read()
 
 
-async def test_cli_sigterm_drains_the_stream_in_flight(mock, tmp_path: Path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_cli_sigterm_or_ctrl_c_drains_the_stream_in_flight(mock, tmp_path: Path, sig):
     mock.script("m-a", {"chunk_delay_ms": 150})
     cfg = write_config_dir(tmp_path, mock.openai_base_url, {"solo": ["m-a"]})
     proc = ServeProcess(cfg)
     try:
         reader, writer = await open_stream(proc.port)
         await asyncio.wait_for(reader.readuntil(b"data: "), 10)
-        proc.signal(signal.SIGTERM)
+        proc.signal(sig)
         body = await read_to_eof(reader, 20)
         assert sse_text(b"data: " + body).startswith("Hello from m-a.") and b"data: [DONE]" in body and b"error" not in body
         code, log = await asyncio.to_thread(proc.wait)
         assert code == 0, log
-        assert "SIGTERM: draining" in log and "stopped" in log
+        assert f"{sig.name}: draining" in log and "stopped" in log and "Traceback" not in log
         writer.close()
     finally:
         proc.stop()

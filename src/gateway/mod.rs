@@ -20,6 +20,9 @@
 //! that resolves nowhere is a 404 with a "did you mean". A `x-echelon-timeout` header (seconds)
 //! sets the call's deadline.
 //!
+//! The API endpoints need a key once `[[gateway.keys]]` exist; the health, metrics and status
+//! endpoints never do (they show no secret, only the names of routes and instances).
+//!
 //! Every answer carries `x-request-id` and `request-id`, and answers to calls carry
 //! `x-echelon-instance` (the instance that served, or the last one tried) and
 //! `x-echelon-attempts` (attempts made). Errors come in the caller's API shape with the status
