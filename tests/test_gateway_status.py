@@ -106,7 +106,7 @@ async def test_status_page_follows_a_breaker_opening_live_in_chromium(mock):
         gw = await router.serve(port=0)
         with tempfile.TemporaryDirectory() as profile:
             proc = subprocess.Popen(
-                [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+                [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
                  "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1400,1100", "about:blank"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
