@@ -11,12 +11,14 @@
 //!   [`state::store::StateStore`] through which all of it is created and shared.
 //! - [`engine`]: instances and leases, selection, pools, groups, the fallback chain
 //!   ([`engine::chain`]) and the router.
-//! - [`observe`]: the event bus and alerts.
+//! - [`observe`]: the event bus, alerts and the Prometheus rendering.
+//! - [`gateway`]: the OpenAI- and Anthropic-compatible HTTP gateway over a router.
 //! - [`mock`]: the mock provider server used by tests, the demo and benchmarks.
 
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod mock;
 pub mod observe;
 pub mod provider;

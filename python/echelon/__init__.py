@@ -43,7 +43,7 @@ from .errors import (
 )
 
 from .events import EventStream, Subscription
-from .router import PollingPool, Router, Stream, TaskGroup, Wrapper
+from .router import Gateway, PollingPool, Router, Stream, TaskGroup, Wrapper
 
 __version__: str = _core.__version__
 
@@ -58,6 +58,7 @@ __all__ = [
     "TaskGroup",
     "Stream",
     "Wrapper",
+    "Gateway",
     "EventStream",
     "Subscription",
     "Response",

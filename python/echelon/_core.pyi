@@ -186,6 +186,39 @@ class Router:
     def group_names(self) -> List[str]: ...
     def instance_ids(self) -> List[str]: ...
     def close(self) -> None: ...
+    def serve(
+        self,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        allow_unauthenticated: Optional[bool] = None,
+        watch: Optional[bool] = None,
+        signals: bool = False,
+    ) -> "Gateway":
+        """Bind and start a gateway serving this router (use :meth:`echelon.Router.serve`).
+
+        Raises:
+            ConfigError: a non-loopback host while no ``[[gateway.keys]]`` exist and
+                ``allow_unauthenticated`` is not set.
+            ValueError: ``host`` is not an IP address or ``"localhost"``.
+            OSError: the address could not be bound.
+        """
+    def metrics(self) -> str:
+        """Prometheus text exposition of the router's counters and gauges."""
+
+class Gateway:
+    """A running gateway (use :class:`echelon.Gateway`)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def draining(self) -> bool: ...
+    def close(self, grace: Optional[float] = None) -> None:
+        """Begin draining and return once the port is closed."""
+    def wait_via(self, completer: Completer) -> "tuple[asyncio.Future[None], int]": ...
+    def reload(self) -> bool:
+        """Reload from the config directory (False without one). Raises ConfigError."""
 
 class MockServer:
     """The mock provider server (use :class:`echelon.testing.MockProvider`)."""

@@ -13,7 +13,7 @@ from .events import Callback, Dispatcher, EventStream, Subscription
 
 Messages = Union[str, Sequence[Any]]
 
-__all__ = ["Router", "PollingPool", "TaskGroup", "Stream", "Wrapper"]
+__all__ = ["Router", "PollingPool", "TaskGroup", "Stream", "Wrapper", "Gateway"]
 
 
 
@@ -84,6 +84,61 @@ def _attempts_arg(max_instance_attempts: Optional[int]) -> Optional[int]:
     return max_instance_attempts
 
 
+class Gateway:
+    """An HTTP gateway serving a :class:`Router` (see :meth:`Router.serve`): OpenAI
+    ``POST /v1/chat/completions``, Anthropic ``POST /v1/messages``, ``GET /v1/models``,
+    ``/healthz``, ``/readyz``, ``/metrics`` and a live ``/status`` page, all served by the Rust
+    core (no Python on the request path)."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: "_core.Gateway") -> None:
+        self._inner = inner
+
+    @property
+    def host(self) -> str:
+        """The bound IP address."""
+        return self._inner.host
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one picked when 0 was asked for)."""
+        return self._inner.port
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (an OpenAI SDK's ``base_url`` is this plus ``/v1``; an
+        Anthropic SDK's is this)."""
+        host = self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def draining(self) -> bool:
+        """Whether a drain has begun."""
+        return self._inner.draining
+
+    def close(self, grace: Optional[float] = None) -> None:
+        """Stop accepting connections (the port is closed when this returns) and let in-flight
+        requests and streams finish for ``grace`` seconds (default ``[gateway] drain_grace``),
+        in the background; streams still open then end with an error event. Idempotent;
+        ``grace=0`` on a drain under way ends it now."""
+        self._inner.close(grace)
+
+    async def wait_closed(self) -> None:
+        """Wait until the gateway has stopped (drained, every connection gone)."""
+        completer = _completer()
+        await _deliver(completer, *self._inner.wait_via(completer))
+
+    def reload(self) -> bool:
+        """Reload the configuration from its directory now (what SIGHUP does). Returns False
+        for a router not loaded from a directory; raises :class:`echelon.ConfigError` for a
+        configuration that does not load, and the old one keeps serving."""
+        return self._inner.reload()
+
+    def __repr__(self) -> str:
+        return f"Gateway({self.url})"
+
+
 class Router:
     """Routes chat calls to polling pools, task groups or models.
 
@@ -95,6 +150,7 @@ class Router:
         self._core = core
         self._closed = False
         self._dispatcher = Dispatcher(core)
+        self._gateways: List[Gateway] = []
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -129,11 +185,48 @@ class Router:
         self.close()
 
     def close(self) -> None:
-        """Stop background work (health checks). Idempotent."""
+        """Stop background work (health checks) and the gateways started with :meth:`serve`
+        (their ports close at once; in-flight requests get their drain grace). Idempotent."""
         if not self._closed:
             self._closed = True
+            for gw in self._gateways:
+                gw.close()
+            self._gateways.clear()
             self._dispatcher.close()
             self._core.close()
+
+    async def serve(
+        self,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        *,
+        allow_unauthenticated: Optional[bool] = None,
+        watch: Optional[bool] = None,
+        signals: bool = False,
+    ) -> Gateway:
+        """Serve this router over HTTP as an OpenAI- and Anthropic-compatible gateway, inside
+        this process, and return the running :class:`Gateway` (stopped by :meth:`close`).
+
+        ``host`` and ``port`` default to ``[gateway]`` in ``global.toml``, then
+        ``127.0.0.1:8080``; ``port=0`` picks a free port (read it back from
+        ``gateway.port``). A non-loopback ``host`` is refused while no ``[[gateway.keys]]``
+        are configured unless ``allow_unauthenticated=True``. ``watch`` (default ``[gateway]
+        watch``) reloads the configuration when a file of its directory changes (routers
+        loaded with :meth:`from_dir` only). ``signals=True`` makes the core handle SIGTERM and
+        SIGINT (drain) and SIGHUP (reload) for the whole process: for a process that is the
+        gateway (``echelon serve``), not one embedding it. Requests are served by the Rust
+        core; the event loop is not involved.
+
+        Raises:
+            ConfigError: a non-loopback host without keys.
+            ValueError: ``host`` is not an IP address or ``"localhost"``.
+            OSError: the address could not be bound.
+        """
+        if self._closed:
+            raise RuntimeError("Router.serve() on a closed router")
+        gw = Gateway(self._core.serve(host, port, allow_unauthenticated, watch, signals))
+        self._gateways.append(gw)
+        return gw
 
     # -- calls --------------------------------------------------------------------------
     async def chat(
@@ -338,10 +431,9 @@ class Router:
         }
 
     def metrics(self) -> str:
-        """Prometheus text exposition of the router's counters and gauges."""
-        from ._metrics import render
-
-        return render(self._core.status())
+        """Prometheus text exposition of the router's counters and gauges (the same series a
+        gateway's ``/metrics`` serves; see ``src/observe/metrics.rs`` for the list)."""
+        return self._core.metrics()
 
 
 class PollingPool:

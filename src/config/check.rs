@@ -288,6 +288,26 @@ pub fn render_check(cfg: &Config) -> String {
         }
     }
 
+    let gw = &g.gateway;
+    let _ = writeln!(
+        out,
+        "\nGateway (echelon serve): {}:{}  keys={}{}  max_body={}B  header_timeout={}  idle_timeout={}  max_connections={}  drain_grace={}  watch={}",
+        gw.host.as_deref().unwrap_or("127.0.0.1"),
+        gw.port.unwrap_or(8080),
+        gw.keys.len(),
+        if gw.allow_unauthenticated { " (unauthenticated non-loopback allowed)" } else { "" },
+        gw.max_body_bytes,
+        secs(gw.header_timeout),
+        secs(gw.idle_timeout),
+        gw.max_connections,
+        secs(gw.drain_grace),
+        if gw.watch { format!("every {}", secs(gw.watch_interval)) } else { "off".into() },
+    );
+    for k in &gw.keys {
+        let routes = if k.routes.is_empty() { "every route".to_string() } else { k.routes.join(", ") };
+        let _ = writeln!(out, "  key {}: {}  routes: {routes}  rpm={}  tpm={}", k.name, k.secret.describe(), limit(k.rpm), limit(k.tpm));
+    }
+
     let warnings = collect_warnings(cfg);
     if !warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings:");

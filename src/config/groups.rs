@@ -514,7 +514,7 @@ fn read_instances(t: &Tbl<'_>, v: &Value) {
 }
 
 /// Apply one global document onto `g`.
-pub(crate) fn read_global(kind: GlobalKind, doc: &Doc, g: &mut GlobalConfig, sink: &Sink) {
+pub(crate) fn read_global(kind: GlobalKind, doc: &Doc, g: &mut GlobalConfig, env: super::source::EnvLookup<'_>, sink: &Sink) {
     let Some(mut t) = Tbl::of(sink, doc.loc.clone(), &doc.value) else {
         return;
     };
@@ -545,6 +545,9 @@ pub(crate) fn read_global(kind: GlobalKind, doc: &Doc, g: &mut GlobalConfig, sin
                 super::wrappers::read_alerts(&mut t, g);
                 if let Some(st) = t.table("state") {
                     g.state = read_state(st);
+                }
+                if let Some(gw) = t.table("gateway") {
+                    super::gateway::read_gateway(gw, &mut g.gateway, env);
                 }
             }
             t.done();

@@ -907,7 +907,7 @@ fn prepare_provider(pd: &mut ProviderDocs, sink: &Sink, unavailable: &mut Vec<Un
             .iter()
             .find_map(|d| declared_type(&d.value).filter(|k| UNCALLABLE_TYPES.contains(k)).map(|k| (*d, k.to_string())))
         {
-            let names: Vec<String> = pd.models.iter().map(|d| model_name_of(d)).collect();
+            let names: Vec<String> = pd.models.iter().map(model_name_of).collect();
             sink.note(
                 doc.loc.file.as_deref(),
                 &doc.loc.key("model_type"),

@@ -25,6 +25,7 @@
 
 mod check;
 mod convert;
+mod gateway;
 mod groups;
 mod layout;
 pub mod model;
@@ -44,6 +45,7 @@ use serde_json::Value;
 
 pub use check::render_check;
 pub use convert::{convert_todo, to_toml_layout};
+pub use gateway::{key_digest, resolve_route, route_allowed, route_names};
 pub use model::*;
 pub use source::{process_env, EnvLookup};
 
@@ -157,7 +159,7 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
     }
     let mut global_loc = None;
     for (kind, doc) in &tree.globals {
-        groups::read_global(*kind, doc, &mut cfg.global, &sink);
+        groups::read_global(*kind, doc, &mut cfg.global, env, &sink);
         if *kind == GlobalKind::Global {
             global_loc = Some(doc.loc.clone());
         }
@@ -165,6 +167,7 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
 
     validate::check_references(&cfg, &group_srcs, &pool_locs, global_loc.as_ref(), &tree.unavailable, &sink);
     wrappers::check(&cfg, &wrapper_locs, global_loc.as_ref(), &sink);
+    gateway::canonicalize(&mut cfg, global_loc.as_ref(), &sink);
 
     if !sink.is_empty() {
         let mut issues = sink.take();

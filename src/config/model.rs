@@ -499,6 +499,8 @@ pub struct GlobalConfig {
     pub alert_interval: Duration,
     /// `[state]`: where breakers, limits and cooldowns live (this process, or Redis).
     pub state: StateConfig,
+    /// `[gateway]`: how `echelon serve` listens, who may call it and with what budgets.
+    pub gateway: GatewayConfig,
 }
 
 /// Where shared mutable state lives (`[state] backend`).
@@ -603,8 +605,121 @@ impl Default for GlobalConfig {
             alerts: Vec::new(),
             alert_interval: Duration::from_millis(200),
             state: StateConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
+}
+
+/// `[gateway]` of `global.toml`: the HTTP gateway (`echelon serve`, `Router.serve`).
+///
+/// Everything here but `host` and `port` follows a reload (keys, budgets, limits for new
+/// connections); an address change needs a restart.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GatewayConfig {
+    /// Address to bind when the caller names none (default `127.0.0.1`).
+    pub host: Option<String>,
+    /// Port to bind when the caller names none (default 8080).
+    pub port: Option<u16>,
+    /// Bind a non-loopback address although no key is configured (default false: refused).
+    pub allow_unauthenticated: bool,
+    /// Largest request body accepted (bytes); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers.
+    #[serde(serialize_with = "ser_secs")]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(serialize_with = "ser_secs")]
+    pub idle_timeout: Duration,
+    /// Open connections at once; one more is answered 503 and closed.
+    pub max_connections: u32,
+    /// How long a drain (SIGTERM, `close()`) lets in-flight requests and streams finish.
+    #[serde(serialize_with = "ser_secs")]
+    pub drain_grace: Duration,
+    /// Reload when a file of the config directory changes (servers started from a directory).
+    pub watch: bool,
+    /// How often the config directory is looked at for changes.
+    #[serde(serialize_with = "ser_secs")]
+    pub watch_interval: Duration,
+    /// `[[gateway.keys]]`: when any is configured, every API request must carry one.
+    pub keys: Vec<GatewayKey>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: None,
+            allow_unauthenticated: false,
+            max_body_bytes: 16 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            drain_grace: Duration::from_secs(30),
+            watch: true,
+            watch_interval: Duration::from_secs(1),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// How a gateway key's secret is known: only its SHA-256 is kept once loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySecret {
+    /// `api_key = "${VAR}"`: the digest of the variable's value (`None` while it is unset, and
+    /// then the key matches nothing).
+    Env { var: String, digest: Option<[u8; 32]> },
+    /// `api_key_sha256 = "<64 hex digits>"`: the digest as stored.
+    Sha256([u8; 32]),
+}
+
+impl KeySecret {
+    /// The digest a presented key must hash to, if known.
+    pub fn digest(&self) -> Option<&[u8; 32]> {
+        match self {
+            KeySecret::Env { digest, .. } => digest.as_ref(),
+            KeySecret::Sha256(d) => Some(d),
+        }
+    }
+
+    /// Safe to print: the variable and whether it is set, or that a hash is stored.
+    pub fn describe(&self) -> String {
+        match self {
+            KeySecret::Env { var, digest: Some(_) } => format!("${{{var}}} (set)"),
+            KeySecret::Env { var, digest: None } => format!("${{{var}}} (unset)"),
+            KeySecret::Sha256(_) => "sha256 (stored)".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Serialize for KeySecret {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&self.describe())
+    }
+}
+
+/// One `[[gateway.keys]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GatewayKey {
+    /// Shown in logs, metrics and errors instead of the key.
+    pub name: String,
+    pub secret: KeySecret,
+    /// Canonical routes this key may use (`group:g`, `pool:p`, `wrapper:w`, `model:m`, with a
+    /// trailing `*` as a wildcard); empty = every route.
+    pub routes: Vec<String>,
+    /// Requests per minute for this key (0 = unlimited).
+    pub rpm: u32,
+    /// Tokens per minute for this key, estimated at admission and corrected to the real usage
+    /// (0 = unlimited).
+    pub tpm: u32,
+    /// Where the key was defined (`keys[2]`), for error messages.
+    #[serde(skip)]
+    pub at: String,
 }
 
 /// What an alert rule measures.

@@ -294,6 +294,16 @@ pub(crate) fn collect_warnings(cfg: &Config) -> Vec<crate::error::ConfigIssue> {
             );
         }
     }
+    for k in &cfg.global.gateway.keys {
+        if let super::model::KeySecret::Env { var, digest: None } = &k.secret {
+            sink.push(
+                None,
+                &format!("global.gateway.{}.api_key", k.at),
+                Some(format!("${{{var}}}")),
+                format!("environment variable `{var}` is not set; gateway key `{}` matches no request until it is", k.name),
+            );
+        }
+    }
     for (var, (file, names)) in unset {
         let who = if names.is_empty() {
             "this provider".to_string()

@@ -722,6 +722,12 @@ impl Router {
         &self.events
     }
 
+    /// The state store behind every breaker, limit and statistic (shared across reloads; the
+    /// gateway takes its keys' budgets from it too).
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
     /// The current engine. Hold the `Arc` for the duration of a request: a reload does not
     /// affect requests already running.
     pub fn engine(&self) -> Arc<Engine> {

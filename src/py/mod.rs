@@ -10,6 +10,7 @@ pub mod completer;
 pub mod config;
 pub mod convert;
 pub mod events;
+pub mod gateway;
 pub mod logs;
 pub mod router;
 pub mod types;
@@ -54,6 +55,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::PyChunk>()?;
     config::register(m)?;
     events::register(m)?;
+    gateway::register(m)?;
     m.add_class::<mock::MockServer>()?;
     Ok(())
 }

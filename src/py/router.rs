@@ -337,6 +337,18 @@ impl PyRouter {
     fn close(&self) {
         self.inner.close();
     }
+
+    /// Start a gateway serving this router (binds before returning); see `echelon.Router.serve`.
+    #[pyo3(signature = (host=None, port=None, allow_unauthenticated=None, watch=None, signals=false))]
+    fn serve(&self, py: Python<'_>, host: Option<String>, port: Option<u16>, allow_unauthenticated: Option<bool>, watch: Option<bool>, signals: bool) -> PyResult<super::gateway::PyGateway> {
+        super::gateway::serve(py, self, crate::gateway::ServeOptions { host, port, allow_unauthenticated, watch, signals })
+    }
+
+    /// Prometheus text exposition of the router's counters and gauges (the renderer the
+    /// gateway's `/metrics` uses).
+    fn metrics(&self) -> String {
+        crate::observe::metrics::render(&self.inner.status())
+    }
 }
 
 /// The routing of a stream, kept across reads so a read cancelled while the stream is being

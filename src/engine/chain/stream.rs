@@ -82,6 +82,12 @@ impl ChatStream {
         }
     }
 
+    /// Attempts made for this call so far, the one streaming now included (targets skipped
+    /// without an attempt are not counted). The gateway reports it before the final chunk.
+    pub fn attempts_made(&self) -> usize {
+        self.trace.attempts.iter().filter(|a| !a.instance.is_empty()).count() + usize::from(self.lease.is_some())
+    }
+
     /// The instance serving this stream.
     pub fn served_by(&self) -> Option<Arc<Instance>> {
         self.lease.as_ref().map(|l| l.instance().clone())

@@ -62,7 +62,7 @@ impl Slots {
 
     /// Whether a refusal for want of room is one the cluster may be able to lift.
     fn short_locally(&self) -> bool {
-        matches!(self.cap, Some(_)) && self.limit != 0 && self.room() == 0
+        self.cap.is_some() && self.limit != 0 && self.room() == 0
     }
 
     /// Wake as many of the oldest waiters as there are free slots.
