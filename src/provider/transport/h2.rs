@@ -23,8 +23,10 @@
 //! After a GOAWAY a connection takes no new stream; the streams it accepted finish. A stream
 //! the peer never processed (above the GOAWAY's last stream id, or refused with
 //! `REFUSED_STREAM`) and a request that never left (the connection closed first) are sent again
-//! on another connection, at most [`MAX_RESENDS`] times; every other failure is returned, and
-//! fails only the streams of that connection. Keep-alive PINGs run on idle connections too, and
+//! on another connection, at most [`MAX_RESENDS`] times; so is the one request hyper's dispatch
+//! task drops when it notices the GOAWAY (it was being handed to h2 at that instant; if its
+//! stream had gone out, hyper resets it, so the provider may see that first attempt
+//! cancelled). Every other failure is returned, and fails only the streams of that connection. Keep-alive PINGs run on idle connections too, and
 //! a connection without streams closes after the origin's idle time.
 //!
 //! Flow control: each stream may have [`H2Tuning::stream_window`] bytes unread, and the
@@ -191,7 +193,7 @@ impl Conn {
         !self.peer.goaway.load(SeqCst) && !self.peer.closed.load(SeqCst) && !self.sender.is_closed()
     }
 
-    /// Take no more streams on this connection (it refused one or could not send).
+    /// Take no more streams on this connection (it could not send).
     fn retire(&self) {
         self.peer.goaway.store(true, SeqCst);
     }
@@ -604,8 +606,17 @@ pub(crate) async fn send(origin: Arc<Origin>, req: Request) -> Result<Response, 
             Err(e) => {
                 tries += 1;
                 let unsent = e.message().is_some();
-                if unsent || never_processed(e.error()) {
+                if unsent {
+                    // The connection closed before the request left: take no more streams
+                    // there. (After a GOAWAY the frame tap has already done so; a refused
+                    // stream says nothing about the connection.)
                     slot.conn.retire();
+                }
+                // hyper's dispatch task ends when it sees the GOAWAY, dropping the one request
+                // it was handing to h2 at that moment (its stream may have gone out: hyper
+                // then cancels it with RST_STREAM) with a "dispatch task is gone" error.
+                let dropped_at_goaway = e.error().is_user() && !slot.conn.usable();
+                if unsent || dropped_at_goaway || never_processed(e.error()) {
                     if tries <= MAX_RESENDS {
                         log::debug!("HTTP/2: a stream to {} was not processed ({}); sending it again", origin.label(), error_chain(e.error()));
                         continue;
