@@ -446,10 +446,13 @@ impl Origin {
         let io = match &spec.tls {
             None => Io::Plain(tcp),
             Some((config, name)) => {
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| fail("TLS handshake with", &error_chain(&e)))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp).await.map_err(|e| {
+                    let mut why = error_chain(&e);
+                    if spec.http1.is_none() && why.contains("NoApplicationProtocol") {
+                        why.push_str(" (the server offers no HTTP/2 over TLS, which http_version = \"2\" requires)");
+                    }
+                    fail("TLS handshake with", &why)
+                })?;
                 let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                 match alpn.as_deref() {
                     Some(super::tls::ALPN_H2) => {}
