@@ -224,10 +224,8 @@ impl FrameSink for ConnTap {
     fn frame(&self, frame: H2Frame) {
         let c = &self.counters.conns;
         match frame {
-            H2Frame::Settings { .. } => {
-                if !self.ctx.http2.swap(true, Ordering::Relaxed) {
-                    c.http2_connections.fetch_add(1, Ordering::Relaxed);
-                }
+            H2Frame::Settings { .. } if !self.ctx.http2.swap(true, Ordering::Relaxed) => {
+                c.http2_connections.fetch_add(1, Ordering::Relaxed);
             }
             H2Frame::RstStream { .. } => {
                 c.rst_streams.fetch_add(1, Ordering::Relaxed);

@@ -30,12 +30,13 @@ const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 
 /// A frame of interest, reported once it has been read whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are the frame's own, named as RFC 9113 names them
 pub enum Frame {
     /// A SETTINGS frame (not an acknowledgement); the stream limit when it carries one.
     Settings { max_concurrent_streams: Option<u32> },
-    /// The peer will accept no stream above `last_stream_id`.
+    /// The peer will accept no stream above `last_stream_id`; `code` is its error code.
     GoAway { last_stream_id: u32, code: u32 },
-    /// The peer reset one stream.
+    /// The peer reset one stream with error `code`.
     RstStream { stream_id: u32, code: u32 },
     /// A PING that is not an acknowledgement.
     Ping,

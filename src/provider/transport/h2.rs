@@ -169,11 +169,9 @@ impl FrameSink for Peer {
                     self.changed.notify_waiters();
                 }
             }
-            Frame::GoAway { .. } => {
-                if !self.goaway.swap(true, SeqCst) {
-                    log::debug!("HTTP/2: the peer sent GOAWAY; new streams go to another connection");
-                    self.wake_origin();
-                }
+            Frame::GoAway { .. } if !self.goaway.swap(true, SeqCst) => {
+                log::debug!("HTTP/2: the peer sent GOAWAY; new streams go to another connection");
+                self.wake_origin();
             }
             _ => {}
         }
@@ -619,11 +617,9 @@ pub(crate) async fn send(origin: Arc<Origin>, req: Request) -> Result<Response, 
                 // it was handing to h2 at that moment (its stream may have gone out: hyper
                 // then cancels it with RST_STREAM) with a "dispatch task is gone" error.
                 let dropped_at_goaway = e.error().is_user() && !slot.conn.usable();
-                if unsent || dropped_at_goaway || never_processed(e.error()) {
-                    if tries <= MAX_RESENDS {
-                        log::debug!("HTTP/2: a stream to {} was not processed ({}); sending it again", origin.label(), error_chain(e.error()));
-                        continue;
-                    }
+                if (unsent || dropped_at_goaway || never_processed(e.error())) && tries <= MAX_RESENDS {
+                    log::debug!("HTTP/2: a stream to {} was not processed ({}); sending it again", origin.label(), error_chain(e.error()));
+                    continue;
                 }
                 return Err(SendError::Http(error_chain(&e.into_error())));
             }

@@ -85,6 +85,7 @@ pub struct PoolOptions {
 pub struct ConnSettings {
     /// TCP (and TLS, and HTTP/2 handshake) time limit.
     pub connect: Option<Duration>,
+    /// The protocol (`http_version`).
     pub version: HttpVersion,
     /// HTTP/2 connections per origin at most.
     pub max_connections: u32,
@@ -286,7 +287,9 @@ impl Target {
 /// a request is built, and again only if it must be sent again).
 #[derive(Clone, Debug)]
 pub enum Headers {
+    /// A map of this request's own.
     Owned(HeaderMap),
+    /// Entry `.1` of a pair of maps kept by the model's client.
     Shared(Arc<[HeaderMap; 2]>, usize),
 }
 
@@ -307,9 +310,13 @@ impl Headers {
 
 /// An HTTP request for either transport.
 pub struct Request {
+    /// The method.
     pub method: Method,
+    /// The absolute URL.
     pub target: Arc<Target>,
+    /// The headers (auth included, marked sensitive).
     pub headers: Headers,
+    /// The body (empty: none).
     pub body: Bytes,
 }
 
@@ -356,6 +363,7 @@ pub enum SendError {
 
 /// A response whose headers are in; the body is read with [`Response::chunk`] or as a stream.
 pub enum Response {
+    /// reqwest's (HTTP/1.1, or its HTTP/2 when chosen by the environment).
     H1(reqwest::Response),
     /// Boxed so a response is no larger than reqwest's (it sits in every call's future).
     H2(Box<H2Response>),
@@ -420,6 +428,7 @@ impl Response {
 pin_project_lite::pin_project! {
     /// The next chunk of a [`Response`] (see [`Response::chunk`]).
     #[project = ChunkProj]
+    #[allow(missing_docs)]
     pub enum Chunk<'a, F> {
         H1 { #[pin] fut: F },
         H2 { body: &'a mut H2Body },
