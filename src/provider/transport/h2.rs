@@ -5,12 +5,14 @@
 //! 1. The fast path ([`Origin::try_acquire`], one short lock): the first open connection below
 //!    its peer's `SETTINGS_MAX_CONCURRENT_STREAMS` takes the request (connections fill in order,
 //!    so the last ones fall idle and close when load drops).
-//! 2. Otherwise the request waits in the origin's line ([`Origin::acquire_slow`]). It opens a
-//!    connection itself when fewer than the origin's cap are open and the connections already
-//!    being opened will not serve everyone waiting (each is expected to take as many streams as
-//!    the last peer announced); else it sleeps until a stream is freed, a connection comes up or
-//!    goes away. A connect failure fails the request that tried it only while no connection is
-//!    open (it then waits for a stream like the others).
+//! 2. Otherwise (or while others wait: newcomers do not pass the line) the request waits in the
+//!    origin's line ([`Origin::acquire_slow`]). It opens a connection itself when fewer than the
+//!    origin's cap are open and the connections already being opened will not serve everyone
+//!    waiting (each is expected to take as many streams as the last peer announced); else it
+//!    sleeps until a stream is freed (the oldest waiter is woken), a connection comes up or goes
+//!    away. A connect failure fails the request that tried it only while no connection is open;
+//!    otherwise it waits for a stream like the others, and no connection is tried for
+//!    [`CONNECT_BACKOFF`].
 //! 3. The stream's slot ([`Slot`]) is held by the response body and given back when the body
 //!    ends or is dropped; dropping a body or a response future before the end resets the stream
 //!    (hyper sends `RST_STREAM(CANCEL)`).
@@ -64,6 +66,11 @@ pub const MAX_RESENDS: u32 = 5;
 /// What SETTINGS_MAX_CONCURRENT_STREAMS is taken to be until the peer says otherwise (hyper's
 /// and h2's own assumption, so both count alike).
 const DEFAULT_PEER_STREAMS: usize = 100;
+
+/// After a connection failed to open while others are open, no new one is tried for this long
+/// (requests wait for a stream on the open ones): a server refusing more connections must not
+/// turn every waiting request into a connect loop.
+const CONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Connection tuning that is not configuration (the same for every origin of a pool).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +136,8 @@ struct State {
     /// The stream limit the last connection's peer announced.
     last_limit: usize,
     next_id: u64,
+    /// No new connection before this (see [`CONNECT_BACKOFF`]).
+    connect_after: Option<Instant>,
 }
 
 /// One HTTP/2 connection.
@@ -288,7 +297,7 @@ impl Origin {
     pub(crate) fn new(spec: Spec) -> Arc<Origin> {
         Arc::new(Origin {
             spec,
-            state: Mutex::new(State { conns: Vec::new(), connecting: 0, last_limit: DEFAULT_PEER_STREAMS, next_id: 1 }),
+            state: Mutex::new(State { conns: Vec::new(), connecting: 0, last_limit: DEFAULT_PEER_STREAMS, next_id: 1, connect_after: None }),
             notify: Notify::new(),
             waiting: AtomicUsize::new(0),
             http1: AtomicBool::new(false),
@@ -348,8 +357,12 @@ impl Origin {
         None
     }
 
-    /// A stream on an open connection, if one has room now.
+    /// A stream on an open connection, if one has room now and no request is waiting for one
+    /// (a newcomer does not pass the line).
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        if self.waiting.load(SeqCst) > 0 {
+            return None;
+        }
         let st = self.state.lock();
         self.pick(&st)
     }
@@ -363,7 +376,8 @@ impl Origin {
         if let Some(s) = self.pick(&st) {
             return Plan::Got(s);
         }
-        if st.conns.len() + st.connecting < self.spec.max_connections {
+        let backing_off = st.connect_after.is_some_and(|t| Instant::now() < t) && !st.conns.is_empty();
+        if st.conns.len() + st.connecting < self.spec.max_connections && !backing_off {
             let expected = st.connecting.saturating_mul(st.last_limit);
             if self.waiting.load(SeqCst) > expected {
                 st.connecting += 1;
@@ -373,8 +387,15 @@ impl Origin {
         Plan::Wait
     }
 
-    fn has_usable(&self) -> bool {
-        self.state.lock().conns.iter().any(|c| c.usable())
+    /// After a failed connect: whether other connections are open (then no connect is tried
+    /// for [`CONNECT_BACKOFF`], and the request waits for a stream on them).
+    fn back_off(&self) -> bool {
+        let mut st = self.state.lock();
+        if !st.conns.iter().any(|c| c.usable()) {
+            return false;
+        }
+        st.connect_after = Some(Instant::now() + CONNECT_BACKOFF);
+        true
     }
 
     /// Wait for a stream (see the module doc).
@@ -398,11 +419,13 @@ impl Origin {
                     Ok(None) => continue,
                     Err(NoSlot::Http1) => return Err(NoSlot::Http1),
                     Err(NoSlot::Failed(e)) => {
-                        if self.has_usable() {
-                            log::debug!("HTTP/2: another connection to {} failed ({e:?}); waiting for a stream", self.spec.label);
-                            continue;
+                        if !self.back_off() {
+                            return Err(NoSlot::Failed(e));
                         }
-                        return Err(NoSlot::Failed(e));
+                        log::debug!("HTTP/2: another connection to {} failed ({e:?}); waiting for a stream", self.spec.label);
+                        // Woken when a stream is freed; a new connection is tried again once
+                        // the back-off is over and someone still waits.
+                        notified.await;
                     }
                 },
             }
