@@ -258,6 +258,76 @@ mod provider_h2 {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_reset_mid_stream_interrupts_the_stream_with_its_text() {
+        let mock = mock(100, json!({"slow": {"chunks": 60, "chunk_delay_ms": 30}, "boom": "reset"})).await;
+        let pool = HttpPool::new();
+        let one_connection = |wire: &str| {
+            let mut m = h2_model(&mock.base_url(), wire);
+            m.http2_max_connections = 1;
+            ProviderClient::new(m, &pool)
+        };
+        let mut s = one_connection("slow").stream(&req(), &relaxed()).await.expect("stream opens");
+        let mut text = String::new();
+        for _ in 0..2 {
+            match s.next().await {
+                Some(Ok(StreamEvent::Delta { text: t, .. })) => text.push_str(&t),
+                other => panic!("expected a delta, got {other:?}"),
+            }
+        }
+        // Another request on the same connection resets it.
+        let e = one_connection("boom").chat(&req(), &relaxed()).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConnectionError, "{}", e.message);
+        let e = loop {
+            match tokio::time::timeout(BOUND, s.next()).await.expect("the stream ends") {
+                Some(Ok(StreamEvent::Delta { text: t, .. })) => text.push_str(&t),
+                Some(Ok(StreamEvent::Done { .. })) | None => panic!("the stream outlived its connection"),
+                Some(Err(e)) => break e,
+            }
+        };
+        assert_eq!(e.kind, ErrorKind::StreamInterrupted, "{}", e.message);
+        assert_eq!(e.partial.as_deref(), Some(text.as_str()), "the text received so far comes with the error");
+        assert!(!e.message.contains(KEY));
+        assert_eq!(num(&mock.counters(), "/connection_resets"), 1);
+        // The pool replaces the connection.
+        one_connection("slow").chat(&req(), &relaxed()).await.expect("a new connection");
+        assert_eq!(num(&mock.counters(), "/http2_connections"), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timeouts_and_classification_are_the_same_over_http2() {
+        let mock = mock(100, json!({
+            "hang": "hang",
+            "stall": {"fault": "stall_after", "after": 2, "chunks": 8},
+            "busy": {"fault": "rate_limit", "retry_after": "7"},
+        }))
+        .await;
+        let pool = HttpPool::new();
+        let c = |wire: &str| ProviderClient::new(h2_model(&mock.base_url(), wire), &pool);
+        let e = c("hang").chat(&req(), &ms(5_000, 300, 10_000, 0)).await.unwrap_err();
+        assert_eq!((e.kind, e.timeout), (ErrorKind::Timeout, Some(TimeoutKind::FirstToken)), "{}", e.message);
+        let e = c("hang").chat(&req(), &ms(5_000, 0, 300, 0)).await.unwrap_err();
+        assert_eq!((e.kind, e.timeout), (ErrorKind::Timeout, Some(TimeoutKind::Total)), "{}", e.message);
+        let mut s = c("stall").stream(&req(), &ms(5_000, 5_000, 10_000, 300)).await.expect("stream opens");
+        let e = loop {
+            match tokio::time::timeout(BOUND, s.next()).await.expect("the stall is noticed") {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without an error"),
+            }
+        };
+        assert_eq!((e.kind, e.timeout), (ErrorKind::StreamInterrupted, Some(TimeoutKind::Idle)), "{}", e.message);
+        drop(s);
+        let e = c("busy").chat(&req(), &relaxed()).await.unwrap_err();
+        assert_eq!((e.kind, e.status, e.retry_after), (ErrorKind::RateLimited, Some(429), Some(Duration::from_secs(7))));
+        assert!(!e.message.contains(KEY));
+        // Every timed-out stream was reset and its slot given back.
+        wait_until("three streams reset", || num(&mock.counters(), "/rst_streams") == 3).await;
+        for o in pool.http2_status() {
+            assert!(o.connections.iter().all(|c| c.active == 0), "{o:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slow_readers_do_not_stall_another_stream_on_their_connection() {
         // Three streams of 3 MB each are opened and not read; a paced stream on the same
         // connection must still run to its end. (With a connection window smaller than the
