@@ -410,13 +410,26 @@ impl Origin {
         self.waiting.fetch_add(1, SeqCst);
         let _waiting = Waiting(&self);
         loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.plan() {
+            // In the line before looking, so a stream freed in between is not missed; out of
+            // it again before connecting, so a wake-up meant for a waiter is not held here for
+            // the length of a handshake.
+            let plan = {
+                let notified = self.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match self.plan() {
+                    Plan::Wait => {
+                        notified.await;
+                        continue;
+                    }
+                    p => p,
+                }
+            };
+            match plan {
                 Plan::Got(s) => return Ok(s),
                 Plan::Http1 => return Err(NoSlot::Http1),
-                Plan::Wait => notified.await,
+                // Waited for above.
+                Plan::Wait => continue,
                 Plan::Connect(guard) => match self.clone().open(guard).await {
                     Ok(Some(slot)) => return Ok(slot),
                     Ok(None) => continue,
@@ -426,9 +439,10 @@ impl Origin {
                             return Err(NoSlot::Failed(e));
                         }
                         log::debug!("HTTP/2: another connection to {} failed ({e:?}); waiting for a stream", self.spec.label);
-                        // Woken when a stream is freed; a new connection is tried again once
-                        // the back-off is over and someone still waits.
-                        notified.await;
+                        // Woken when a stream is freed (a release while this request was
+                        // connecting left a permit, as it counts as waiting); a new connection
+                        // is tried again once the back-off is over and someone still waits.
+                        self.notify.notified().await;
                     }
                 },
             }
