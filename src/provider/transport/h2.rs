@@ -24,12 +24,13 @@
 //! peer's first SETTINGS frame is in (its limit is known then), within the connect timeout.
 //! After a GOAWAY a connection takes no new stream; the streams it accepted finish. A stream
 //! the peer never processed (above the GOAWAY's last stream id, or refused with
-//! `REFUSED_STREAM`) and a request that never left (the connection closed first) are sent again
-//! on another connection, at most [`MAX_RESENDS`] times; so is the one request hyper's dispatch
-//! task drops when it notices the GOAWAY (it was being handed to h2 at that instant; if its
-//! stream had gone out, hyper resets it, so the provider may see that first attempt
-//! cancelled). Every other failure is returned, and fails only the streams of that connection. Keep-alive PINGs run on idle connections too, and
-//! a connection without streams closes after the origin's idle time.
+//! `REFUSED_STREAM`) and a request that never left (the connection closed first) are sent
+//! again, at most [`MAX_RESENDS`] times (after a GOAWAY or a close, on another connection); so
+//! is the one request hyper's dispatch task drops when it notices the GOAWAY (it was being
+//! handed to h2 at that instant; if its stream had gone out, hyper resets it, so the provider
+//! may see that first attempt cancelled). Every other failure is returned, and fails only the
+//! streams of that connection. Keep-alive PINGs run on idle connections too, and a connection
+//! without streams closes after the origin's idle time.
 //!
 //! Flow control: each stream may have [`H2Tuning::stream_window`] bytes unread, and the
 //! connection window is the protocol's maximum, so one slow reader holds at most its own
@@ -637,7 +638,7 @@ pub(crate) async fn send(origin: Arc<Origin>, req: Request) -> Result<Response, 
                 Err(NoSlot::Failed(e)) => return Err(e),
                 Err(NoSlot::Http1) => {
                     let h1 = origin.http1_client().cloned().ok_or_else(|| SendError::Connect("no HTTP/1.1 client".into()))?;
-                    return h1.execute(req.to_reqwest()).await.map(Response::H1).map_err(SendError::Reqwest);
+                    return h1.execute(req.into_reqwest()).await.map(Response::H1).map_err(SendError::Reqwest);
                 }
             },
         };

@@ -330,15 +330,6 @@ impl Request {
         r
     }
 
-    pub(crate) fn to_reqwest(&self) -> reqwest::Request {
-        let mut r = reqwest::Request::new(self.method.clone(), self.target.url.clone());
-        *r.headers_mut() = self.headers.to_map();
-        if !self.body.is_empty() {
-            *r.body_mut() = Some(self.body.clone().into());
-        }
-        r
-    }
-
     pub(crate) fn to_hyper(&self) -> hyper::Request<Full<Bytes>> {
         let mut r = hyper::Request::new(Full::new(self.body.clone()));
         *r.method_mut() = self.method.clone();
