@@ -363,7 +363,7 @@ mod provider_h2 {
         let tuning = H2Tuning { keep_alive_interval: Duration::from_millis(50), ..Default::default() };
         let pool = HttpPool::with_options(PoolOptions { h2: tuning, ..Default::default() });
         let mut m = h2_model(&mock.base_url(), "m");
-        m.connection_idle_timeout = Duration::from_millis(600);
+        m.connection_idle_timeout = Duration::from_millis(1500);
         let c = ProviderClient::new(m, &pool);
         c.chat(&req(), &relaxed()).await.expect("chat");
         wait_until("keep-alive PINGs reach the idle connection", || num(&mock.counters(), "/pings") >= 2).await;
