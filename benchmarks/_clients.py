@@ -336,14 +336,18 @@ def echelon_config(base_url: str) -> Dict[str, Any]:
 
 
 class _EchelonBase(Client):
-    #: the provider's ``http_version`` (None: the default, HTTP/1.1)
+    #: the provider's ``http_version`` (None: the default, "auto": HTTP/1.1 to the http:// mock)
     http_version: Optional[str] = None
+    #: ``ECHELON_HTTP2_CLIENT`` for the router (None: the default, the hyper transport)
+    http2_client: Optional[str] = None
 
     async def setup(self, max_conns: int) -> None:
         try:
             from echelon import Router
         except ImportError as e:  # pragma: no cover - depends on the venv
             raise Unavailable(f"echelon not importable: {e}") from e
+        if self.http2_client is not None:
+            os.environ["ECHELON_HTTP2_CLIENT"] = self.http2_client  # read when a router is built
         cfg = echelon_config(self.base_url)
         if self.http_version is not None:
             cfg["providers"]["mock"]["common"]["http_version"] = self.http_version
@@ -373,13 +377,23 @@ class EchelonChat(_EchelonBase):
 
 
 class EchelonChatH2(EchelonChat):
-    """``Router.chat`` with the provider's ``http_version = "2"``: every request multiplexed on
-    one HTTP/2 connection (h2c to the mock) instead of a connection per in-flight request."""
+    """``Router.chat`` with the provider's ``http_version = "2"``: requests multiplexed on
+    HTTP/2 connections (h2c to the mock, whose stream limit is never reached here, so one
+    connection) by the transport written on hyper, instead of a connection per request."""
 
     name = "echelon_chat_h2"
     label = 'echelon Router.chat, http_version="2"'
     skip = frozenset({"p1", "p4", "p6", "ttft"})
     http_version = "2"
+
+
+class EchelonChatH2Reqwest(EchelonChatH2):
+    """The same through the previous HTTP/2 path (reqwest's, ``ECHELON_HTTP2_CLIENT=reqwest``),
+    to compare the two in one run."""
+
+    name = "echelon_chat_h2_reqwest"
+    label = 'echelon Router.chat, http_version="2", previous path (reqwest)'
+    http2_client = "reqwest"
 
 
 class EchelonPool(_EchelonBase):
@@ -486,6 +500,22 @@ class EchelonBatchOneCore(EchelonBatch):
         await super().setup(max_conns)
 
 
+class EchelonBatchOneCoreReqwest(EchelonBatchOneCore):
+    """The same through the previous HTTP/2 path (reqwest's)."""
+
+    name = "echelon_batch_1core_reqwest"
+    label = 'echelon Router.batch, 1 worker, http_version="2", previous path (reqwest)'
+    http2_client = "reqwest"
+
+
+class EchelonBatchOneCoreH1(EchelonBatchOneCore):
+    """The same over HTTP/1.1 (a connection per in-flight request)."""
+
+    name = "echelon_batch_1core_h1"
+    label = 'echelon Router.batch, 1 worker, http_version="1.1"'
+    http_version = "1.1"
+
+
 class OpenLoopAlone(Client):
     """Not a client: a call that sends nothing and yields to the loop once, so P4 shows what
     its own open loop (a timer wake-up and a task per request) costs on this machine."""
@@ -511,10 +541,13 @@ CLIENTS = {
         TensorZeroClient,
         EchelonChat,
         EchelonChatH2,
+        EchelonChatH2Reqwest,
         EchelonPool,
         EchelonCompat,
         EchelonBatch,
         EchelonBatchOneCore,
+        EchelonBatchOneCoreReqwest,
+        EchelonBatchOneCoreH1,
         EchelonChatOneWorker,
         OpenLoopAlone,
     )

@@ -37,7 +37,20 @@ STAMP_FILE = os.path.join(VENV, "echelon-installed.stamp")
 
 FIGURES = ["p5", "p1", "ttft", "p2", "p4", "p6", "p3"]
 PEERS = ["aiohttp", "httpx", "openai", "litellm", "tensorzero"]
-ECHELON = ["echelon_chat", "echelon_pool", "echelon_compat", "echelon_batch", "echelon_batch_1core", "echelon_chat_h2", "echelon_chat_1w"]
+ECHELON = [
+    "echelon_chat",
+    "echelon_pool",
+    "echelon_compat",
+    "echelon_batch",
+    "echelon_batch_1core",
+    "echelon_batch_1core_reqwest",
+    "echelon_batch_1core_h1",
+    "echelon_chat_h2",
+    "echelon_chat_h2_reqwest",
+    "echelon_chat_1w",
+]
+# Variants measured only where they compare protocols or HTTP/2 paths.
+H2_ONLY = ("echelon_batch_1core", "echelon_batch_1core_reqwest", "echelon_batch_1core_h1", "echelon_chat_h2", "echelon_chat_h2_reqwest")
 # Not a client: the P4 open loop with a call that sends nothing, i.e. what the measurement
 # itself costs per request (its timer wake-ups and task creation).
 HARNESS = ["open_loop"]
@@ -53,7 +66,10 @@ LABELS = {
     "echelon_compat": "echelon compat call_llm",
     "echelon_batch": "echelon Router.batch",
     "echelon_chat_h2": "echelon Router.chat, http_version=\"2\"",
+    "echelon_chat_h2_reqwest": "echelon Router.chat, http_version=\"2\", previous path (reqwest)",
     "echelon_batch_1core": "echelon Router.batch, 1 worker, http_version=\"2\"",
+    "echelon_batch_1core_reqwest": "echelon Router.batch, 1 worker, http_version=\"2\", previous path (reqwest)",
+    "echelon_batch_1core_h1": "echelon Router.batch, 1 worker, http_version=\"1.1\"",
     "echelon_chat_1w": "echelon Router.chat, 1 worker",
     "open_loop": "open loop alone (no request)",
 }
@@ -61,12 +77,12 @@ LABELS = {
 # one import are measured once, plus the compat module).
 FIG_CLIENTS = {
     "p5": ["aiohttp", "httpx", "openai", "litellm", "tensorzero", "echelon_chat", "echelon_compat"],
-    "p1": [c for c in PEERS + ECHELON if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2", "echelon_chat_1w")],
+    "p1": [c for c in PEERS + ECHELON if c not in H2_ONLY + ("echelon_batch", "echelon_chat_1w")],
     "ttft": PEERS + ["echelon_chat"],
-    "p2": [c for c in PEERS + ECHELON if c not in ("echelon_batch_1core", "echelon_chat_1w")],
-    "p4": [c for c in ALL_CLIENTS if c not in ("echelon_batch", "echelon_batch_1core", "echelon_chat_h2")],
-    "p6": PEERS + ["echelon_chat", "echelon_batch", "echelon_batch_1core"],
-    "p3": [c for c in PEERS + ECHELON if c not in ("echelon_batch_1core", "echelon_chat_1w")],
+    "p2": [c for c in PEERS + ECHELON if c not in ("echelon_batch_1core", "echelon_batch_1core_reqwest", "echelon_batch_1core_h1", "echelon_chat_1w")],
+    "p4": [c for c in ALL_CLIENTS if c not in H2_ONLY + ("echelon_batch",)],
+    "p6": PEERS + ["echelon_chat", "echelon_batch", "echelon_batch_1core", "echelon_batch_1core_reqwest", "echelon_batch_1core_h1"],
+    "p3": [c for c in PEERS + ECHELON if c not in ("echelon_batch_1core", "echelon_batch_1core_reqwest", "echelon_batch_1core_h1", "echelon_chat_1w")],
 }
 TITLES = {
     "p1": "P1 added latency at concurrency 1",
@@ -715,11 +731,20 @@ def build_targets(ctx: Ctx, loops: List[str]) -> List[Dict[str, Any]]:
             v = _get(ctx, "p6", loop, c, "batch", "rps")
             if v is not None:
                 add("P6 batch ≥ 50,000 req/s", c, loop, v, v >= 50000, f"{v:,.0f} req/s")
+        # HTTP/2 on hyper against the previous HTTP/2 path (reqwest's), same run.
+        for new, old, fig, key in (("echelon_chat_h2", "echelon_chat_h2_reqwest", "p2", "c64"), ("echelon_chat_h2", "echelon_chat_h2_reqwest", "p2", "c256"),
+                                   ("echelon_batch_1core", "echelon_batch_1core_reqwest", "p6", "batch")):
+            v, b = _get(ctx, fig, loop, new, key, "rps"), _get(ctx, fig, loop, old, key, "rps")
+            if v is not None and b:
+                add(f"{fig.upper()} {key} HTTP/2 ≥ previous HTTP/2 path", new, loop, v / b, v >= b, f"{v / b:.2f}× ({v:,.0f} vs {b:,.0f} req/s)")
     for loop in ctx.results.get("p3", {}):
         for c in ECHELON:
             v = _get(ctx, "p3", loop, c, "held", "kb_per_req")
             if v is not None:
                 add("P3 ≤ 10 KB per in-flight request", c, loop, v, v <= 10, f"{v:.1f} KB")
+        v = _get(ctx, "p3", loop, "echelon_chat_h2", "held", "kb_per_req")
+        if v is not None:
+            add("P3 over HTTP/2 ≤ 12 KB per in-flight request", "echelon_chat_h2", loop, v, v <= 12, f"{v:.1f} KB")
     for c in ("echelon_chat", "echelon_compat"):
         v = _get(ctx, "p5", "any", c, "import", "import_ms")
         if v is not None:

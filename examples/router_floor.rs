@@ -3,7 +3,8 @@
 //! reqwest (`reqwest_floor ... rps`) and with `Router.batch` through Python (P6).
 //!
 //! `taskset -c 0 cargo run --release --no-default-features --features mimalloc --example router_floor -- PORT N [1.1|2]`
-//! (`WORKERS=N`: runtime worker threads, default 2; 0: current-thread.)
+//! (`WORKERS=N`: runtime worker threads, default 2; 0: current-thread. `ECHELON_HTTP2_CLIENT=reqwest`
+//! sends HTTP/2 through reqwest's client, the path before the hyper transport, to compare.)
 //!
 //! With a fourth argument `hold`, it instead has the mock hold every response for 5 s and
 //! prints the RSS growth per in-flight request, like `reqwest_floor` (P3 without Python).

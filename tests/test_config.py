@@ -168,7 +168,7 @@ def test_invalid_enum():
 def test_http_version():
     d = base_dict()
     cfg = _core.config_from_dict(d)
-    assert cfg["models"]["openai-gpt4o"]["http_version"] == "1.1"  # the default
+    assert cfg["models"]["openai-gpt4o"]["http_version"] == "auto"  # the default
     d["providers"]["openai"]["common"]["http_version"] = "2"
     d["providers"]["mock"]["mock-a"] = {"http_version": "auto"}
     cfg = _core.config_from_dict(d)

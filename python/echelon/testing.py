@@ -226,7 +226,11 @@ class MockProvider:
         ``streams_started``, ``streams_completed``, ``in_flight``, ``max_in_flight``,
         ``client_disconnects``, ``probes``; per model also ``last_request``
         (``{"body": ..., "headers": ...}``, headers without keys); in the totals only,
-        ``http2_requests`` (requests that arrived over HTTP/2: the mock also speaks h2c).
+        ``http2_requests`` (requests that arrived over HTTP/2: the mock also speaks h2c) and
+        the connection counters (``connections``, ``open_connections``,
+        ``http2_connections``, ``goaways``, ``rst_streams``, ``pings``,
+        ``connection_resets``, ``max_streams_per_connection``; documented with the mock's
+        routes in ``src/mock/mod.rs``).
         """
         c: Dict[str, Any] = self._running().counters()
         if model is None:

@@ -110,19 +110,19 @@ pub enum ProbeMode {
 /// Which HTTP version the client speaks to a provider.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub enum HttpVersion {
-    /// HTTP/1.1 only, one connection per in-flight request (the default). Scales with the
-    /// provider's connection limits; what the official SDKs and most routers use.
-    #[default]
+    /// HTTP/1.1 only, one connection per in-flight request (what the official SDKs do).
     #[serde(rename = "1.1")]
     Http1,
-    /// Offer HTTP/2 over TLS (ALPN) and use it when the provider accepts; plain `http://`
-    /// stays on HTTP/1.1.
+    /// HTTP/2 where the provider offers it over TLS (ALPN), HTTP/1.1 elsewhere (plain
+    /// `http://`, or a server that picks HTTP/1.1). The default: OpenAI, Anthropic and Gemini
+    /// all offer HTTP/2, which needs a fraction of the memory and connections per in-flight
+    /// request.
+    #[default]
     #[serde(rename = "auto")]
     Auto,
-    /// HTTP/2 only (prior knowledge; h2c on plain `http://`). All requests to an origin share
-    /// one connection: much less memory per in-flight request, but requests beyond the
-    /// provider's `SETTINGS_MAX_CONCURRENT_STREAMS` wait for a free stream (the connection
-    /// pool does not open a second HTTP/2 connection).
+    /// HTTP/2 only (prior knowledge; h2c on plain `http://`). Requests to an origin share its
+    /// connections; another opens when every open one is at the provider's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, up to `http2_max_connections`.
     #[serde(rename = "2")]
     Http2,
 }
@@ -197,11 +197,23 @@ pub struct ModelConfig {
     pub probe: ProbeMode,
     /// HTTP version spoken to the provider (`http_version = "1.1" | "auto" | "2"`).
     pub http_version: HttpVersion,
+    /// HTTP/2 connections open to one origin at most (`http2_max_connections`); beyond
+    /// `this × the provider's stream limit`, requests wait for a free stream.
+    pub http2_max_connections: u32,
+    /// How long a connection without requests stays open (`connection_idle_timeout`, both
+    /// HTTP versions).
+    #[serde(serialize_with = "ser_secs")]
+    pub connection_idle_timeout: Duration,
     /// Parameters the provider cannot take: dropped (default) or refused.
     pub unsupported_params: UnsupportedParams,
     /// Where this model was defined.
     pub source: Option<PathBuf>,
 }
+
+/// Default of [`ModelConfig::http2_max_connections`].
+pub const DEFAULT_HTTP2_MAX_CONNECTIONS: u32 = 256;
+/// Default of [`ModelConfig::connection_idle_timeout`].
+pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Durations serialize as float seconds (the unit every config file uses).
 fn ser_secs<S: serde::Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {

@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::layout::{Doc, ProviderDocs};
-use super::model::{HttpVersion, ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts, UnsupportedParams};
+use super::model::{
+    HttpVersion, ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts, UnsupportedParams, DEFAULT_CONNECTION_IDLE_TIMEOUT,
+    DEFAULT_HTTP2_MAX_CONNECTIONS,
+};
 use super::reader::{did_you_mean, Sink, Tbl};
 use super::source::{expand, single_placeholder, EnvLookup};
 use crate::secret::Secret;
@@ -89,6 +92,8 @@ impl Draft {
                 api_version: None,
                 probe: ProbeMode::Models,
                 http_version: Default::default(),
+                http2_max_connections: DEFAULT_HTTP2_MAX_CONNECTIONS,
+                connection_idle_timeout: DEFAULT_CONNECTION_IDLE_TIMEOUT,
                 unsupported_params: UnsupportedParams::Drop,
                 source: None,
             },
@@ -301,6 +306,12 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
             "2" => HttpVersion::Http2,
             _ => HttpVersion::Http1,
         };
+    }
+    if let Some(n) = t.uint("http2_max_connections", 1, 4096) {
+        d.m.http2_max_connections = n;
+    }
+    if let Some(s) = t.secs("connection_idle_timeout", 0.0, 86400.0, true) {
+        d.m.connection_idle_timeout = s;
     }
     if let Some(v) = t.choice("unsupported_params", &["drop", "error"]) {
         d.m.unsupported_params = if v == "error" { UnsupportedParams::Error } else { UnsupportedParams::Drop };

@@ -221,10 +221,68 @@ impl ModelState {
     }
 }
 
+/// What the mock saw of connections (totals only).
+#[derive(Default)]
+pub struct ConnStats {
+    /// TCP connections accepted.
+    pub connections: AtomicU64,
+    /// Connections open now (never reset).
+    pub open_connections: AtomicU64,
+    /// Connections whose client spoke HTTP/2 (h2c or TLS).
+    pub http2_connections: AtomicU64,
+    /// Connections that completed a TLS handshake.
+    pub tls_connections: AtomicU64,
+    /// Connections the mock told to go away (GOAWAY; HTTP/1.1: closed after the response).
+    pub goaways: AtomicU64,
+    /// RST_STREAM frames received from clients.
+    pub rst_streams: AtomicU64,
+    /// PING frames (not acknowledgements) received from clients.
+    pub pings: AtomicU64,
+    /// Connections the mock reset (the `reset` fault).
+    pub connection_resets: AtomicU64,
+    /// The most requests in flight at once on one connection.
+    pub max_streams_per_connection: AtomicU64,
+}
+
+impl ConnStats {
+    fn clear(&self) {
+        for a in [
+            &self.connections,
+            &self.http2_connections,
+            &self.tls_connections,
+            &self.goaways,
+            &self.rst_streams,
+            &self.pings,
+            &self.connection_resets,
+            &self.max_streams_per_connection,
+        ] {
+            a.store(0, Relaxed);
+        }
+    }
+
+    fn snapshot(&self, m: &mut Map<String, Value>) {
+        for (k, a) in [
+            ("connections", &self.connections),
+            ("open_connections", &self.open_connections),
+            ("http2_connections", &self.http2_connections),
+            ("tls_connections", &self.tls_connections),
+            ("goaways", &self.goaways),
+            ("rst_streams", &self.rst_streams),
+            ("pings", &self.pings),
+            ("connection_resets", &self.connection_resets),
+            ("max_streams_per_connection", &self.max_streams_per_connection),
+        ] {
+            m.insert(k.into(), a.load(Relaxed).into());
+        }
+    }
+}
+
 /// All counters of one server.
 #[derive(Default)]
 pub struct Counters {
     pub total: Stats,
+    /// Connection-level counters.
+    pub conns: ConnStats,
     models: RwLock<HashMap<String, Arc<ModelState>>>,
     global_health_cursor: Mutex<Cursor>,
     /// Set while shutting down: connections dropped by the server are not client disconnects.
@@ -313,6 +371,7 @@ impl Counters {
     pub fn reset(&self) {
         self.total.clear();
         self.log.lock().clear();
+        self.conns.clear();
         *self.global_health_cursor.lock() = Cursor::default();
         for m in self.models.read().values() {
             m.reset();
@@ -323,6 +382,7 @@ impl Counters {
     pub fn snapshot(&self) -> Value {
         let mut top = self.total.snapshot();
         top.insert("http2_requests".into(), self.total.http2_requests.load(Relaxed).into());
+        self.conns.snapshot(&mut top);
         let mut models = Map::new();
         let mut list: Vec<Arc<ModelState>> = self.models.read().values().cloned().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -348,6 +408,9 @@ pub struct RequestGuard {
     model: Arc<ModelState>,
     finished: bool,
     stream: bool,
+    /// Set when the mock itself dropped the request's connection (a `reset` on another
+    /// stream of it): then the request did not end because the client went away.
+    server_closed: Option<Arc<AtomicBool>>,
 }
 
 impl RequestGuard {
@@ -355,7 +418,12 @@ impl RequestGuard {
     pub fn new(counters: Arc<Counters>, model: Arc<ModelState>) -> Self {
         counters.total.enter();
         model.stats.enter();
-        RequestGuard { counters, model, finished: false, stream: false }
+        RequestGuard { counters, model, finished: false, stream: false, server_closed: None }
+    }
+
+    /// Do not count a disconnect once `flag` is set (the mock closed the connection).
+    pub fn server_closed_when(&mut self, flag: Arc<AtomicBool>) {
+        self.server_closed = Some(flag);
     }
 
     /// Mark the request as a started stream.
@@ -385,7 +453,8 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.counters.total.leave();
         self.model.stats.leave();
-        if !self.finished && !self.counters.shutting_down.load(Relaxed) {
+        let by_server = self.server_closed.as_ref().is_some_and(|f| f.load(Relaxed));
+        if !self.finished && !by_server && !self.counters.shutting_down.load(Relaxed) {
             self.counters.total.client_disconnects.fetch_add(1, Relaxed);
             self.model.stats.client_disconnects.fetch_add(1, Relaxed);
             log::debug!("mock: client went away during a request to {}", self.model.name);

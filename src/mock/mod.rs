@@ -16,6 +16,8 @@
 //! | `GET /_mock/counters` | the counters as JSON (see [`MockServer::counters`]) |
 //! | `GET /_mock/log` | when each chat request arrived, and for which model (see [`MockServer::request_log`]) |
 //! | `POST /_mock/reset` | zero the counters; `?scripts=1` or body `{"scripts": true}` also drops the scripts |
+//! | `POST /_mock/goaway` | GOAWAY on every open connection (see [`MockServer::goaway`]); answers `{"ok": true, "connections": n}` |
+//! | `POST /_mock/h2` | body `{"max_concurrent_streams": n}`: the stream limit of HTTP/2 connections opened from now on |
 //!
 //! When started with `require_key`, chat requests and the model-list probes must carry that key
 //! (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or `?key=`), else they get the
@@ -101,7 +103,12 @@
 //!   as `delta.refusal`, no content), Anthropic N text chunks then `stop_reason: "refusal"`,
 //!   Gemini N text chunks then `finishReason: "SAFETY"`.
 //! - `hang`: read the request, never answer (until the client disconnects).
-//! - `reset`: close the connection with a TCP RST, no answer.
+//! - `reset`: close the connection with a TCP RST, no answer. Over HTTP/2 every other stream on
+//!   that connection ends with it, wherever it was (the connection reset mid-stream); their
+//!   requests are not counted as client disconnects.
+//! - `goaway`: answer normally, and send GOAWAY on the request's connection: the streams it
+//!   accepted finish, new ones must go to another connection (HTTP/1.1: the connection closes
+//!   after this response).
 //! - `cut_after` (`after` = N): stream N content chunks then cut the connection without the
 //!   terminal event; non-stream: announce the full Content-Length, send half, cut.
 //!   Shorthand: `{"cut_after": 2}`.
@@ -123,11 +130,24 @@
 //! `max_in_flight`, `client_disconnects` (the client went away before the mock finished:
 //! during latency, a hang, a stall or a paced stream), `probes`; per model also `last_request`
 //! `{body, headers}` (headers without any key); at the top level only, `http2_requests`
-//! (requests that arrived over HTTP/2).
+//! (requests that arrived over HTTP/2) and the connection counters: `connections` (accepted),
+//! `open_connections` (now; never reset), `http2_connections`, `tls_connections`, `goaways`
+//! (connections told to go away), `rst_streams` (RST_STREAM frames received: a client
+//! cancelling a stream), `pings` (PING frames received, not acknowledgements: keep-alive),
+//! `connection_resets` (`reset` faults), `max_streams_per_connection` (the most requests in
+//! flight at once on one connection).
+//!
+//! # Connections, HTTP/2 and TLS
 //!
 //! Connections speak HTTP/1.1, or HTTP/2 when the client opens with the h2 preface (h2c with
-//! prior knowledge). A `reset` fault drops the whole connection, so over HTTP/2 it also ends
-//! every other stream on it.
+//! prior knowledge, or over TLS). Each HTTP/2 connection announces
+//! [`MockConfig::h2_max_streams`] concurrent streams (default [`MAX_H2_STREAMS`], so the mock
+//! is never the limit unless a test asks); [`MockServer::set_h2_max_streams`] or `POST
+//! /_mock/h2` changes it for connections opened afterwards. [`MockServer::goaway`] (or `POST
+//! /_mock/goaway`, or the `goaway` fault for one request's connection) sends GOAWAY as a server
+//! shutting down gracefully does. With [`MockConfig::tls`] the mock serves HTTPS with the given
+//! certificate and ALPN list (`MockTls::alpn = [b"http/1.1"]` is a server that never picks
+//! HTTP/2); `base_url()` then starts with `https://`.
 
 mod counters;
 mod script;
@@ -141,12 +161,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use script::{Behaviour, BehaviourPatch, Fault, FaultSpec, Script, Step, DEFAULT_CHUNKS, DEFAULT_CONTENT_CHARS};
 pub use wire::{content_text, split_chars};
+
+pub use server::MAX_H2_STREAMS;
 
 use crate::secret::Secret;
 
@@ -159,11 +182,56 @@ pub struct MockConfig {
     pub scripts: Value,
     /// How long [`MockServer::shutdown`] lets in-flight requests finish before dropping them.
     pub shutdown_grace: Duration,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection (default [`MAX_H2_STREAMS`]).
+    pub h2_max_streams: u32,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<MockTls>,
 }
 
 impl Default for MockConfig {
     fn default() -> Self {
-        Self { require_key: None, scripts: Value::Null, shutdown_grace: Duration::from_millis(500) }
+        Self { require_key: None, scripts: Value::Null, shutdown_grace: Duration::from_millis(500), h2_max_streams: MAX_H2_STREAMS, tls: None }
+    }
+}
+
+/// The mock's TLS identity and the protocols it offers through ALPN.
+pub struct MockTls {
+    /// The leaf certificate first, then any intermediates (DER).
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key (DER).
+    pub key: PrivateKeyDer<'static>,
+    /// ALPN protocols in the server's order of preference (`[b"h2", b"http/1.1"]` by
+    /// default; `[b"http/1.1"]` makes a server that never picks HTTP/2; empty: no ALPN).
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl MockTls {
+    /// `cert_chain` and `key` offering h2 and http/1.1.
+    pub fn new(cert_chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        MockTls { cert_chain, key, alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()] }
+    }
+
+    fn acceptor(&self) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .and_then(|b| b.with_no_client_auth().with_single_cert(self.cert_chain.clone(), self.key.clone_key()))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("mock TLS: {e}")))?;
+        config.alpn_protocols = self.alpn.clone();
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+impl Clone for MockTls {
+    fn clone(&self) -> Self {
+        MockTls { cert_chain: self.cert_chain.clone(), key: self.key.clone_key(), alpn: self.alpn.clone() }
+    }
+}
+
+impl std::fmt::Debug for MockTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let alpn: Vec<String> = self.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        f.debug_struct("MockTls").field("certificates", &self.cert_chain.len()).field("alpn", &alpn).finish_non_exhaustive()
     }
 }
 
@@ -174,6 +242,7 @@ impl Default for MockConfig {
 /// for that.
 pub struct MockServer {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<server::Shared>,
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -189,7 +258,12 @@ impl MockServer {
     /// Bind `addr` (port 0 picks a free port) and start serving. Invalid `config.scripts` give
     /// an `InvalidInput` error naming the offending key.
     pub async fn start(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer> {
-        let shared = Arc::new(server::Shared::new(config.require_key.clone()));
+        if config.h2_max_streams == 0 || config.h2_max_streams > i32::MAX as u32 {
+            let e = format!("h2_max_streams must be from 1 to {}, not {}", i32::MAX, config.h2_max_streams);
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+        }
+        let acceptor = config.tls.as_ref().map(MockTls::acceptor).transpose()?;
+        let shared = Arc::new(server::Shared::new(config.require_key.clone(), config.h2_max_streams));
         if !config.scripts.is_null() {
             shared
                 .set_scripts(&config.scripts)
@@ -198,9 +272,10 @@ impl MockServer {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(server::accept_loop(listener, shared.clone(), stop.clone(), config.shutdown_grace));
-        log::debug!("mock provider listening on http://{addr}");
-        Ok(MockServer { addr, shared, stop, task: Mutex::new(Some(task)) })
+        let tls = acceptor.is_some();
+        let task = tokio::spawn(server::accept_loop(listener, shared.clone(), stop.clone(), config.shutdown_grace, acceptor));
+        log::debug!("mock provider listening on {}://{addr}", if tls { "https" } else { "http" });
+        Ok(MockServer { addr, tls, shared, stop, task: Mutex::new(Some(task)) })
     }
 
     /// The bound address.
@@ -208,10 +283,23 @@ impl MockServer {
         self.addr
     }
 
-    /// `http://IP:PORT` (no trailing slash): the Anthropic base URL. OpenAI's is `+ "/v1"`,
-    /// Gemini's `+ "/v1beta"`.
+    /// `http://IP:PORT` (`https://` when serving TLS; no trailing slash): the Anthropic base
+    /// URL. OpenAI's is `+ "/v1"`, Gemini's `+ "/v1beta"`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Announce `n` concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS) on HTTP/2 connections
+    /// opened from now on (open ones keep theirs). `n` is clamped to 1..=2^31-1.
+    pub fn set_h2_max_streams(&self, n: u32) {
+        self.shared.h2_max_streams.store(n.clamp(1, i32::MAX as u32), Ordering::Relaxed);
+    }
+
+    /// Send GOAWAY on every open connection (HTTP/1.1 ones close after their response): the
+    /// streams they accepted finish, new requests must open new connections. Returns how many
+    /// connections were told.
+    pub fn goaway(&self) -> usize {
+        self.shared.goaway_all()
     }
 
     /// Install or replace the script of `model` (`"*"` = default, `"_health"` = server health).

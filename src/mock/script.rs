@@ -116,8 +116,12 @@ pub enum Fault {
     Overloaded,
     /// Read the request and never answer, until the client goes away.
     Hang,
-    /// Close the connection (TCP RST) without answering.
+    /// Close the connection (TCP RST) without answering; over HTTP/2 every other stream on
+    /// that connection ends with it.
     Reset,
+    /// Answer normally, and send GOAWAY on this request's connection: the streams it accepted
+    /// (this one included) finish, new ones must go elsewhere.
+    GoAway,
     /// Stream: send N content chunks then cut the connection. Non-stream: announce the full
     /// Content-Length, send part of the body, cut.
     CutAfter(u32),
@@ -156,6 +160,7 @@ impl Fault {
             Fault::Overloaded => "overloaded",
             Fault::Hang => "hang",
             Fault::Reset => "reset",
+            Fault::GoAway => "goaway",
             Fault::CutAfter(_) => "cut_after",
             Fault::StallAfter(_) => "stall_after",
             Fault::Malformed(_) => "malformed",
@@ -178,6 +183,7 @@ const FAULT_NAMES: &[&str] = &[
     "overloaded",
     "hang",
     "reset",
+    "goaway",
     "cut_after",
     "stall_after",
     "malformed",
@@ -486,6 +492,7 @@ fn fault_from_name(name: &str, status: Option<u16>, after: Option<u32>, path: &s
         "overloaded" => Fault::Overloaded,
         "hang" => Fault::Hang,
         "reset" => Fault::Reset,
+        "goaway" => Fault::GoAway,
         "cut_after" => Fault::CutAfter(after.unwrap_or(0)),
         "stall_after" => Fault::StallAfter(after.unwrap_or(0)),
         "malformed" => Fault::Malformed(after.unwrap_or(0)),

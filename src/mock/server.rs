@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::counters::{Counters, ModelState, RequestGuard, AUTH_HEADERS};
 use super::script::{parse_script_map, Fault, FaultSpec, Script};
 use super::wire::{self, Ctx, ErrorCase, Format, StreamPlan};
+use crate::provider::transport::frames::{Frame as H2Frame, FrameReader, FrameSink, Tapped};
 use crate::secret::Secret;
 
 /// Largest request body accepted.
@@ -45,17 +46,35 @@ pub(crate) struct Shared {
     pub require_key: Option<Secret>,
     next_request: AtomicU64,
     default_script: Arc<Script>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS announced on new HTTP/2 connections.
+    pub h2_max_streams: AtomicU32,
+    /// Open connections, by number (for GOAWAY on demand).
+    conns: parking_lot::Mutex<HashMap<u64, Arc<ConnCtx>>>,
+    next_conn: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(require_key: Option<Secret>) -> Self {
+    pub fn new(require_key: Option<Secret>, h2_max_streams: u32) -> Self {
         Shared {
             scripts: ArcSwap::from_pointee(HashMap::new()),
             counters: Arc::new(Counters::default()),
             require_key,
             next_request: AtomicU64::new(1),
             default_script: Arc::new(Script::default()),
+            h2_max_streams: AtomicU32::new(h2_max_streams),
+            conns: parking_lot::Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// Tell every open connection to go away (GOAWAY; HTTP/1.1 closes after its response).
+    /// Returns how many were told.
+    pub fn goaway_all(&self) -> usize {
+        let conns: Vec<Arc<ConnCtx>> = self.conns.lock().values().cloned().collect();
+        for c in &conns {
+            c.goaway.cancel();
+        }
+        conns.len()
     }
 
     /// The script for `model`: its own, else `"*"`, else the default (always ok).
@@ -139,8 +158,95 @@ impl AsyncWrite for ResettableStream {
     }
 }
 
+/// One accepted connection: what its requests and the server need to act on it.
+pub(crate) struct ConnCtx {
+    id: u64,
+    /// Cancelled to send GOAWAY (graceful: accepted streams finish).
+    goaway: CancellationToken,
+    /// Cancelled to drop the connection at once, with a TCP RST (`reset` set first).
+    abort: CancellationToken,
+    /// Makes the socket close with RST instead of FIN.
+    reset: Arc<AtomicBool>,
+    /// Set once the mock dropped the connection itself: its requests' ends are not client
+    /// disconnects.
+    closed_by_server: Arc<AtomicBool>,
+    /// Requests in flight on this connection.
+    in_flight: AtomicUsize,
+    http2: AtomicBool,
+}
+
+impl ConnCtx {
+    fn new(id: u64) -> Arc<Self> {
+        Arc::new(ConnCtx {
+            id,
+            goaway: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            reset: Arc::new(AtomicBool::new(false)),
+            closed_by_server: Arc::new(AtomicBool::new(false)),
+            in_flight: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
+        })
+    }
+
+    /// Count a request on this connection until the returned guard drops.
+    fn enter(self: &Arc<Self>, counters: &Counters) -> InFlight {
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.conns.max_streams_per_connection.fetch_max(n as u64, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Drop the connection now with a TCP RST (every stream on it ends).
+    fn reset_now(&self, counters: &Counters) {
+        self.reset.store(true, Ordering::Relaxed);
+        self.closed_by_server.store(true, Ordering::Relaxed);
+        if !self.abort.is_cancelled() {
+            counters.conns.connection_resets.fetch_add(1, Ordering::Relaxed);
+        }
+        self.abort.cancel();
+    }
+}
+
+struct InFlight(Arc<ConnCtx>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts what clients send on one connection (its frames, read through the tap).
+struct ConnTap {
+    counters: Arc<Counters>,
+    ctx: Arc<ConnCtx>,
+}
+
+impl FrameSink for ConnTap {
+    fn frame(&self, frame: H2Frame) {
+        let c = &self.counters.conns;
+        match frame {
+            H2Frame::Settings { .. } if !self.ctx.http2.swap(true, Ordering::Relaxed) => {
+                c.http2_connections.fetch_add(1, Ordering::Relaxed);
+            }
+            H2Frame::RstStream { .. } => {
+                c.rst_streams.fetch_add(1, Ordering::Relaxed);
+            }
+            H2Frame::Ping => {
+                c.pings.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Accept connections until `stop` fires, then give open connections `grace` to finish.
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken, grace: Duration) {
+/// With `tls`, every connection starts with a TLS handshake (ALPN as the acceptor offers).
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    grace: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -149,7 +255,28 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_connection(stream, shared.clone(), stop.clone(), grace));
+                    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                    let ctx = ConnCtx::new(id);
+                    let io = ResettableStream { inner: stream, reset: ctx.reset.clone() };
+                    let (shared, stop) = (shared.clone(), stop.clone());
+                    match tls.clone() {
+                        None => {
+                            conns.spawn(serve_connection(io, shared, ctx, stop, grace));
+                        }
+                        Some(acceptor) => {
+                            conns.spawn(async move {
+                                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io));
+                                match handshake.await {
+                                    Ok(Ok(tls)) => {
+                                        shared.counters.conns.tls_connections.fetch_add(1, Ordering::Relaxed);
+                                        serve_connection(tls, shared, ctx, stop, grace).await;
+                                    }
+                                    Ok(Err(e)) => log::debug!("mock: TLS handshake failed: {e}"),
+                                    Err(_) => log::debug!("mock: TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -167,29 +294,71 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop
     }
 }
 
-/// Concurrent HTTP/2 streams the mock accepts on one connection.
-const MAX_H2_STREAMS: u32 = 65_536;
+/// Default of concurrent HTTP/2 streams the mock accepts on one connection: a mock must never
+/// be the limit unless a test asks for one.
+pub const MAX_H2_STREAMS: u32 = 65_536;
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken, grace: Duration) {
-    let reset = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(ResettableStream { inner: stream, reset: reset.clone() });
-    let svc = hyper::service::service_fn(move |req| handle(shared.clone(), reset.clone(), req));
+/// Counts a connection as open while it is registered.
+struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared.conns.lock().remove(&self.id);
+        self.shared.counters.conns.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection<I>(io: I, shared: Arc<Shared>, ctx: Arc<ConnCtx>, stop: CancellationToken, grace: Duration)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let counters = shared.counters.clone();
+    counters.conns.connections.fetch_add(1, Ordering::Relaxed);
+    counters.conns.open_connections.fetch_add(1, Ordering::Relaxed);
+    shared.conns.lock().insert(ctx.id, ctx.clone());
+    let _registered = Registered { shared: shared.clone(), id: ctx.id };
+    let tap = Arc::new(ConnTap { counters: counters.clone(), ctx: ctx.clone() });
+    let io = TokioIo::new(Tapped::new(io, FrameReader::from_client(), tap));
+    let svc = {
+        let (shared, ctx) = (shared.clone(), ctx.clone());
+        hyper::service::service_fn(move |req| handle(shared.clone(), ctx.clone(), req))
+    };
     // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when the client opens with the h2
-    // preface; a mock must never be the limit, so streams per connection are not capped low.
+    // preface (over TLS too, whatever ALPN chose).
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().keep_alive(true);
-    builder.http2().max_concurrent_streams(MAX_H2_STREAMS);
+    builder.http2().max_concurrent_streams(shared.h2_max_streams.load(Ordering::Relaxed));
     let conn = builder.serve_connection(io, svc);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                log::trace!("mock: connection ended: {e}");
+    let mut going_away = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    log::trace!("mock: connection ended: {e}");
+                }
+                break;
             }
-        }
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(grace, conn.as_mut()).await;
+            _ = ctx.abort.cancelled() => {
+                // Dropping the connection closes the socket; `reset` makes that an RST.
+                log::debug!("mock: resetting connection {}", ctx.id);
+                break;
+            }
+            _ = ctx.goaway.cancelled(), if !going_away => {
+                going_away = true;
+                counters.conns.goaways.fetch_add(1, Ordering::Relaxed);
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = stop.cancelled() => {
+                if !going_away {
+                    conn.as_mut().graceful_shutdown();
+                }
+                let _ = tokio::time::timeout(grace, conn.as_mut()).await;
+                break;
+            }
         }
     }
 }
@@ -370,44 +539,46 @@ fn json_resp(status: u16, body: Bytes) -> Resp {
     respond(status, &JSON, MockBody::full(body))
 }
 
-async fn handle(shared: Arc<Shared>, reset: Arc<AtomicBool>, req: Request<Incoming>) -> Result<Resp, ResetConnection> {
+async fn handle(shared: Arc<Shared>, conn: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Resp, ResetConnection> {
     if req.version() == hyper::Version::HTTP_2 {
         shared.counters.http2_request();
     }
+    let _in_flight = conn.enter(&shared.counters);
+    let c = &*conn;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let p = path.as_str();
     match (&method, p) {
-        (&Method::POST, "/v1/chat/completions") => chat(&shared, &reset, req, Format::OpenAi, None, false).await,
-        (&Method::POST, "/v1/messages") => chat(&shared, &reset, req, Format::Anthropic, None, false).await,
+        (&Method::POST, "/v1/chat/completions") => chat(&shared, c, req, Format::OpenAi, None, false).await,
+        (&Method::POST, "/v1/messages") => chat(&shared, c, req, Format::Anthropic, None, false).await,
         (&Method::POST, _) if p.starts_with("/v1beta/models/") => {
             let rest = &p["/v1beta/models/".len()..];
             match rest.rsplit_once(':') {
                 Some((model, "generateContent")) => {
                     let model = model.to_string();
-                    chat(&shared, &reset, req, Format::Gemini, Some(model), false).await
+                    chat(&shared, c, req, Format::Gemini, Some(model), false).await
                 }
                 Some((model, "streamGenerateContent")) => {
                     let model = model.to_string();
-                    chat(&shared, &reset, req, Format::Gemini, Some(model), true).await
+                    chat(&shared, c, req, Format::Gemini, Some(model), true).await
                 }
                 _ => Ok(not_found(Format::Gemini, p)),
             }
         }
-        (&Method::GET | &Method::HEAD, "/v1/models") => probe(&shared, &reset, &req, Some(Format::OpenAi), None).await,
+        (&Method::GET | &Method::HEAD, "/v1/models") => probe(&shared, c, &req, Some(Format::OpenAi), None).await,
         (&Method::GET | &Method::HEAD, "/v1beta/models") => {
-            probe(&shared, &reset, &req, Some(Format::Gemini), None).await
+            probe(&shared, c, &req, Some(Format::Gemini), None).await
         }
         (&Method::GET, _) if p.starts_with("/v1/models/") => {
             let m = p["/v1/models/".len()..].to_string();
-            probe(&shared, &reset, &req, Some(Format::OpenAi), Some(m)).await
+            probe(&shared, c, &req, Some(Format::OpenAi), Some(m)).await
         }
         (&Method::GET, _) if p.starts_with("/v1beta/models/") => {
             let m = p["/v1beta/models/".len()..].to_string();
-            probe(&shared, &reset, &req, Some(Format::Gemini), Some(m)).await
+            probe(&shared, c, &req, Some(Format::Gemini), Some(m)).await
         }
         (&Method::HEAD, "/" | "/v1" | "/v1/" | "/v1beta" | "/v1beta/") | (&Method::GET | &Method::HEAD, "/health") => {
-            probe(&shared, &reset, &req, None, None).await
+            probe(&shared, c, &req, None, None).await
         }
         (&Method::POST, "/_mock/script" | "/_mock/scripts") => {
             let body = match read_body(req.into_body()).await {
@@ -424,6 +595,21 @@ async fn handle(shared: Arc<Shared>, reset: Arc<AtomicBool>, req: Request<Incomi
         }
         (&Method::GET, "/_mock/counters") => Ok(json_resp(200, Bytes::from(shared.counters.snapshot().to_string()))),
         (&Method::GET, "/_mock/log") => Ok(json_resp(200, Bytes::from(shared.counters.request_log().to_string()))),
+        (&Method::POST, "/_mock/goaway") => {
+            let n = shared.goaway_all();
+            Ok(json_resp(200, Bytes::from(serde_json::json!({"ok": true, "connections": n}).to_string())))
+        }
+        (&Method::POST, "/_mock/h2") => {
+            let body = read_body(req.into_body()).await.unwrap_or_default();
+            let parsed = serde_json::from_slice::<Value>(&body).map_err(|e| format!("invalid JSON: {e}")).and_then(|v| h2_settings(&v));
+            Ok(match parsed {
+                Ok(n) => {
+                    shared.h2_max_streams.store(n, Ordering::Relaxed);
+                    json_resp(200, Bytes::from_static(b"{\"ok\":true}"))
+                }
+                Err(e) => json_resp(400, Bytes::from(serde_json::json!({"error": e}).to_string())),
+            })
+        }
         (&Method::POST, "/_mock/reset") => {
             let q = req.uri().query().unwrap_or("").to_string();
             let body = read_body(req.into_body()).await.unwrap_or_default();
@@ -439,6 +625,28 @@ async fn handle(shared: Arc<Shared>, reset: Arc<AtomicBool>, req: Request<Incomi
             Ok(json_resp(200, Bytes::from_static(b"{\"ok\":true}")))
         }
         _ => Ok(not_found(Format::OpenAi, p)),
+    }
+}
+
+/// After [`ConnCtx::reset_now`]: the connection is being dropped, which drops this request
+/// with it. Answering first would end the stream on its own (HTTP/2 `RST_STREAM`) before the
+/// connection goes, which is not what a reset connection looks like to a client; the error
+/// is only a backstop should the drop not come.
+async fn reset_wait() -> Result<Resp, ResetConnection> {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    Err(ResetConnection)
+}
+
+/// `{"max_concurrent_streams": n}` (1 ≤ n ≤ 2^31 - 1).
+fn h2_settings(v: &Value) -> Result<u32, String> {
+    let m = v.as_object().ok_or("expected an object like {\"max_concurrent_streams\": 4}")?;
+    if let Some(k) = m.keys().find(|k| k.as_str() != "max_concurrent_streams") {
+        return Err(format!("unknown key `{k}`; known: max_concurrent_streams"));
+    }
+    let n = m.get("max_concurrent_streams").ok_or("max_concurrent_streams: missing")?;
+    match n.as_u64() {
+        Some(n) if (1..=i32::MAX as u64).contains(&n) => Ok(n as u32),
+        _ => Err(format!("max_concurrent_streams: expected an integer from 1 to {}, found {n}", i32::MAX)),
     }
 }
 
@@ -549,7 +757,7 @@ fn error_of(fault: Fault, format: Format, max: u64, got: u64, out: u64) -> Optio
 
 async fn chat(
     shared: &Arc<Shared>,
-    reset: &AtomicBool,
+    conn: &ConnCtx,
     req: Request<Incoming>,
     format: Format,
     path_model: Option<String>,
@@ -606,6 +814,7 @@ async fn chat(
         return Ok(json_resp(400, wire::error_body(format, ErrorCase::BadRequest, 400, &ms.name, &why)));
     }
     let mut guard = RequestGuard::new(counters.clone(), ms.clone());
+    guard.server_closed_when(conn.closed_by_server.clone());
     let prompt_tokens = parsed.prompt_tokens();
     let stream = path_stream || parsed.stream;
     let over = script.max_prompt_tokens.filter(|max| prompt_tokens > *max);
@@ -618,6 +827,9 @@ async fn chat(
         None => script.resolve(ms.next_index(&script)),
     };
     counters.outcome(model, spec.fault.name());
+    if spec.fault == Fault::GoAway {
+        conn.goaway.cancel();
+    }
     if behaviour.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
     }
@@ -663,8 +875,8 @@ async fn chat(
         }
         Fault::Reset => {
             guard.finish();
-            reset.store(true, Ordering::Relaxed);
-            Err(ResetConnection)
+            conn.reset_now(counters);
+            reset_wait().await
         }
         Fault::ContentFilter => {
             // Only Gemini reaches here (the others answered 400 above): 200 with SAFETY.
@@ -769,7 +981,7 @@ async fn chat(
 /// Health probes: `GET /v1/models[/{m}]`, `GET /v1beta/models[/{m}]`, `HEAD /`, `GET /health`.
 async fn probe(
     shared: &Arc<Shared>,
-    reset: &AtomicBool,
+    conn: &ConnCtx,
     req: &Request<Incoming>,
     format: Option<Format>,
     model: Option<String>,
@@ -817,8 +1029,8 @@ async fn probe(
             unreachable!("pending() never completes")
         }
         Fault::Reset | Fault::CutAfter(_) => {
-            reset.store(true, Ordering::Relaxed);
-            Err(ResetConnection)
+            conn.reset_now(counters);
+            reset_wait().await
         }
         Fault::Malformed(_) => Ok(json_resp(200, Bytes::from_static(b"{\"data\":["))),
         _ if head => Ok(respond(200, &JSON, MockBody::empty())),

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+use super::transport::SendError;
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::secret::{redact, Secret};
 
@@ -421,8 +422,21 @@ pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// The error for a failed `send()` (no response headers): connect timeout, refused, reset,
-/// DNS, TLS, or the connection closing before a response.
-pub fn classify_send(err: reqwest::Error, ctx: &ErrCtx<'_>) -> Error {
+/// DNS, TLS, or the connection closing before a response. Both transports end the same way: a
+/// connect timeout is `Timeout` (`TimeoutKind::Connect`), anything else `ConnectionError`.
+pub fn classify_send(err: SendError, ctx: &ErrCtx<'_>) -> Error {
+    match err {
+        SendError::Reqwest(e) => classify_reqwest(e, ctx),
+        SendError::ConnectTimeout(d) => {
+            let mut e = ctx.error(ErrorKind::Timeout, &format!("connect timed out ({d})"));
+            e.timeout = Some(TimeoutKind::Connect);
+            e
+        }
+        SendError::Connect(d) | SendError::Http(d) => ctx.error(ErrorKind::ConnectionError, &d),
+    }
+}
+
+fn classify_reqwest(err: reqwest::Error, ctx: &ErrCtx<'_>) -> Error {
     let err = err.without_url();
     let chain = error_chain(&err);
     if err.is_connect() && err.is_timeout() {

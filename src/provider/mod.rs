@@ -3,12 +3,14 @@
 //!
 //! Layout: [`openai`], [`anthropic`], [`gemini`] translate requests and responses; [`sse`] parses
 //! event streams; [`stream`] drives a streaming body under the timers; [`classify`] turns
-//! statuses, bodies and transport failures into [`Error`]s. This file owns the HTTP plumbing.
+//! statuses, bodies and transport failures into [`Error`]s; [`transport`] carries requests
+//! (reqwest for HTTP/1.1, hyper directly for HTTP/2). This file builds each call's request and
+//! reads its response.
 //!
-//! Timeouts are enforced here with `tokio::time` (not reqwest's global timeout) so each kind is
-//! distinguishable: connect (reqwest `connect_timeout`), first token (response headers for
-//! `chat`, first delta for `stream`), idle (between stream chunks after the first delta) and
-//! total (the whole request, body included).
+//! Timeouts are enforced here with `tokio::time` (not a client's global timeout) so each kind
+//! is distinguishable: connect (the transport's connect timeout), first token (response headers
+//! for `chat`, first delta for `stream`), idle (between stream chunks after the first delta)
+//! and total (the whole request, body included).
 
 // `Error` is the crate-wide error contract (large by design, returned once per call).
 #![allow(clippy::result_large_err)]
@@ -20,24 +22,26 @@ pub mod gemini;
 pub mod openai;
 pub mod sse;
 pub mod stream;
+pub mod transport;
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use parking_lot::Mutex;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
-use reqwest::{Method, Response};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
+use reqwest::Method;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::config::{HttpVersion, ModelConfig, ProbeMode, ProviderKind, Timeouts, UnsupportedParams};
+use crate::config::{ModelConfig, ProbeMode, ProviderKind, Timeouts, UnsupportedParams};
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::types::{ChatRequest, ChatResponse, Message, Params, StreamEvent};
 use classify::{classify_send, classify_status, ErrCtx};
 use stream::{StreamDecoder, StreamSetup};
+use transport::{ConnSettings, Headers, Response, Sending, Target};
+pub use transport::HttpPool;
 
 /// A stream of deltas then exactly one `Done`, or an error item (after which it ends).
 /// Dropping it aborts the upstream HTTP request.
@@ -47,64 +51,6 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, Error>> + S
 const MAX_BODY: usize = 64 * 1024 * 1024;
 /// Largest error body read (only its message is kept).
 const MAX_ERROR_BODY: usize = 256 * 1024;
-
-type PoolKey = (String, Option<Duration>, HttpVersion);
-
-/// Shared HTTP connection pools, one `reqwest::Client` per (origin, connect timeout, HTTP
-/// version).
-/// One per router; cheap to clone.
-#[derive(Clone, Default)]
-pub struct HttpPool {
-    clients: Arc<Mutex<HashMap<PoolKey, reqwest::Client>>>,
-}
-
-impl HttpPool {
-    /// An empty pool; clients are created on first use of each origin.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The client for `origin` with `connect` timeout speaking `version`, created on first use
-    /// (keep-alive, `tcp_nodelay`, up to 256 idle connections per host, no proxy lookup, no
-    /// redirects).
-    pub fn client(&self, origin: &str, connect: Option<Duration>, version: HttpVersion) -> Result<reqwest::Client, String> {
-        let key = (origin.to_string(), connect, version);
-        let mut map = self.clients.lock();
-        if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
-        }
-        let mut b = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(256)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("echelon/", env!("CARGO_PKG_VERSION")));
-        if let Some(c) = connect {
-            b = b.connect_timeout(c);
-        }
-        b = match version {
-            // reqwest's own retry layer only replays HTTP/2 refusals (REFUSED_STREAM, GOAWAY);
-            // on HTTP/1.1 it would do nothing but copy every request's headers in case.
-            HttpVersion::Http1 => b.http1_only().retry(reqwest::retry::never().max_retries_per_request(0)),
-            HttpVersion::Auto => b,
-            HttpVersion::Http2 => b.http2_prior_knowledge(),
-        };
-        let client = b.build().map_err(|e| classify::error_chain(&e))?;
-        map.insert(key, client.clone());
-        Ok(client)
-    }
-
-    /// How many distinct clients (origin × connect timeout) exist; for tests and status output.
-    pub fn len(&self) -> usize {
-        self.clients.lock().len()
-    }
-
-    /// True when no client has been created yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// A client for one logical model. Cheap to clone (shares the connection pool).
 #[derive(Clone)]
@@ -119,11 +65,11 @@ pub struct ProviderClient {
     headers: Result<HeaderMap, String>,
     /// The pool's client for this model's own connect timeout, looked up once: the common
     /// case then costs no lock and no key allocation per request.
-    http: Arc<OnceLock<reqwest::Client>>,
+    http: Arc<OnceLock<transport::Client>>,
     /// The chat endpoint parsed once, `[non-streaming, streaming]` (they differ for Gemini).
-    chat_urls: Arc<[Result<reqwest::Url, String>; 2]>,
+    chat_urls: Arc<[Result<Arc<Target>, String>; 2]>,
     /// `headers` plus content type and accept, `[non-streaming, streaming]`.
-    chat_headers: Arc<Result<[HeaderMap; 2], String>>,
+    chat_headers: Result<Arc<[HeaderMap; 2]>, String>,
     /// Whether the model has default parameters to merge into each request.
     has_defaults: bool,
 }
@@ -142,17 +88,17 @@ impl ProviderClient {
         let headers = base_headers(&model);
         let chat_url = |stream: bool| {
             let url = chat_endpoint(&model, stream);
-            reqwest::Url::parse(&url).map_err(|e| format!("chat endpoint {url:?} is not a valid URL: {e}"))
+            Target::parse(&url).map(Arc::new).map_err(|e| format!("chat endpoint {url:?} is not a valid URL: {e}"))
         };
         let chat_urls = Arc::new([chat_url(false), chat_url(true)]);
-        let chat_headers = Arc::new(headers.clone().map(|h| {
-            [false, true].map(|stream| {
+        let chat_headers = headers.clone().map(|h| {
+            Arc::new([false, true].map(|stream| {
                 let mut h = h.clone();
                 h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 h.insert(ACCEPT, HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }));
                 h
-            })
-        }));
+            }))
+        });
         let has_defaults = model.parameters != Params::default();
         Self { model: Arc::new(model), pool: pool.clone(), label, origin, headers, http: Arc::default(), chat_urls, chat_headers, has_defaults }
     }
@@ -166,7 +112,7 @@ impl ProviderClient {
         ErrCtx { label: &self.label, secret: &self.model.api_key }
     }
 
-    fn client(&self, timeouts: &Timeouts) -> Result<reqwest::Client, Error> {
+    fn client(&self, timeouts: &Timeouts) -> Result<transport::Client, Error> {
         let ctx = self.ctx();
         if self.model.api_key.is_missing() {
             let var = self.model.api_key.var().unwrap_or("?");
@@ -179,10 +125,9 @@ impl ProviderClient {
             }
         }
         let origin = self.origin.as_ref().map_err(|m| ctx.error(ErrorKind::Config, m))?;
-        let client = self
-            .pool
-            .client(origin, timeouts.connect, self.model.http_version)
-            .map_err(|m| ctx.error(ErrorKind::Config, &format!("HTTP client: {m}")))?;
+        let m = &self.model;
+        let settings = ConnSettings { connect: timeouts.connect, version: m.http_version, max_connections: m.http2_max_connections, idle: m.connection_idle_timeout };
+        let client = self.pool.client(origin, &settings).map_err(|m| ctx.error(ErrorKind::Config, &format!("HTTP client: {m}")))?;
         if own {
             let _ = self.http.set(client.clone());
         }
@@ -191,11 +136,17 @@ impl ProviderClient {
 
     /// Build the chat request (URL, headers, serialized body) and start sending it. A plain
     /// fn, so nothing of the build is left in the caller's future across its awaits.
-    fn start(&self, req: &ChatRequest, stream: bool, timeouts: &Timeouts) -> Result<impl std::future::Future<Output = reqwest::Result<Response>>, Error> {
+    #[allow(clippy::type_complexity)]
+    fn start(
+        &self,
+        req: &ChatRequest,
+        stream: bool,
+        timeouts: &Timeouts,
+    ) -> Result<Sending<impl Future<Output = reqwest::Result<reqwest::Response>> + Send + Unpin, impl Future<Output = Result<Response, transport::SendError>> + Send>, Error> {
         let client = self.client(timeouts)?;
         let ctx = self.ctx();
-        let headers = match &*self.chat_headers {
-            Ok(h) => h[usize::from(stream)].clone(),
+        let headers = match &self.chat_headers {
+            Ok(h) => Headers::Shared(h.clone(), usize::from(stream)),
             Err(m) => return Err(ctx.error(ErrorKind::Config, m)),
         };
         // Merging copies the caller's parameters; a model without defaults of its own needs none.
@@ -222,20 +173,22 @@ impl ProviderClient {
                 UnsupportedParams::Drop => log_dropped(&self.label, m, &unsupported),
             }
         }
-        // The request is built whole rather than through RequestBuilder, whose `headers()`
-        // re-inserts every header one by one into a fresh map.
-        let mut request = reqwest::Request::new(reqwest::Method::POST, url);
-        *request.headers_mut() = headers;
-        *request.body_mut() = Some(body.into());
-        Ok(client.execute(request))
+        // The request is built whole (the shared headers are cloned once, by the transport)
+        // rather than through reqwest's RequestBuilder, whose `headers()` re-inserts every
+        // header one by one into a fresh map.
+        Ok(client.send(transport::Request { method: Method::POST, target: url, headers, body: body.into() }))
     }
 
     /// Send and wait for the response headers under min(first_token, total).
     ///
-    /// Takes the already started request (`Client::execute`), not the builder: an async
-    /// fn keeps its arguments for its whole life, and a builder is ~280 bytes of every
+    /// Takes the already started request ([`transport::Client::send`]), not a builder: an
+    /// async fn keeps its arguments for its whole life, and a builder is ~280 bytes of every
     /// in-flight request's future.
-    async fn send(&self, fut: impl std::future::Future<Output = reqwest::Result<Response>>, timeouts: &Timeouts, started: Instant) -> Result<Response, Error> {
+    async fn send<F, G>(&self, fut: Sending<F, G>, timeouts: &Timeouts, started: Instant) -> Result<Response, Error>
+    where
+        F: Future<Output = reqwest::Result<reqwest::Response>> + Unpin,
+        G: Future<Output = Result<Response, transport::SendError>>,
+    {
         let ctx = self.ctx();
         let (deadline, which) = header_deadline(timeouts, started);
         let res = match deadline {
@@ -340,9 +293,8 @@ impl ProviderClient {
             ProviderKind::Anthropic => Box::<anthropic::Decoder>::default(),
             ProviderKind::Gemini => Box::<gemini::Decoder>::default(),
         };
-        let body = resp.bytes_stream().map(|r| r.map_err(|e| classify::error_chain(&e.without_url())));
         let setup = StreamSetup { model: self.model.clone(), label: self.label.clone(), started, timeouts: *timeouts, request_id: header_rid };
-        Ok(stream::drive(Box::pin(body), decoder, setup))
+        Ok(stream::drive(resp.into_body(), decoder, setup))
     }
 
     async fn json_instead_of_stream(&self, resp: Response, timeouts: &Timeouts, started: Instant, rid: Option<String>) -> Error {
@@ -379,7 +331,9 @@ impl ProviderClient {
             (_, ProviderKind::Gemini) => (Method::GET, gemini::models_url(&m.base_url)),
             _ => (Method::GET, openai::models_url(&m.base_url)),
         };
-        let resp = self.send(client.request(method, &url).headers(headers).send(), timeouts, started).await?;
+        let target = Target::parse(&url).map(Arc::new).map_err(|e| self.ctx().error(ErrorKind::Config, &format!("probe URL {url:?} is not a valid URL: {e}")))?;
+        let request = transport::Request { method, target, headers: Headers::Owned(headers), body: Default::default() };
+        let resp = self.send(client.send(request), timeouts, started).await?;
         let status = resp.status();
         let alive = if mode == ProbeMode::Head { status.as_u16() < 500 } else { status.is_success() };
         if !alive {
@@ -494,6 +448,8 @@ fn base_headers(m: &ModelConfig) -> Result<HeaderMap, String> {
         v.set_sensitive(true);
         h.insert(n, v);
     }
+    // Both transports send the same one (reqwest would add its own default otherwise).
+    h.entry(USER_AGENT).or_insert(HeaderValue::from_static(transport::USER_AGENT));
     Ok(h)
 }
 
@@ -535,7 +491,7 @@ async fn read_body(mut resp: Response, deadline: Option<Instant>, cap: usize) ->
                 buf.extend_from_slice(&c);
             }
             Ok(None) => return Ok(buf),
-            Err(e) => return Err(BodyError { timed_out: false, reason: classify::error_chain(&e.without_url()), partial: buf }),
+            Err(reason) => return Err(BodyError { timed_out: false, reason, partial: buf }),
         }
     }
 }

@@ -303,6 +303,8 @@ mod tests {
             api_version: None,
             probe: ProbeMode::Models,
             http_version: Default::default(),
+            http2_max_connections: crate::config::DEFAULT_HTTP2_MAX_CONNECTIONS,
+            connection_idle_timeout: crate::config::DEFAULT_CONNECTION_IDLE_TIMEOUT,
             unsupported_params: Default::default(),
             source: None,
         };

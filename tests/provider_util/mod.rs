@@ -283,6 +283,8 @@ pub fn model(kind: ProviderKind, base: &str, key: Secret) -> ModelConfig {
         api_version: None,
         probe: ProbeMode::Models,
         http_version: Default::default(),
+        http2_max_connections: _core::config::DEFAULT_HTTP2_MAX_CONNECTIONS,
+        connection_idle_timeout: _core::config::DEFAULT_CONNECTION_IDLE_TIMEOUT,
         unsupported_params: Default::default(),
         source: None,
     }
