@@ -125,7 +125,7 @@ class RedisServer:
     makes the server exit at once, and another is tried, so no port is ever probed and left
     for someone else to take."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             # Never a skip: CI installs it (.ci/run); locally, `apt-get install redis-server`.
@@ -134,10 +134,18 @@ class RedisServer:
         self.dir = tempfile.mkdtemp(prefix="echelon-redis-")
         self.proc: Optional[subprocess.Popen] = None
         self.port = 0
+        # With tls, the server also listens with TLS on port + 1, its certificate signed by a
+        # CA made here (ca.pem), for localhost and 127.0.0.1; the plain port stays for the
+        # tests' own commands.
+        self.ca_file: Optional[str] = _make_tls_files(self.dir) if tls else None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"rediss://localhost:{self.port + 1}"
 
     def _spawn(self, port: int) -> bool:
         args = [
@@ -145,6 +153,12 @@ class RedisServer:
             "--dir", self.dir, "--enable-debug-command", "yes", "--protected-mode", "yes",
             "--logfile", os.path.join(self.dir, f"redis-{port}.log"),
         ]
+        if self.ca_file:
+            args += [
+                "--tls-port", str(port + 1), "--tls-cert-file", os.path.join(self.dir, "server.pem"),
+                "--tls-key-file", os.path.join(self.dir, "server.key"), "--tls-ca-cert-file", self.ca_file,
+                "--tls-auth-clients", "no",
+            ]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -198,10 +212,42 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _make_tls_files(d: str) -> str:
+    """A CA and a server certificate it signs (localhost, 127.0.0.1), with the openssl CLI;
+    returns the CA's path."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed: run `apt-get install -y openssl` (.ci/run installs it)")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        ["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=echelon test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+         "-days", "2", "-extfile", "ext.cnf"],
+    ]
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+    for step in steps:
+        r = subprocess.run(["openssl", *step], cwd=d, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            pytest.fail(f"openssl {step[0]} failed: {r.stderr[-500:]}")
+    return os.path.join(d, "ca.pem")
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the whole test session (tests use distinct key prefixes)."""
     server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def tls_redis() -> Iterator[RedisServer]:
+    """A redis-server that also speaks TLS (``tls_url``, CA in ``ca_file``)."""
+    server = RedisServer(tls=True).start()
     try:
         yield server
     finally:

@@ -7,6 +7,7 @@ The multi-process checks of the issue are in test_redis_multiprocess.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -101,6 +102,8 @@ def test_memory_stays_the_default(tmp_path):
         ({"backend": "redis", "url": "redis://h:1", "local_share": 0}, "local_share", "range"),
         ({"backend": "redis", "url": "redis://h:1", "lease_time": 0.1}, "lease_time", "range"),
         ({"backend": "redis", "url": "redis://h:1", "password": PASSWORD}, "password", "unknown"),
+        ({"backend": "redis", "url": "rediss://h:1", "tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file", "cannot be read"),
+        ({"backend": "redis", "url": "rediss://h:1", "tls_ca_file": str(ROOT / "pyproject.toml")}, "tls_ca_file", "no PEM certificate"),
     ],
 )
 def test_bad_state_settings_are_named_and_never_show_the_password(state, key, words):
@@ -173,6 +176,46 @@ async def test_cooldown_from_one_router_applies_to_the_other(mock, redis_server)
         res = await outcomes([b.chat("hi", group="solo", timeout=2) for _ in range(20)])
         assert {x.served_by for x in res} == {"solo.echelon1_m-b"}
     assert mock.counters("m-a")["requests"] == 1
+
+
+async def test_rediss_with_a_private_ca_shares_state_over_tls(mock, tls_redis, tmp_path):
+    """rediss:// against a server whose certificate a private CA signed: trusted through
+    tls_ca_file, two routers share one budget over TLS; without it the certificate is refused
+    (the system store does not know that CA) and the router serves on its local share,
+    saying why."""
+    cfg = shared_config(mock, tls_redis.tls_url, "t-tls", model={"rpm": 20}, state={"tls_ca_file": tls_redis.ca_file})
+    async with Router.from_dict(cfg) as a, Router.from_dict(cfg) as b:
+        await wait_until(lambda: procs_alive(tls_redis, "t-tls") == 2, 10, "both routers registered over TLS")
+        res = await outcomes([r.chat("hi", group="solo", timeout=0.5) for r in (a, b) for _ in range(30)])
+    assert 18 <= served(res) <= 21, f"{served(res)} served of a shared budget of 20"
+
+    untrusted = shared_config(mock, tls_redis.tls_url, "t-tls-untrusted", model={"rpm": 10}, state={"local_share": 0.5, "timeout": 0.05, "connect_timeout": 0.5})
+    async with Router.from_dict(untrusted) as router:
+        events = router.events(types=["state_backend"])
+        res = await outcomes([router.chat("hi", group="solo", timeout=0.5) for _ in range(12)])
+        assert served(res) == 5, "half of rpm 10 while the server's certificate is refused"
+        ev = await asyncio.wait_for(events.__anext__(), 5)
+        assert ev["state"] == "down" and "certificate" in json.dumps(ev), ev
+        await events.aclose()
+    assert procs_alive(tls_redis, "t-tls-untrusted") == 0
+
+
+def test_tls_ca_file_is_relative_to_global_toml_and_shown_by_check(tmp_path):
+    llms = tmp_path / "llms"
+    (llms / "provider" / "mock").mkdir(parents=True)
+    (llms / "groups").mkdir()
+    (llms / "provider" / "mock" / "common.toml").write_text('type = "openai_compatible"\nbase_url = "http://127.0.0.1:9/v1"\n')
+    (llms / "provider" / "mock" / "m.toml").write_text('model = "m"\n')
+    (llms / "groups" / "g.toml").write_text('[echelon1]\nmodels = ["m"]\n')
+    (llms / "redis-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    (llms / "global.toml").write_text('[state]\nbackend = "redis"\nurl = "rediss://127.0.0.1:6390"\ntls_ca_file = "redis-ca.pem"\n')
+    r = subprocess.run([sys.executable, "-m", "echelon.cli", "check", str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "TLS: server certificate checked against redis-ca.pem" in r.stdout
+    (llms / "global.toml").write_text('[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:6390"\ntls_ca_file = "redis-ca.pem"\n')
+    with pytest.raises(echelon.ConfigError) as info:
+        _core.load_config_dir(str(tmp_path))
+    assert any(i["key"].endswith("tls_ca_file") and "rediss://" in i["message"] for i in info.value.issues), info.value.issues
 
 
 # ---- faults ----

@@ -272,6 +272,9 @@ pub fn render_check(cfg: &Config) -> String {
                 secs(st.lease_time),
                 st.local_share.map_or("auto (1 / processes alive)".to_string(), |x| x.to_string())
             );
+            if let Some(f) = &st.tls_ca_file {
+                let _ = writeln!(out, "  TLS: server certificate checked against {f} (not the system store)");
+            }
         }
     }
 

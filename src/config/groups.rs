@@ -584,6 +584,25 @@ fn read_state(mut t: Tbl<'_>) -> StateConfig {
     if let Some(x) = t.num("local_share", 0.0, 1.0, true) {
         s.local_share = Some(x);
     }
+    if let Some(f) = t.str("tls_ca_file") {
+        // Relative to the file that names it (so a config tree can carry its CA), else to
+        // the working directory (the dict form).
+        let path = match t.file().and_then(|p| p.parent()) {
+            Some(dir) if std::path::Path::new(&f).is_relative() => dir.join(&f),
+            _ => std::path::PathBuf::from(&f),
+        };
+        let shown = Value::String(f.clone());
+        match std::fs::read(&path) {
+            Err(e) => t.err("tls_ca_file", Some(&shown), format!("cannot be read ({}): {e}", path.display())),
+            Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                t.err("tls_ca_file", Some(&shown), format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()))
+            }
+            Ok(pem) => {
+                s.tls_ca_file = Some(f);
+                s.tls_ca_pem = Some(pem);
+            }
+        }
+    }
     match (s.backend, url) {
         (StateBackend::Redis, None) => t.err("url", None, "required with backend = \"redis\" (redis://host:port or rediss://… for TLS)"),
         (_, Some(u)) => {
@@ -595,6 +614,8 @@ fn read_state(mut t: Tbl<'_>) -> StateConfig {
                 t.err("url", Some(&shown), "must start with redis:// or rediss:// (TLS)");
             } else if let Err(e) = crate::state::redis::check_url(&u) {
                 t.err("url", Some(&shown), e);
+            } else if s.tls_ca_pem.is_some() && !u.starts_with("rediss://") {
+                t.err("tls_ca_file", s.tls_ca_file.clone().map(Value::String).as_ref(), "is only used with a rediss:// url (TLS); this url is plain redis://");
             } else {
                 s.url = Secret::new(u);
             }

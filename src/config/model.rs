@@ -564,6 +564,13 @@ pub struct StateConfig {
     /// Share of every limit a process uses on its own while Redis is unreachable (`None`:
     /// one over the number of processes last seen alive).
     pub local_share: Option<f64>,
+    /// `tls_ca_file`: a PEM file of the certificate authorities that a `rediss://` server's
+    /// certificate is checked against instead of the system store (a private CA), as given.
+    pub tls_ca_file: Option<String>,
+    /// That file's contents, read and checked at load so a bad file is a config error and
+    /// not a connection that never comes up.
+    #[serde(skip)]
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for StateConfig {
@@ -576,6 +583,8 @@ impl Default for StateConfig {
             connect_timeout: Duration::from_secs(1),
             lease_time: Duration::from_secs(10),
             local_share: None,
+            tls_ca_file: None,
+            tls_ca_pem: None,
         }
     }
 }

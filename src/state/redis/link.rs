@@ -68,8 +68,11 @@ impl Link {
     pub fn new(cfg: &StateConfig, rt: Handle, events: Arc<EventBus>) -> Result<Link, LinkError> {
         let url = cfg.url.expose().unwrap_or_default().to_string();
         let password = super::url_password(&url).map(Secret::new).unwrap_or_default();
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| LinkError(format!("invalid Redis URL {}: {}", cfg.masked_url(), redact(&e.to_string(), &[&password]))))?;
+        let client = match &cfg.tls_ca_pem {
+            Some(pem) => redis::Client::build_with_tls(url.as_str(), redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) }),
+            None => redis::Client::open(url.as_str()),
+        }
+        .map_err(|e| LinkError(format!("invalid Redis URL {}: {}", cfg.masked_url(), redact(&e.to_string(), &[&password]))))?;
         let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".to_string());
         let proc_id = format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>());
         let prefix = format!("{}:v{}", cfg.key_prefix, super::scripts::VERSION);
