@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use _core::state::breaker::Breaker;
 use _core::config::{BreakerConfig, RotationStrategy};
-use _core::state::limit::{ConcurrencyLimit, RateLimiter, SlidingWindow, TokenBucket};
 use _core::engine::schedule::{Candidate, Scheduler, WeightedTerms};
+use _core::state::breaker::Breaker;
+use _core::state::limit::{ConcurrencyLimit, RateLimiter, SlidingWindow, TokenBucket};
+use _core::state::wait::WaitCtx;
 
 /// A candidate with plain fields, so the benchmark measures the strategy and not an
 /// instance's atomics.
@@ -78,13 +79,9 @@ fn candidates(n: usize) -> Vec<Cand> {
 fn selection(c: &mut Criterion) {
     let pool = candidates(64);
     let mut g = c.benchmark_group("select_64");
-    for strategy in [
-        RotationStrategy::RoundRobin,
-        RotationStrategy::LeastRecentlyUsed,
-        RotationStrategy::Weighted,
-        RotationStrategy::LeastBusy,
-        RotationStrategy::Latency,
-    ] {
+    for strategy in
+        [RotationStrategy::RoundRobin, RotationStrategy::LeastRecentlyUsed, RotationStrategy::Weighted, RotationStrategy::LeastBusy, RotationStrategy::Latency]
+    {
         let s = Scheduler::new(strategy);
         // One instance in 16 is unavailable, as when a breaker is open.
         g.bench_function(strategy.as_str(), |b| b.iter(|| s.select(black_box(&pool), |i| i % 16 != 5)));
@@ -111,10 +108,10 @@ fn breaker(c: &mut Criterion) {
 }
 
 fn limits(c: &mut Criterion) {
-    let cl = ConcurrencyLimit::new(1000);
+    let cl = std::sync::Arc::new(ConcurrencyLimit::new(1000));
     c.bench_function("concurrency_acquire_release", |b| {
         b.iter(|| {
-            assert!(cl.try_acquire());
+            assert!(cl.try_acquire(&mut WaitCtx::new()));
             cl.release();
         })
     });

@@ -26,7 +26,12 @@ fn main() {
     };
     let h2 = args.get(3).map(String::as_str) == Some("2");
     let workers: usize = std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
-    let rt = if workers == 0 { tokio::runtime::Builder::new_current_thread().enable_all().build() } else { tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() }.expect("runtime");
+    let rt = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+    }
+    .expect("runtime");
     // Spawned, not run by block_on: the work then runs on the worker threads only, like the
     // engine's tasks do, instead of bouncing between the main thread and a worker.
     let handle = rt.handle().clone();

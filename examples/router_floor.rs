@@ -23,7 +23,12 @@ fn main() {
     let n: usize = args[2].parse().expect("requests");
     let hv = args.get(3).cloned().unwrap_or_else(|| "1.1".into());
     let workers: usize = std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
-    let rt = if workers == 0 { tokio::runtime::Builder::new_current_thread().enable_all().build() } else { tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() }.expect("runtime");
+    let rt = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+    }
+    .expect("runtime");
     let cfg = serde_json::json!({
         "providers": {"mock": {
             "common": {"type": "openai_compatible", "base_url": format!("http://127.0.0.1:{port}/v1"), "api_key": "sk-floor", "max_retries": 0, "http_version": hv},
@@ -38,7 +43,8 @@ fn main() {
     let req: _core::types::ChatRequest = serde_json::from_value(serde_json::json!({
         "messages": [{"role": "user", "content": "Say hello in one short sentence, please."}],
         "params": {"max_tokens": 16}
-    })).expect("request");
+    }))
+    .expect("request");
     let opts = _core::engine::router::CallOptions::default();
     let handle = rt.handle().clone();
     if args.get(4).map(String::as_str) == Some("hold") {

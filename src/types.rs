@@ -35,11 +35,7 @@ impl Message {
     pub fn text_content(&self) -> String {
         match &self.content {
             Value::String(s) => s.clone(),
-            Value::Array(parts) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join(""),
+            Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""),
             Value::Null => String::new(),
             other => other.to_string(),
         }

@@ -320,7 +320,13 @@ fn unmutated_samples_decode_to_deltas_then_done() {
     for kind in KINDS {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
         let body: Body = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from_static(sample_stream(kind).as_bytes()))]));
-        let setup = StreamSetup { model: Arc::new(model(kind)), label: "p/m".into(), started: tokio::time::Instant::now(), timeouts: Timeouts::default(), request_id: None };
+        let setup = StreamSetup {
+            model: Arc::new(model(kind)),
+            label: "p/m".into(),
+            started: tokio::time::Instant::now(),
+            timeouts: Timeouts::default(),
+            request_id: None,
+        };
         let all = rt.block_on(drive(body, decoder(kind), setup).collect::<Vec<_>>());
         assert!(all.iter().any(|i| matches!(i, Ok(StreamEvent::Delta { text, .. }) if !text.is_empty())), "{kind:?}: {all:?}");
         assert!(matches!(all.last(), Some(Ok(StreamEvent::Done { .. }))), "{kind:?}: {all:?}");

@@ -126,8 +126,7 @@ mod mock {
         assert_eq!(r.headers()["content-type"], "text/event-stream");
         let events = sse_events(&r.text().await.unwrap());
         assert_eq!(events.last().unwrap().1, "[DONE]");
-        let chunks: Vec<Value> =
-            events[..events.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+        let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
         let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
         assert_eq!(text, content);
         let deltas = chunks.iter().filter(|c| c["choices"][0]["delta"]["content"].is_string()).count();
@@ -202,8 +201,7 @@ mod mock {
         let events = sse_events(&r.text().await.unwrap());
         assert_eq!(events.len(), 4);
         let chunks: Vec<Value> = events.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
-        let text: String =
-            chunks.iter().map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap()).collect();
+        let text: String = chunks.iter().map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap()).collect();
         assert_eq!(text, content);
         assert!(chunks[..3].iter().all(|c| c["candidates"][0].get("finishReason").is_none()));
         assert_eq!(chunks[3]["candidates"][0]["finishReason"], "STOP");
@@ -230,9 +228,7 @@ mod mock {
         let text: String = events
             .iter()
             .filter(|(_, d)| d != "[DONE]")
-            .filter_map(|(_, d)| {
-                serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().map(String::from)
-            })
+            .filter_map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().map(String::from))
             .collect();
         assert_eq!(text, content_text("m", 400));
         assert!(!text.is_ascii());
@@ -344,10 +340,7 @@ mod mock {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "context_length_exceeded");
         assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert!(v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("This model's maximum context length is 8192 tokens"));
+        assert!(v["error"]["message"].as_str().unwrap().starts_with("This model's maximum context length is 8192 tokens"));
         let (u, q) = an("cw");
         let v: Value = post(&u, &q).await.json().await.unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -357,10 +350,7 @@ mod mock {
         let (u, q) = ge("cw");
         let v: Value = post(&u, &q).await.json().await.unwrap();
         assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
-        assert!(v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("The input token count (5) exceeds the maximum number of tokens allowed"));
+        assert!(v["error"]["message"].as_str().unwrap().starts_with("The input token count (5) exceeds the maximum number of tokens allowed"));
 
         let (u, q) = oa("cf");
         let r = post(&u, &q).await;
@@ -399,12 +389,7 @@ mod mock {
         let mock = start(json!({"h": "hang"})).await;
         let c = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(200)).build().unwrap();
         let started = Instant::now();
-        let err = c
-            .post(format!("{}/v1/chat/completions", mock.base_url()))
-            .json(&openai_req("h", false))
-            .send()
-            .await
-            .unwrap_err();
+        let err = c.post(format!("{}/v1/chat/completions", mock.base_url())).json(&openai_req("h", false)).send().await.unwrap_err();
         assert!(err.is_timeout(), "{err:?}");
         assert!(started.elapsed() >= Duration::from_millis(200));
         let c = wait_for(&mock, "the disconnect", |c| c["models"]["h"]["client_disconnects"] == 1).await;
@@ -424,22 +409,14 @@ mod mock {
     #[tokio::test]
     async fn reset_closes_without_answer() {
         let mock = start(json!({"r": "reset"})).await;
-        let err = client()
-            .post(format!("{}/v1/chat/completions", mock.base_url()))
-            .json(&openai_req("r", false))
-            .send()
-            .await
-            .unwrap_err();
+        let err = client().post(format!("{}/v1/chat/completions", mock.base_url())).json(&openai_req("r", false)).send().await.unwrap_err();
         assert!(err.status().is_none());
         assert!(!err.is_timeout());
         let c = mock.counters();
         assert_eq!(c["models"]["r"]["faults"]["reset"], 1);
         assert_eq!(c["client_disconnects"], 0);
         // The server keeps serving other connections.
-        assert_eq!(
-            post(&format!("{}/v1/chat/completions", mock.base_url()), &openai_req("ok", false)).await.status(),
-            200
-        );
+        assert_eq!(post(&format!("{}/v1/chat/completions", mock.base_url()), &openai_req("ok", false)).await.status(), 200);
     }
 
     #[tokio::test]
@@ -461,15 +438,8 @@ mod mock {
         assert_eq!(events.len(), 3);
         assert!(!text.contains("[DONE]"));
         let full = content_text("c", 200);
-        let got: String = events
-            .iter()
-            .map(|(_, d)| {
-                serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
+        let got: String =
+            events.iter().map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().unwrap().to_string()).collect();
         assert!(full.starts_with(&got) && got.len() < full.len());
 
         // Anthropic: preamble + 3 deltas, never message_stop.
@@ -622,13 +592,7 @@ mod mock {
         let b = mock.base_url();
         let url = format!("{b}/v1/chat/completions");
         let c = client();
-        let send = |m: &'static str| {
-            c.post(&url)
-                .header("authorization", "Bearer sk-secret-123")
-                .header("x-custom", "yes")
-                .json(&openai_req(m, false))
-                .send()
-        };
+        let send = |m: &'static str| c.post(&url).header("authorization", "Bearer sk-secret-123").header("x-custom", "yes").json(&openai_req(m, false)).send();
         let (a, b2, c3) = tokio::join!(send("slow"), send("slow"), send("slow"));
         for r in [a, b2, c3] {
             assert_eq!(r.unwrap().status(), 200);
@@ -703,33 +667,15 @@ mod mock {
         let mock = MockServer::start(addr, cfg).await.unwrap();
         let b = mock.base_url();
         let c = client();
-        let r = c
-            .post(format!("{b}/v1/chat/completions"))
-            .bearer_auth("sk-bad")
-            .json(&openai_req("m", false))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{b}/v1/chat/completions")).bearer_auth("sk-bad").json(&openai_req("m", false)).send().await.unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_api_key");
-        let r = c
-            .post(format!("{b}/v1/chat/completions"))
-            .bearer_auth("sk-good")
-            .json(&openai_req("m", false))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{b}/v1/chat/completions")).bearer_auth("sk-good").json(&openai_req("m", false)).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let r = c.post(format!("{b}/v1/messages")).json(&anthropic_req("m", false)).send().await.unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "authentication_error");
-        let r = c
-            .post(format!("{b}/v1/messages"))
-            .header("x-api-key", "sk-good")
-            .json(&anthropic_req("m", false))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{b}/v1/messages")).header("x-api-key", "sk-good").json(&anthropic_req("m", false)).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let u = format!("{b}/v1beta/models/g:generateContent");
         let r = c.post(&u).header("x-goog-api-key", "nope").json(&gemini_req()).send().await.unwrap();
@@ -737,10 +683,7 @@ mod mock {
         assert_eq!(r.status(), 400);
         let v = r.json::<Value>().await.unwrap();
         assert_eq!((v["error"]["status"].as_str(), v["error"]["details"][0]["reason"].as_str()), (Some("INVALID_ARGUMENT"), Some("API_KEY_INVALID")));
-        assert_eq!(
-            c.post(&u).header("x-goog-api-key", "sk-good").json(&gemini_req()).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(c.post(&u).header("x-goog-api-key", "sk-good").json(&gemini_req()).send().await.unwrap().status(), 200);
         assert_eq!(c.post(format!("{u}?key=sk-good")).json(&gemini_req()).send().await.unwrap().status(), 200);
         assert_eq!(c.get(format!("{b}/v1/models")).send().await.unwrap().status(), 401);
         assert_eq!(c.get(format!("{b}/health")).send().await.unwrap().status(), 200);
@@ -754,12 +697,7 @@ mod mock {
         let mock = start(Value::Null).await;
         let b = mock.base_url();
         let c = client();
-        let r = c
-            .post(format!("{b}/_mock/script"))
-            .json(&json!({"m": {"fault": "server_error", "status": 502}}))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{b}/_mock/script")).json(&json!({"m": {"fault": "server_error", "status": 502}})).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(post(&format!("{b}/v1/chat/completions"), &openai_req("m", false)).await.status(), 502);
         let r = c.post(format!("{b}/_mock/script")).json(&json!({"m": {"faultt": "ok"}})).send().await.unwrap();
@@ -786,37 +724,21 @@ mod mock {
         let addr = mock.addr();
         let c = client();
         for _ in 0..20 {
-            let r = c
-                .post(format!("{}/v1/chat/completions", mock.base_url()))
-                .json(&openai_req("m", false))
-                .send()
-                .await
-                .unwrap();
+            let r = c.post(format!("{}/v1/chat/completions", mock.base_url())).json(&openai_req("m", false)).send().await.unwrap();
             assert_eq!(r.status(), 200);
             r.bytes().await.unwrap();
         }
         mock.shutdown().await;
-        assert!(c
-            .post(format!("http://{addr}/v1/chat/completions"))
-            .json(&openai_req("m", false))
-            .send()
-            .await
-            .is_err());
+        assert!(c.post(format!("http://{addr}/v1/chat/completions")).json(&openai_req("m", false)).send().await.is_err());
         let again = MockServer::start(addr, MockConfig::default()).await.unwrap();
         assert_eq!(again.addr(), addr);
-        assert_eq!(
-            post(&format!("{}/v1/chat/completions", again.base_url()), &openai_req("m", false)).await.status(),
-            200
-        );
+        assert_eq!(post(&format!("{}/v1/chat/completions", again.base_url()), &openai_req("m", false)).await.status(), 200);
     }
 
     #[tokio::test]
     async fn invalid_start_scripts_are_an_error() {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let err =
-            MockServer::start(addr, MockConfig { scripts: json!({"m": {"chunks": "many"}}), ..Default::default() })
-                .await
-                .unwrap_err();
+        let err = MockServer::start(addr, MockConfig { scripts: json!({"m": {"chunks": "many"}}), ..Default::default() }).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("scripts.m.chunks"), "{err}");
     }

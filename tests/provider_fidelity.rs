@@ -159,17 +159,30 @@ mod provider_fidelity {
         named_result.name = Some("get_time".into());
         results.messages.extend([asst, tool_result("call_1", "{\"temp\":3}"), named_result]);
         shapes.push(("parallel tool results", results));
-        for (name, rf) in [("json mode", json!("json")), ("plain schema", schema.clone()),
-            ("openai schema", json!({"type": "json_schema", "json_schema": {"name": "report", "schema": schema.clone(), "strict": true}}))] {
+        for (name, rf) in [
+            ("json mode", json!("json")),
+            ("plain schema", schema.clone()),
+            ("openai schema", json!({"type": "json_schema", "json_schema": {"name": "report", "schema": schema.clone(), "strict": true}})),
+        ] {
             let mut r = user("report");
             r.params.response_format = Some(rf);
             shapes.push((name, r));
         }
         let mut sampling = user("hi");
         sampling.params = Params { temperature: Some(0.2), top_p: Some(0.9), max_tokens: Some(64), stop: vec!["END".into()], ..Default::default() };
-        for (k, v) in [("seed", json!(7)), ("presence_penalty", json!(0.1)), ("user", json!("u-1")), ("parallel_tool_calls", json!(false)),
-            ("max_completion_tokens", json!(64)), ("reasoning_effort", json!("low")), ("thinking", json!({"type": "enabled", "budget_tokens": 1024})),
-            ("top_k", json!(3)), ("safety_settings", json!([])), ("anthropic", json!({"service_tier": "auto"})), ("gemini", json!({"generationConfig": {"candidateCount": 1}}))] {
+        for (k, v) in [
+            ("seed", json!(7)),
+            ("presence_penalty", json!(0.1)),
+            ("user", json!("u-1")),
+            ("parallel_tool_calls", json!(false)),
+            ("max_completion_tokens", json!(64)),
+            ("reasoning_effort", json!("low")),
+            ("thinking", json!({"type": "enabled", "budget_tokens": 1024})),
+            ("top_k", json!(3)),
+            ("safety_settings", json!([])),
+            ("anthropic", json!({"service_tier": "auto"})),
+            ("gemini", json!({"generationConfig": {"candidateCount": 1}})),
+        ] {
             sampling.params.extra.insert(k.into(), v);
         }
         shapes.push(("sampling and extras", sampling));
@@ -350,7 +363,11 @@ mod provider_fidelity {
         let (_, events, err) = drain(c.stream(&r, &relaxed()).await.unwrap()).await;
         assert!(err.is_none(), "{err:?}");
         let streamed = streamed_calls(&events);
-        assert_eq!(streamed[0].pointer("/extra_content/anthropic/thinking_blocks/0/signature").and_then(Value::as_str).map(|s| !s.is_empty()), Some(true), "{streamed:?}");
+        assert_eq!(
+            streamed[0].pointer("/extra_content/anthropic/thinking_blocks/0/signature").and_then(Value::as_str).map(|s| !s.is_empty()),
+            Some(true),
+            "{streamed:?}"
+        );
         let mut next = r.clone();
         next.messages.push(assistant_turn(&first));
         next.messages.push(tool_result(&first.tool_calls[0].id, "3 degrees"));
@@ -388,12 +405,18 @@ mod provider_fidelity {
     #[tokio::test]
     async fn custom_streams_through_the_mock() {
         let events = [
-            ("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-x",
-                "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "cache_creation_input_tokens": 5, "output_tokens": 1}}})),
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-x",
+                "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "cache_creation_input_tokens": 5, "output_tokens": 1}}}),
+            ),
             ("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
             ("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})),
             ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-            ("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 12, "output_tokens_details": {"thinking_tokens": 4}}})),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 12, "output_tokens_details": {"thinking_tokens": 4}}}),
+            ),
             ("message_stop", json!({"type": "message_stop"})),
         ];
         let sse: String = events.iter().map(|(e, d)| format!("event: {e}\ndata: {d}\n\n")).collect();

@@ -295,11 +295,14 @@ mod provider_h2 {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn timeouts_and_classification_are_the_same_over_http2() {
-        let mock = mock(100, json!({
-            "hang": "hang",
-            "stall": {"fault": "stall_after", "after": 2, "chunks": 8},
-            "busy": {"fault": "rate_limit", "retry_after": "7"},
-        }))
+        let mock = mock(
+            100,
+            json!({
+                "hang": "hang",
+                "stall": {"fault": "stall_after", "after": 2, "chunks": 8},
+                "busy": {"fault": "rate_limit", "retry_after": "7"},
+            }),
+        )
         .await;
         let pool = HttpPool::new();
         let c = |wire: &str| ProviderClient::new(h2_model(&mock.base_url(), wire), &pool);

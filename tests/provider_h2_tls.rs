@@ -45,11 +45,7 @@ mod provider_h2_tls {
         leaf.is_ca = IsCa::ExplicitNoCa;
         let leaf_key = KeyPair::generate().expect("leaf key");
         let cert = leaf.signed_by(&leaf_key, &ca).expect("leaf certificate");
-        Pki {
-            ca: ca.der().clone(),
-            leaf: cert.der().clone(),
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-        }
+        Pki { ca: ca.der().clone(), leaf: cert.der().clone(), key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())) }
     }
 
     async fn tls_mock(pki: &Pki, alpn: &[&[u8]], h2_max_streams: u32, scripts: Value) -> MockServer {

@@ -250,7 +250,9 @@ mod provider_openai {
     #[tokio::test]
     async fn rate_limited_with_retry_after_seconds_and_ms() {
         let body = json!({"error": {"message": "Rate limit reached", "type": "requests"}}).to_string();
-        let srv = Server::start(vec![respond(429, &[("retry-after", "2"), ("x-request-id", "rl-1")], &body), respond(429, &[("retry-after-ms", "1500")], &body)]).await;
+        let srv =
+            Server::start(vec![respond(429, &[("retry-after", "2"), ("x-request-id", "rl-1")], &body), respond(429, &[("retry-after-ms", "1500")], &body)])
+                .await;
         let c = client(&srv.base());
         let e = c.chat(&req(), &relaxed()).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::RateLimited);

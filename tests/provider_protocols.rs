@@ -47,7 +47,10 @@ mod provider_protocols {
     }
 
     fn an_start() -> String {
-        an_event("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-test", "usage": {"input_tokens": 11, "output_tokens": 1}}}))
+        an_event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-test", "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+        )
     }
 
     fn an_text(t: &str) -> String {
@@ -87,8 +90,14 @@ mod provider_protocols {
             raw(&an_text("Let me ")),
             sleep(15),
             raw(&an_text("check.")),
-            raw(&an_event("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {}}}))),
-            raw(&an_event("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"x\": 1}"}}))),
+            raw(&an_event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {}}}),
+            )),
+            raw(&an_event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"x\": 1}"}}),
+            )),
             raw(&an_event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}))),
             raw(&an_event("message_stop", json!({"type": "message_stop"}))),
         ];
@@ -97,10 +106,13 @@ mod provider_protocols {
         let (text, events, err) = drain(s).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(text, "Let me check.");
-        let tool_deltas: Vec<_> = events.iter().filter_map(|e| match e {
-            StreamEvent::Delta { tool_call: Some(tc), .. } => Some(tc.clone()),
-            _ => None,
-        }).collect();
+        let tool_deltas: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Delta { tool_call: Some(tc), .. } => Some(tc.clone()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(tool_deltas[0]["function"]["name"], "calc");
         assert_eq!(tool_deltas[1]["function"]["arguments"], "{\"x\": 1}");
         assert_eq!(

@@ -22,14 +22,8 @@ fn opt_secs(d: Option<Duration>) -> String {
 fn rate(r: &Option<RateLimitConfig>) -> String {
     match r {
         None => "off".into(),
-        Some(RateLimitConfig::TokenBucket {
-            bucket_size,
-            refill_rate,
-        }) => format!("token_bucket({bucket_size} tokens, {refill_rate}/s)"),
-        Some(RateLimitConfig::SlidingWindow {
-            window_size,
-            max_requests,
-        }) => format!("sliding_window({max_requests} per {})", secs(*window_size)),
+        Some(RateLimitConfig::TokenBucket { bucket_size, refill_rate }) => format!("token_bucket({bucket_size} tokens, {refill_rate}/s)"),
+        Some(RateLimitConfig::SlidingWindow { window_size, max_requests }) => format!("sliding_window({max_requests} per {})", secs(*window_size)),
     }
 }
 
@@ -53,16 +47,8 @@ fn model_line(reference: &str, m: Option<&ModelConfig>) -> String {
             // The endpoint after base-URL normalisation (a missing or doubled version segment).
             crate::provider::chat_endpoint(m, false),
             m.api_key.describe(),
-            if m.context_window > 0 {
-                format!(" context={}", m.context_window)
-            } else {
-                String::new()
-            },
-            if m.unsupported_params == super::model::UnsupportedParams::Error {
-                " unsupported_params=error"
-            } else {
-                ""
-            }
+            if m.context_window > 0 { format!(" context={}", m.context_window) } else { String::new() },
+            if m.unsupported_params == super::model::UnsupportedParams::Error { " unsupported_params=error" } else { "" }
         ),
         None => format!("{reference} -> UNRESOLVED"),
     }
@@ -95,11 +81,7 @@ fn render_group(out: &mut String, cfg: &Config, g: &GroupConfig) {
         out,
         "  {}{}  strategy={}  breaker={} failures / {} open / {} half-open",
         g.name,
-        if g.description.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", g.description)
-        },
+        if g.description.is_empty() { String::new() } else { format!(" ({})", g.description) },
         g.fallback_strategy.as_str(),
         b.failure_threshold,
         secs(b.recovery_time),
@@ -121,11 +103,7 @@ fn render_group(out: &mut String, cfg: &Config, g: &GroupConfig) {
         }
         let _ = writeln!(out, "    {} (priority {}{extra})", e.name, e.priority);
         for m in &e.models {
-            let _ = writeln!(
-                out,
-                "      {}",
-                model_line(m, cfg.resolve_model(m).as_ref())
-            );
+            let _ = writeln!(out, "      {}", model_line(m, cfg.resolve_model(m).as_ref()));
         }
     }
     let fb = g.effective_fallback();
@@ -135,14 +113,8 @@ fn render_group(out: &mut String, cfg: &Config, g: &GroupConfig) {
         fb.strategy.as_str(),
         fb.max_attempts,
         secs(fb.retry_delay),
-        if fb.fallback_groups.is_empty() {
-            String::new()
-        } else {
-            format!(" then {}", fb.fallback_groups.join(", "))
-        },
-        fb.hedge_after
-            .map(|h| format!(" hedge_after={}", secs(h)))
-            .unwrap_or_default()
+        if fb.fallback_groups.is_empty() { String::new() } else { format!(" then {}", fb.fallback_groups.join(", ")) },
+        fb.hedge_after.map(|h| format!(" hedge_after={}", secs(h))).unwrap_or_default()
     );
 }
 
@@ -154,14 +126,7 @@ pub fn render_check(cfg: &Config) -> String {
     if let Some(root) = &cfg.root {
         let _ = writeln!(out, "config: {}", root.display());
     }
-    let _ = writeln!(
-        out,
-        "{} pools, {} groups, {} models, {} providers",
-        cfg.pools.len(),
-        cfg.groups.len(),
-        cfg.models.len(),
-        cfg.providers.len()
-    );
+    let _ = writeln!(out, "{} pools, {} groups, {} models, {} providers", cfg.pools.len(), cfg.groups.len(), cfg.models.len(), cfg.providers.len());
 
     let _ = writeln!(out, "\nPools:");
     for p in cfg.pools.values() {
@@ -171,7 +136,11 @@ pub fn render_check(cfg: &Config) -> String {
             "  {}  rotation={}  health={}  attempts={}  rate_limit={}  concurrency={}  queue={}  timeout={}",
             p.name,
             p.rotation_strategy.as_str(),
-            if h.enabled { format!("every {}, unhealthy after {} failures, rest {}", secs(h.interval), h.failure_threshold, secs(h.recovery_time)) } else { "off".into() },
+            if h.enabled {
+                format!("every {}, unhealthy after {} failures, rest {}", secs(h.interval), h.failure_threshold, secs(h.recovery_time))
+            } else {
+                "off".into()
+            },
             p.max_instance_attempts,
             rate(&p.rate_limit),
             limit(p.max_concurrent_requests),
@@ -180,11 +149,7 @@ pub fn render_check(cfg: &Config) -> String {
         );
         let _ = writeln!(out, "    task_groups: {}", p.task_groups.join(", "));
         for (target, m) in pool_instances(cfg, &p.task_groups) {
-            let _ = writeln!(
-                out,
-                "    instance {target}/{}",
-                model_line(&m, cfg.resolve_model(&m).as_ref())
-            );
+            let _ = writeln!(out, "    instance {target}/{}", model_line(&m, cfg.resolve_model(&m).as_ref()));
         }
     }
 
@@ -196,14 +161,7 @@ pub fn render_check(cfg: &Config) -> String {
     let _ = writeln!(out, "\nProviders:");
     for p in cfg.providers.values() {
         let d = &p.defaults;
-        let _ = writeln!(
-            out,
-            "  {}  type={}  base_url={}  key={}",
-            p.name,
-            d.kind.as_str(),
-            d.base_url,
-            d.api_key.describe()
-        );
+        let _ = writeln!(out, "  {}  type={}  base_url={}  key={}", p.name, d.kind.as_str(), d.base_url, d.api_key.describe());
     }
     let _ = writeln!(out, "\nModels:");
     for m in cfg.models.values() {

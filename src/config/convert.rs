@@ -36,11 +36,7 @@ fn json_to_toml(v: &serde_json::Value) -> Option<Value> {
         },
         serde_json::Value::String(s) => Value::String(s.clone()),
         serde_json::Value::Array(a) => Value::Array(a.iter().filter_map(json_to_toml).collect()),
-        serde_json::Value::Object(o) => Value::Table(
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), json_to_toml(v)?)))
-                .collect(),
-        ),
+        serde_json::Value::Object(o) => Value::Table(o.iter().filter_map(|(k, v)| Some((k.clone(), json_to_toml(v)?))).collect()),
     })
 }
 
@@ -109,12 +105,8 @@ fn model_table(m: &ModelConfig, base: Option<&ModelConfig>) -> Table {
         rc.insert("max_delay".into(), dur(m.retry.max_delay));
         t.insert("retry_config".into(), Value::Table(rc));
     }
-    let headers: Table = m
-        .headers
-        .iter()
-        .filter(|(k, v)| base.is_none_or(|b| b.headers.get(*k) != Some(*v)))
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
+    let headers: Table =
+        m.headers.iter().filter(|(k, v)| base.is_none_or(|b| b.headers.get(*k) != Some(*v))).map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     if !headers.is_empty() {
         t.insert("headers".into(), Value::Table(headers));
     }
@@ -133,11 +125,7 @@ fn model_table(m: &ModelConfig, base: Option<&ModelConfig>) -> Table {
         if !p.stop.is_empty() {
             pt.insert("stop".into(), strs(&p.stop));
         }
-        for (k, v) in [
-            ("tools", &p.tools),
-            ("tool_choice", &p.tool_choice),
-            ("response_format", &p.response_format),
-        ] {
+        for (k, v) in [("tools", &p.tools), ("tool_choice", &p.tool_choice), ("response_format", &p.response_format)] {
             if let Some(v) = v.as_ref().and_then(json_to_toml) {
                 pt.insert(k.into(), v);
             }
@@ -153,12 +141,7 @@ fn model_table(m: &ModelConfig, base: Option<&ModelConfig>) -> Table {
     }
     if differs(&|b| b.timeouts == m.timeouts) {
         let mut tt = Table::new();
-        for (k, v) in [
-            ("connect", m.timeouts.connect),
-            ("first_token", m.timeouts.first_token),
-            ("total", m.timeouts.total),
-            ("idle", m.timeouts.idle),
-        ] {
+        for (k, v) in [("connect", m.timeouts.connect), ("first_token", m.timeouts.first_token), ("total", m.timeouts.total), ("idle", m.timeouts.idle)] {
             tt.insert(k.into(), v.map(dur).unwrap_or(Value::Integer(0)));
         }
         t.insert("timeouts".into(), Value::Table(tt));
@@ -183,20 +166,14 @@ fn rate_table(r: &RateLimitConfig) -> Table {
     let mut t = Table::new();
     t.insert("enabled".into(), Value::Boolean(true));
     match r {
-        RateLimitConfig::TokenBucket {
-            bucket_size,
-            refill_rate,
-        } => {
+        RateLimitConfig::TokenBucket { bucket_size, refill_rate } => {
             t.insert("algorithm".into(), Value::String("token_bucket".into()));
             let mut b = Table::new();
             b.insert("bucket_size".into(), int(*bucket_size));
             b.insert("refill_rate".into(), Value::Float(*refill_rate));
             t.insert("token_bucket".into(), Value::Table(b));
         }
-        RateLimitConfig::SlidingWindow {
-            window_size,
-            max_requests,
-        } => {
+        RateLimitConfig::SlidingWindow { window_size, max_requests } => {
             t.insert("algorithm".into(), Value::String("sliding_window".into()));
             let mut w = Table::new();
             w.insert("window_size".into(), dur(*window_size));
@@ -213,10 +190,7 @@ fn group_table(g: &GroupConfig) -> Table {
     if !g.description.is_empty() {
         t.insert("description".into(), Value::String(g.description.clone()));
     }
-    t.insert(
-        "fallback_strategy".into(),
-        Value::String(g.fallback_strategy.as_str().into()),
-    );
+    t.insert("fallback_strategy".into(), Value::String(g.fallback_strategy.as_str().into()));
     for e in &g.echelons {
         let mut et = Table::new();
         et.insert("models".into(), strs(&e.models));
@@ -253,32 +227,16 @@ fn group_table(g: &GroupConfig) -> Table {
         }
         t.insert(e.name.clone(), Value::Table(et));
     }
-    t.insert(
-        "circuit_breaker".into(),
-        Value::Table(breaker_table(&g.circuit_breaker)),
-    );
+    t.insert("circuit_breaker".into(), Value::Table(breaker_table(&g.circuit_breaker)));
     if let Some(f) = &g.fallback {
         let mut ft = Table::new();
         ft.insert("strategy".into(), Value::String(f.strategy.as_str().into()));
         ft.insert("fallback_groups".into(), strs(&f.fallback_groups));
         ft.insert("max_attempts".into(), int(f.max_attempts));
         ft.insert("retry_delay".into(), dur(f.retry_delay));
-        ft.insert(
-            "on_content_filter".into(),
-            Value::String(
-                if f.on_content_filter {
-                    "fallback"
-                } else {
-                    "surface"
-                }
-                .into(),
-            ),
-        );
+        ft.insert("on_content_filter".into(), Value::String(if f.on_content_filter { "fallback" } else { "surface" }.into()));
         if let Some(h) = f.hedge_after {
-            ft.insert(
-                "hedge_after_ms".into(),
-                Value::Integer(h.as_millis().min(600_000) as i64),
-            );
+            ft.insert("hedge_after_ms".into(), Value::Integer(h.as_millis().min(600_000) as i64));
         }
         if let Some(b) = &f.circuit_breaker {
             ft.insert("circuit_breaker".into(), Value::Table(breaker_table(b)));
@@ -295,10 +253,7 @@ fn pool_table(p: &PoolConfig) -> Table {
         t.insert("description".into(), Value::String(p.description.clone()));
     }
     t.insert("task_groups".into(), strs(&p.task_groups));
-    t.insert(
-        "rotation_strategy".into(),
-        Value::String(p.rotation_strategy.as_str().into()),
-    );
+    t.insert("rotation_strategy".into(), Value::String(p.rotation_strategy.as_str().into()));
     let h = &p.health_check;
     let mut ht = Table::new();
     ht.insert("enabled".into(), Value::Boolean(h.enabled));
@@ -325,10 +280,7 @@ fn pool_table(p: &PoolConfig) -> Table {
     if let Some(x) = p.request_timeout {
         pt.insert("request_timeout".into(), dur(x));
     }
-    pt.insert(
-        "max_concurrent_requests".into(),
-        int(p.max_concurrent_requests),
-    );
+    pt.insert("max_concurrent_requests".into(), int(p.max_concurrent_requests));
     pt.insert("queue_size".into(), int(p.queue_size));
     t.insert("performance".into(), Value::Table(pt));
     t
@@ -347,10 +299,7 @@ fn global_table(g: &GlobalConfig) -> Table {
     f.insert("max_attempts".into(), int(g.max_attempts));
     f.insert("retry_delay".into(), dur(g.retry_delay));
     t.insert("fallback".into(), Value::Table(f));
-    t.insert(
-        "circuit_breaker".into(),
-        Value::Table(breaker_table(&g.circuit_breaker)),
-    );
+    t.insert("circuit_breaker".into(), Value::Table(breaker_table(&g.circuit_breaker)));
     if let Some(r) = &g.rate_limit {
         t.insert("rate_limiting".into(), Value::Table(rate_table(r)));
     }
@@ -358,16 +307,7 @@ fn global_table(g: &GlobalConfig) -> Table {
 }
 
 fn file_name(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     format!("{s}.toml")
 }
 
@@ -386,10 +326,7 @@ pub fn to_toml_layout(cfg: &Config) -> Vec<(PathBuf, String)> {
     for p in cfg.providers.values() {
         let mut t = model_table(&p.defaults, None);
         t.remove("weight");
-        out.push((
-            llms.join("provider").join(&p.name).join("common.toml"),
-            render(&t),
-        ));
+        out.push((llms.join("provider").join(&p.name).join("common.toml"), render(&t)));
     }
     for m in cfg.models.values() {
         let base = cfg.providers.get(&m.provider).map(|p| &p.defaults);
@@ -397,24 +334,13 @@ pub fn to_toml_layout(cfg: &Config) -> Vec<(PathBuf, String)> {
         t.insert("name".into(), Value::String(m.name.clone()));
         t.insert("model".into(), Value::String(m.model.clone()));
         t.extend(model_table(m, base));
-        out.push((
-            llms.join("provider")
-                .join(&m.provider)
-                .join(file_name(&m.name)),
-            render(&t),
-        ));
+        out.push((llms.join("provider").join(&m.provider).join(file_name(&m.name)), render(&t)));
     }
     for g in cfg.groups.values() {
-        out.push((
-            llms.join("groups").join(file_name(&g.name)),
-            render(&group_table(g)),
-        ));
+        out.push((llms.join("groups").join(file_name(&g.name)), render(&group_table(g))));
     }
     for p in cfg.pools.values() {
-        out.push((
-            llms.join("polling_pools").join(file_name(&p.name)),
-            render(&pool_table(p)),
-        ));
+        out.push((llms.join("polling_pools").join(file_name(&p.name)), render(&pool_table(p))));
     }
     out.push((llms.join("global.toml"), render(&global_table(&cfg.global))));
     out

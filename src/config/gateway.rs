@@ -103,7 +103,11 @@ fn read_key(mut k: Tbl<'_>, env: EnvLookup<'_>, index: usize) -> Option<GatewayK
                 Some(var) => Some(KeySecret::Env { var: var.to_string(), digest: s.expose().map(key_digest) }),
                 None => {
                     // Never echo the value: it is a key.
-                    k.err("api_key", None, "a gateway key must come from the environment (`api_key = \"${VAR}\"`) or be stored as `api_key_sha256`, never written in a file");
+                    k.err(
+                        "api_key",
+                        None,
+                        "a gateway key must come from the environment (`api_key = \"${VAR}\"`) or be stored as `api_key_sha256`, never written in a file",
+                    );
                     None
                 }
             }
@@ -345,7 +349,13 @@ mod tests {
         let err = from_json_with_env(&bad, &env).expect_err("invalid");
         let text = err.to_string();
         assert!(!text.contains("sk-literal-secret"), "{text}");
-        for key in ["global.gateway.keys[0].api_key", "global.gateway.keys[1].api_key_sha256", "global.gateway.keys[2].routes[0]", "global.gateway.keys[3].name", "global.gateway.max_conections"] {
+        for key in [
+            "global.gateway.keys[0].api_key",
+            "global.gateway.keys[1].api_key_sha256",
+            "global.gateway.keys[2].routes[0]",
+            "global.gateway.keys[3].name",
+            "global.gateway.max_conections",
+        ] {
             assert!(err.issues.iter().any(|i| i.key == key), "{key} missing in {text}");
         }
         assert!(text.contains("did you mean `max_connections`"), "{text}");

@@ -11,28 +11,11 @@ use super::reader::{join, Loc, Sink, Tbl};
 use crate::secret::Secret;
 
 /// The task-name tiers the original treated as echelons.
-pub(crate) const TIERS: [&str; 5] = [
-    "translation",
-    "analysis",
-    "execute",
-    "thinking",
-    "high_payload",
-];
+pub(crate) const TIERS: [&str; 5] = ["translation", "analysis", "execute", "thinking", "high_payload"];
 /// Valid group fallback strategies.
-pub(crate) const GROUP_STRATEGIES: [&str; 4] = [
-    "echelon_down",
-    "model_rotate",
-    "provider_failover",
-    "task_group_switch",
-];
+pub(crate) const GROUP_STRATEGIES: [&str; 4] = ["echelon_down", "model_rotate", "provider_failover", "task_group_switch"];
 /// Valid pool rotation strategies.
-pub(crate) const ROTATIONS: [&str; 5] = [
-    "round_robin",
-    "least_recently_used",
-    "weighted",
-    "least_busy",
-    "latency",
-];
+pub(crate) const ROTATIONS: [&str; 5] = ["round_robin", "least_recently_used", "weighted", "least_busy", "latency"];
 
 /// Where the parts of a group came from, for cross-reference errors.
 #[derive(Clone, Debug, Default)]
@@ -70,11 +53,7 @@ pub(crate) fn read_breaker(mut t: Tbl<'_>) -> BreakerConfig {
 }
 
 fn read_echelon(t: &mut Tbl<'_>, name: &str, src: &mut GroupSrc) -> EchelonConfig {
-    let default_priority = name
-        .strip_prefix("echelon")
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| *n <= 1000)
-        .unwrap_or(999);
+    let default_priority = name.strip_prefix("echelon").and_then(|n| n.parse::<u32>().ok()).filter(|n| *n <= 1000).unwrap_or(999);
     let mut e = EchelonConfig {
         name: name.to_string(),
         models: Vec::new(),
@@ -97,8 +76,7 @@ fn read_echelon(t: &mut Tbl<'_>, name: &str, src: &mut GroupSrc) -> EchelonConfi
         if let Some(m) = t.str_list("models") {
             e.models = m;
         }
-        src.models_key
-            .insert(name.to_string(), (t.loc.key("models"), true));
+        src.models_key.insert(name.to_string(), (t.loc.key("models"), true));
         if single.is_some() {
             t.err("model", None, "use either `models` or `model`, not both");
         }
@@ -108,41 +86,20 @@ fn read_echelon(t: &mut Tbl<'_>, name: &str, src: &mut GroupSrc) -> EchelonConfi
             Some(p) if !m.contains(':') => format!("{p}:{m}"),
             _ => m,
         }];
-        src.models_key
-            .insert(name.to_string(), (t.loc.key("model"), false));
+        src.models_key.insert(name.to_string(), (t.loc.key("model"), false));
     } else {
-        t.err(
-            "models",
-            None,
-            "echelon has no models (set `models = [\"...\"]`)",
-        );
+        t.err("models", None, "echelon has no models (set `models = [\"...\"]`)");
     }
     if provider.is_some() && has_models {
-        t.err(
-            "provider",
-            None,
-            "`provider` only applies with a single `model`; write `provider:model` in `models`",
-        );
+        t.err("provider", None, "`provider` only applies with a single `model`; write `provider:model` in `models`");
     }
     for (i, m) in e.models.iter().enumerate() {
         if m.trim().is_empty() {
-            t.err(
-                &format!("models[{i}]"),
-                Some(&Value::String(m.clone())),
-                "model reference must not be empty",
-            );
+            t.err(&format!("models[{i}]"), Some(&Value::String(m.clone())), "model reference must not be empty");
         }
     }
-    if has_models
-        && e.models.is_empty()
-        && t.get("models")
-            .is_some_and(|v| v.as_array().is_some_and(Vec::is_empty))
-    {
-        t.err(
-            "models",
-            Some(&Value::Array(vec![])),
-            "echelon has no models",
-        );
+    if has_models && e.models.is_empty() && t.get("models").is_some_and(|v| v.as_array().is_some_and(Vec::is_empty)) {
+        t.err("models", Some(&Value::Array(vec![])), "echelon has no models");
     }
     if let Some(p) = t.uint("priority", 0, 1000) {
         e.priority = p;
@@ -165,10 +122,7 @@ fn read_echelon(t: &mut Tbl<'_>, name: &str, src: &mut GroupSrc) -> EchelonConfi
         let enabled = tc.bool("enabled").unwrap_or(true);
         let budget_tokens = tc.uint("budget_tokens", 100, 1_000_000).unwrap_or(2000);
         tc.done();
-        e.thinking_config = Some(ThinkingConfig {
-            enabled,
-            budget_tokens,
-        });
+        e.thinking_config = Some(ThinkingConfig { enabled, budget_tokens });
     }
     e
 }
@@ -177,10 +131,7 @@ fn read_echelon(t: &mut Tbl<'_>, name: &str, src: &mut GroupSrc) -> EchelonConfi
 /// file order (plus an `echelons` table, the dict form of the original HEAD).
 pub(crate) fn read_group(doc: &Doc, sink: &Sink) -> Option<(GroupConfig, GroupSrc)> {
     let mut t = Tbl::of(sink, doc.loc.clone(), &doc.value)?;
-    let mut src = GroupSrc {
-        loc: doc.loc.clone(),
-        ..Default::default()
-    };
+    let mut src = GroupSrc { loc: doc.loc.clone(), ..Default::default() };
     let mut g = GroupConfig {
         name: doc.name.clone(),
         description: String::new(),
@@ -222,10 +173,7 @@ pub(crate) fn read_group(doc: &Doc, sink: &Sink) -> Option<(GroupConfig, GroupSr
         fc.retry_delay = Duration::ZERO;
     }
     // Known for "did you mean" even when absent (typos of echelon keys are common).
-    for k in ["echelon1", "echelon2", "echelon3"]
-        .iter()
-        .chain(TIERS.iter())
-    {
+    for k in ["echelon1", "echelon2", "echelon3"].iter().chain(TIERS.iter()) {
         t.mark(k);
     }
     let map = t.map();
@@ -253,15 +201,7 @@ pub(crate) fn read_group(doc: &Doc, sink: &Sink) -> Option<(GroupConfig, GroupSr
         }
     }
     if g.echelons.is_empty() {
-        sink.push(
-            doc.loc.file.as_deref(),
-            &doc.loc.path,
-            None,
-            format!(
-                "group `{}` has no echelons (add an [echelon1] table with `models`)",
-                g.name
-            ),
-        );
+        sink.push(doc.loc.file.as_deref(), &doc.loc.path, None, format!("group `{}` has no echelons (add an [echelon1] table with `models`)", g.name));
     }
     t.done();
     Some((g, src))
@@ -276,10 +216,7 @@ fn push_echelon(g: &mut GroupConfig, e: EchelonConfig, t: &Tbl<'_>) {
 }
 
 fn read_fallback(f: &mut Tbl<'_>, group_strategy: FallbackStrategy) -> FallbackConfig {
-    let mut fc = FallbackConfig {
-        strategy: group_strategy,
-        ..Default::default()
-    };
+    let mut fc = FallbackConfig { strategy: group_strategy, ..Default::default() };
     if let Some(s) = f.choice("strategy", &GROUP_STRATEGIES) {
         fc.strategy = FallbackStrategy::parse(&s).unwrap_or(group_strategy);
     }
@@ -301,11 +238,7 @@ fn read_fallback(f: &mut Tbl<'_>, group_strategy: FallbackStrategy) -> FallbackC
             Value::Bool(b) => fc.on_content_filter = *b,
             Value::String(s) if s == "surface" => fc.on_content_filter = false,
             Value::String(s) if s == "fallback" => fc.on_content_filter = true,
-            other => f.err(
-                "on_content_filter",
-                Some(other),
-                "invalid value; expected one of: surface, fallback (or a boolean)",
-            ),
+            other => f.err("on_content_filter", Some(other), "invalid value; expected one of: surface, fallback (or a boolean)"),
         }
     }
     if let Some(ms) = f.num("hedge_after_ms", 0.0, 600_000.0, false) {
@@ -345,18 +278,9 @@ pub(crate) fn read_rate_limit(mut t: Tbl<'_>) -> Option<RateLimitConfig> {
         return None;
     }
     match (algorithm.as_deref(), rpm) {
-        (Some("sliding_window"), _) => Some(RateLimitConfig::SlidingWindow {
-            window_size: sw.0,
-            max_requests: sw.1,
-        }),
-        (None, Some(n)) => Some(RateLimitConfig::SlidingWindow {
-            window_size: Duration::from_secs(60),
-            max_requests: n,
-        }),
-        _ => Some(RateLimitConfig::TokenBucket {
-            bucket_size: tb.0,
-            refill_rate: tb.1,
-        }),
+        (Some("sliding_window"), _) => Some(RateLimitConfig::SlidingWindow { window_size: sw.0, max_requests: sw.1 }),
+        (None, Some(n)) => Some(RateLimitConfig::SlidingWindow { window_size: Duration::from_secs(60), max_requests: n }),
+        _ => Some(RateLimitConfig::TokenBucket { bucket_size: tb.0, refill_rate: tb.1 }),
     }
 }
 
@@ -384,17 +308,9 @@ pub(crate) fn read_pool(doc: &Doc, sink: &Sink) -> Option<PoolConfig> {
     }
     p.description = t.str("description").unwrap_or_default();
     match t.str_list("task_groups") {
-        Some(l) if l.is_empty() => t.err(
-            "task_groups",
-            Some(&Value::Array(vec![])),
-            "pool has no task groups",
-        ),
+        Some(l) if l.is_empty() => t.err("task_groups", Some(&Value::Array(vec![])), "pool has no task groups"),
         Some(l) => p.task_groups = l,
-        None if !t.has("task_groups") => t.err(
-            "task_groups",
-            None,
-            "missing required key `task_groups` (the groups whose models this pool serves)",
-        ),
+        None if !t.has("task_groups") => t.err("task_groups", None, "missing required key `task_groups` (the groups whose models this pool serves)"),
         None => {}
     }
     if let Some(s) = t.choice("rotation_strategy", &ROTATIONS) {
@@ -403,8 +319,7 @@ pub(crate) fn read_pool(doc: &Doc, sink: &Sink) -> Option<PoolConfig> {
     if let Some(mut r) = t.table("rotation") {
         r.ignore(&["current_index"]);
         if let Some(s) = r.choice("strategy", &ROTATIONS) {
-            p.rotation_strategy =
-                RotationStrategy::parse(&s).unwrap_or(RotationStrategy::RoundRobin);
+            p.rotation_strategy = RotationStrategy::parse(&s).unwrap_or(RotationStrategy::RoundRobin);
         }
         r.done();
     }
@@ -484,14 +399,7 @@ pub(crate) fn read_pool(doc: &Doc, sink: &Sink) -> Option<PoolConfig> {
 /// always derived from its task groups' models, so one list of truth exists.
 fn read_instances(t: &Tbl<'_>, v: &Value) {
     let Some(items) = v.as_array() else {
-        t.err(
-            "instances",
-            Some(v),
-            format!(
-                "expected array of tables, found {}",
-                super::reader::type_name(v)
-            ),
-        );
+        t.err("instances", Some(v), format!("expected array of tables, found {}", super::reader::type_name(v)));
         return;
     };
     for (i, it) in items.iter().enumerate() {
@@ -505,11 +413,7 @@ fn read_instances(t: &Tbl<'_>, v: &Value) {
     }
     log::info!(
         "{}: `instances` is ignored; pool instances come from its task groups",
-        t.loc
-            .file
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| join(&t.loc.path, "instances"))
+        t.loc.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| join(&t.loc.path, "instances"))
     );
 }
 
@@ -567,7 +471,11 @@ fn read_state(mut t: Tbl<'_>) -> StateConfig {
     let url = t.str("url");
     if let Some(p) = t.str("key_prefix") {
         if p.is_empty() || p.len() > 64 || !p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
-            t.err("key_prefix", Some(&Value::String(p)), "must be 1-64 characters of letters, digits, `-`, `_`, `.` or `:` (braces would break the keys' hash tags)");
+            t.err(
+                "key_prefix",
+                Some(&Value::String(p)),
+                "must be 1-64 characters of letters, digits, `-`, `_`, `.` or `:` (braces would break the keys' hash tags)",
+            );
         } else {
             s.key_prefix = p;
         }
@@ -656,8 +564,7 @@ fn read_concurrency(mut t: Tbl<'_>) {
         match levels.as_array() {
             Some(items) => {
                 for (i, it) in items.iter().enumerate() {
-                    let Some(lt) = Tbl::of(t.sink(), t.loc.child(&format!("levels[{i}]")), it)
-                    else {
+                    let Some(lt) = Tbl::of(t.sink(), t.loc.child(&format!("levels[{i}]")), it) else {
                         continue;
                     };
                     for (name, lv) in lt.map() {
@@ -670,11 +577,7 @@ fn read_concurrency(mut t: Tbl<'_>) {
                     }
                 }
             }
-            None => t.err(
-                "levels",
-                Some(levels),
-                format!("expected array, found {}", super::reader::type_name(levels)),
-            ),
+            None => t.err("levels", Some(levels), format!("expected array, found {}", super::reader::type_name(levels))),
         }
     }
     t.done();

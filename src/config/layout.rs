@@ -48,17 +48,7 @@ pub(crate) const UNCALLABLE_TYPES: [&str; 1] = ["human_relay"];
 
 /// Generation parameters the strict reader checks (`providers::read_params`); any other
 /// parameter passes through to the provider unless it looks like a typo of one of these.
-pub(crate) const KNOWN_PARAMS: [&str; 9] = [
-    "temperature",
-    "max_tokens",
-    "top_p",
-    "stop",
-    "timeout",
-    "max_retries",
-    "tool_choice",
-    "response_format",
-    "tools",
-];
+pub(crate) const KNOWN_PARAMS: [&str; 9] = ["temperature", "max_tokens", "top_p", "stop", "timeout", "max_retries", "tool_choice", "response_format", "tools"];
 
 /// Provider-native parameters whose names are close to a known one (`top_k` ~ `top_p`,
 /// `stop_sequences` / `store` ~ `stop`): not typos, passed through to the provider in every
@@ -99,10 +89,7 @@ const FILE_EXTS: [&str; 3] = ["toml", "yaml", "yml"];
 /// Files that only hold global settings; `inherits_from` pointing at them is accepted and
 /// ignored (global settings apply to everything anyway).
 fn is_global_file(p: &Path) -> bool {
-    matches!(
-        p.file_stem().and_then(|s| s.to_str()),
-        Some("global") | Some("global_fallback")
-    )
+    matches!(p.file_stem().and_then(|s| s.to_str()), Some("global") | Some("global_fallback"))
 }
 
 /// Parses files once (interpolated), and resolves `inherits_from` chains.
@@ -116,13 +103,7 @@ pub(crate) struct FileLoader<'a> {
 
 impl<'a> FileLoader<'a> {
     fn new(sink: &'a Sink, warn: &'a Sink, env: EnvLookup<'a>, llms: PathBuf) -> Self {
-        Self {
-            sink,
-            warn,
-            env,
-            llms,
-            cache: HashMap::new(),
-        }
+        Self { sink, warn, env, llms, cache: HashMap::new() }
     }
 
     /// The parsed, interpolated file (cached).
@@ -136,15 +117,7 @@ impl<'a> FileLoader<'a> {
         });
         if let Some(other) = &v {
             if !other.is_object() {
-                self.sink.push(
-                    Some(path),
-                    "",
-                    Some(show(other)),
-                    format!(
-                        "expected a table at the top of the file, found {}",
-                        type_name(other)
-                    ),
-                );
+                self.sink.push(Some(path), "", Some(show(other)), format!("expected a table at the top of the file, found {}", type_name(other)));
             }
         }
         let v = v.filter(Value::is_object);
@@ -154,12 +127,7 @@ impl<'a> FileLoader<'a> {
 
     /// The file with its `inherits_from` chain merged in. `implicit` is a file already layered
     /// under this one by the caller (the provider's common file): inheriting it again is a no-op.
-    fn load_inherited(
-        &mut self,
-        path: &Path,
-        implicit: Option<&Path>,
-        stack: &mut Vec<PathBuf>,
-    ) -> Option<Value> {
+    fn load_inherited(&mut self, path: &Path, implicit: Option<&Path>, stack: &mut Vec<PathBuf>) -> Option<Value> {
         let mut v = self.load(path)?;
         let Some(obj) = v.as_object_mut() else {
             return Some(v);
@@ -170,12 +138,7 @@ impl<'a> FileLoader<'a> {
         let target = match &inh {
             Value::String(s) => s.clone(),
             other => {
-                self.sink.push(
-                    Some(path),
-                    "inherits_from",
-                    Some(show(other)),
-                    format!("expected string, found {}", type_name(other)),
-                );
+                self.sink.push(Some(path), "inherits_from", Some(show(other)), format!("expected string, found {}", type_name(other)));
                 return Some(v);
             }
         };
@@ -190,32 +153,17 @@ impl<'a> FileLoader<'a> {
             // file anyway.
             let is_common = Path::new(&target).file_stem().and_then(|s| s.to_str()) == Some("common");
             if is_common && implicit.is_some() && self.sink.is_original_file(Some(path)) {
-                self.sink.note(
-                    Some(path),
-                    "inherits_from",
-                    Some(show(&inh)),
-                    "names no file; this provider's own common file is layered under it anyway",
-                );
+                self.sink.note(Some(path), "inherits_from", Some(show(&inh)), "names no file; this provider's own common file is layered under it anyway");
                 return Some(v);
             }
-            self.sink.push(
-                Some(path),
-                "inherits_from",
-                Some(show(&inh)),
-                "file not found (looked next to this file and under the llms/ directory)",
-            );
+            self.sink.push(Some(path), "inherits_from", Some(show(&inh)), "file not found (looked next to this file and under the llms/ directory)");
             return Some(v);
         };
         if implicit.is_some_and(|i| same_file(i, &parent_path)) {
             return Some(v);
         }
         if stack.iter().any(|p| same_file(p, &parent_path)) || stack.len() > 16 {
-            self.sink.push(
-                Some(path),
-                "inherits_from",
-                Some(show(&inh)),
-                "inheritance cycle",
-            );
+            self.sink.push(Some(path), "inherits_from", Some(show(&inh)), "inheritance cycle");
             return Some(v);
         }
         stack.push(path.to_path_buf());
@@ -258,11 +206,7 @@ fn config_files(dir: &Path) -> Vec<PathBuf> {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && Format::of(p).is_some())
-            .filter(|p| {
-                !p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('_') || n.starts_with('.'))
-            })
+            .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('_') || n.starts_with('.')))
             .collect(),
         Err(_) => Vec::new(),
     };
@@ -272,10 +216,7 @@ fn config_files(dir: &Path) -> Vec<PathBuf> {
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect(),
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect(),
         Err(_) => Vec::new(),
     };
     out.sort();
@@ -283,18 +224,12 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string()
+    p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string()
 }
 
 /// The first existing `<dir>/<name>.{toml,yaml,yml}`.
 fn find_with_ext(dir: &Path, name: &str) -> Option<PathBuf> {
-    FILE_EXTS
-        .iter()
-        .map(|e| dir.join(format!("{name}.{e}")))
-        .find(|p| p.is_file())
+    FILE_EXTS.iter().map(|e| dir.join(format!("{name}.{e}"))).find(|p| p.is_file())
 }
 
 /// The `llms/` directory of a config root: `<root>/llms`, or `<root>` itself when it already
@@ -304,25 +239,14 @@ pub(crate) fn llms_dir(root: &Path) -> Option<PathBuf> {
     if nested.is_dir() {
         return Some(nested);
     }
-    let looks_like = [
-        "groups",
-        "provider",
-        "polling_pools",
-        "pools",
-        "task_groups",
-    ]
-    .iter()
-    .any(|d| root.join(d).is_dir())
-        || find_with_ext(root, "global").is_some();
+    let looks_like =
+        ["groups", "provider", "polling_pools", "pools", "task_groups"].iter().any(|d| root.join(d).is_dir()) || find_with_ext(root, "global").is_some();
     looks_like.then(|| root.to_path_buf())
 }
 
 /// Read every document of a configuration directory.
 pub(crate) fn read_dir_tree(root: &Path, env: EnvLookup<'_>, sink: &Sink, warn: &Sink) -> RawTree {
-    let mut tree = RawTree {
-        root: Some(root.to_path_buf()),
-        ..Default::default()
-    };
+    let mut tree = RawTree { root: Some(root.to_path_buf()), ..Default::default() };
     if !root.is_dir() {
         sink.push(Some(root), "", None, "config directory not found");
         return tree;
@@ -337,17 +261,10 @@ pub(crate) fn read_dir_tree(root: &Path, env: EnvLookup<'_>, sink: &Sink, warn: 
     for pdir in subdirs(&llms.join("provider")) {
         let pname = stem(&pdir);
         let common_path = find_with_ext(&pdir, "common");
-        let mut pd = ProviderDocs {
-            name: pname.clone(),
-            ..Default::default()
-        };
+        let mut pd = ProviderDocs { name: pname.clone(), ..Default::default() };
         if let Some(cp) = &common_path {
             if let Some(v) = fl.load_inherited(cp, None, &mut Vec::new()) {
-                pd.common = Some(Doc {
-                    loc: Loc::new(Some(cp.clone()), ""),
-                    name: pname.clone(),
-                    value: v,
-                });
+                pd.common = Some(Doc { loc: Loc::new(Some(cp.clone()), ""), name: pname.clone(), value: v });
             }
         }
         let mut files = Vec::new();
@@ -359,11 +276,7 @@ pub(crate) fn read_dir_tree(root: &Path, env: EnvLookup<'_>, sink: &Sink, warn: 
         files.sort();
         for f in files {
             if let Some(v) = fl.load_inherited(&f, common_path.as_deref(), &mut Vec::new()) {
-                pd.models.push(Doc {
-                    loc: Loc::new(Some(f.clone()), ""),
-                    name: stem(&f),
-                    value: v,
-                });
+                pd.models.push(Doc { loc: Loc::new(Some(f.clone()), ""), name: stem(&f), value: v });
             }
         }
         if prepare_provider(&mut pd, sink, &mut tree.unavailable) {
@@ -379,83 +292,46 @@ pub(crate) fn read_dir_tree(root: &Path, env: EnvLookup<'_>, sink: &Sink, warn: 
     let have_registry = registry.is_some();
     if let Some(rp) = &registry {
         if let Some(v) = fl.load(rp) {
-            read_registry(
-                rp,
-                &v,
-                &llms,
-                sink,
-                &mut reg_groups,
-                &mut reg_pools,
-                &mut reg_globals,
-            );
+            read_registry(rp, &v, &llms, sink, &mut reg_groups, &mut reg_pools, &mut reg_globals);
         }
     }
     let registered = |p: &Path| have_registry && Format::of(p) == Some(Format::Yaml);
     for (name, path) in reg_groups {
         if let Some(v) = fl.load_inherited(&path, None, &mut Vec::new()) {
             warn_name_mismatch(&path, &name, &v);
-            tree.groups.push(Doc {
-                loc: Loc::new(Some(path), ""),
-                name,
-                value: v,
-            });
+            tree.groups.push(Doc { loc: Loc::new(Some(path), ""), name, value: v });
         }
     }
     for dir in ["groups", "task_groups"] {
-        for f in config_files(&llms.join(dir))
-            .into_iter()
-            .filter(|p| !registered(p))
-        {
+        for f in config_files(&llms.join(dir)).into_iter().filter(|p| !registered(p)) {
             if let Some(v) = fl.load_inherited(&f, None, &mut Vec::new()) {
                 let name = name_of(&v, &f);
-                tree.groups.push(Doc {
-                    loc: Loc::new(Some(f), ""),
-                    name,
-                    value: v,
-                });
+                tree.groups.push(Doc { loc: Loc::new(Some(f), ""), name, value: v });
             }
         }
     }
     for (name, path) in reg_pools {
         if let Some(v) = fl.load_inherited(&path, None, &mut Vec::new()) {
             warn_name_mismatch(&path, &name, &v);
-            tree.pools.push(Doc {
-                loc: Loc::new(Some(path), ""),
-                name,
-                value: v,
-            });
+            tree.pools.push(Doc { loc: Loc::new(Some(path), ""), name, value: v });
         }
     }
     for dir in ["polling_pools", "pools"] {
-        for f in config_files(&llms.join(dir))
-            .into_iter()
-            .filter(|p| !registered(p))
-        {
+        for f in config_files(&llms.join(dir)).into_iter().filter(|p| !registered(p)) {
             if let Some(v) = fl.load_inherited(&f, None, &mut Vec::new()) {
                 let name = name_of(&v, &f);
-                tree.pools.push(Doc {
-                    loc: Loc::new(Some(f), ""),
-                    name,
-                    value: v,
-                });
+                tree.pools.push(Doc { loc: Loc::new(Some(f), ""), name, value: v });
             }
         }
     }
     for f in config_files(&llms.join("wrappers")) {
         if let Some(v) = fl.load(&f) {
             let name = name_of(&v, &f);
-            tree.wrappers.push(Doc {
-                loc: Loc::new(Some(f), ""),
-                name,
-                value: v,
-            });
+            tree.wrappers.push(Doc { loc: Loc::new(Some(f), ""), name, value: v });
         }
     }
     // Generation-2 combined files: `[task_groups.<name>]` / `[pools.<name>]`.
-    for (file, key, is_group) in [
-        ("task_groups", "task_groups", true),
-        ("pools", "pools", false),
-    ] {
+    for (file, key, is_group) in [("task_groups", "task_groups", true), ("pools", "pools", false)] {
         if let Some(p) = find_with_ext(&llms, file) {
             if let Some(v) = fl.load(&p) {
                 let docs = combined_docs(&p, key, &v, sink);
@@ -471,49 +347,26 @@ pub(crate) fn read_dir_tree(root: &Path, env: EnvLookup<'_>, sink: &Sink, warn: 
     // Global files.
     if let Some(p) = find_with_ext(&llms, "global") {
         if let Some(v) = fl.load(&p) {
-            tree.globals.push((
-                GlobalKind::Global,
-                Doc {
-                    loc: Loc::new(Some(p), ""),
-                    name: "global".into(),
-                    value: v,
-                },
-            ));
+            tree.globals.push((GlobalKind::Global, Doc { loc: Loc::new(Some(p), ""), name: "global".into(), value: v }));
         }
     }
     let mut seen_globals: Vec<GlobalKind> = Vec::new();
     for (kind, path) in reg_globals {
         if let Some(v) = fl.load(&path) {
             seen_globals.push(kind);
-            tree.globals.push((
-                kind,
-                Doc {
-                    loc: Loc::new(Some(path), ""),
-                    name: "global".into(),
-                    value: v,
-                },
-            ));
+            tree.globals.push((kind, Doc { loc: Loc::new(Some(path), ""), name: "global".into(), value: v }));
         }
     }
     if !have_registry {
-        for (kind, name) in [
-            (GlobalKind::Fallback, "global_fallback"),
-            (GlobalKind::Concurrency, "concurrency_control"),
-            (GlobalKind::RateLimiting, "rate_limiting"),
-        ] {
+        for (kind, name) in
+            [(GlobalKind::Fallback, "global_fallback"), (GlobalKind::Concurrency, "concurrency_control"), (GlobalKind::RateLimiting, "rate_limiting")]
+        {
             if seen_globals.contains(&kind) {
                 continue;
             }
             if let Some(p) = find_with_ext(&llms, name) {
                 if let Some(v) = fl.load(&p) {
-                    tree.globals.push((
-                        kind,
-                        Doc {
-                            loc: Loc::new(Some(p), ""),
-                            name: "global".into(),
-                            value: v,
-                        },
-                    ));
+                    tree.globals.push((kind, Doc { loc: Loc::new(Some(p), ""), name: "global".into(), value: v }));
                 }
             }
         }
@@ -528,30 +381,16 @@ fn combined_docs(file: &Path, key: &str, v: &Value, sink: &Sink) -> Vec<Doc> {
     let mut out = Vec::new();
     for (k, val) in obj {
         if k != key {
-            sink.push(
-                Some(file),
-                k,
-                Some(show(val)),
-                format!("unknown key `{k}`{}", did_you_mean(k, [key])),
-            );
+            sink.push(Some(file), k, Some(show(val)), format!("unknown key `{k}`{}", did_you_mean(k, [key])));
             continue;
         }
         match val.as_object() {
             Some(m) => {
                 for (name, doc) in m {
-                    out.push(Doc {
-                        loc: Loc::new(Some(file.to_path_buf()), format!("{key}.{name}")),
-                        name: name.clone(),
-                        value: doc.clone(),
-                    });
+                    out.push(Doc { loc: Loc::new(Some(file.to_path_buf()), format!("{key}.{name}")), name: name.clone(), value: doc.clone() });
                 }
             }
-            None => sink.push(
-                Some(file),
-                k,
-                Some(show(val)),
-                format!("expected table, found {}", type_name(val)),
-            ),
+            None => sink.push(Some(file), k, Some(show(val)), format!("expected table, found {}", type_name(val))),
         }
     }
     out
@@ -586,15 +425,8 @@ fn read_registry(
         return;
     };
     t.ignore(&["loading_options", "description", "version", "name"]);
-    for (section, out) in [
-        ("task_groups", &mut *groups),
-        ("polling_pools", &mut *pools),
-    ] {
-        let Some(sec) = t.table(if section == "task_groups" {
-            "task_groups"
-        } else {
-            "polling_pools"
-        }) else {
+    for (section, out) in [("task_groups", &mut *groups), ("polling_pools", &mut *pools)] {
+        let Some(sec) = t.table(if section == "task_groups" { "task_groups" } else { "polling_pools" }) else {
             continue;
         };
         for (name, entry) in sec.map() {
@@ -614,23 +446,16 @@ fn read_registry(
                         format!("file not found: {}; `{name}` is skipped", path.display()),
                     );
                 } else {
-                    sink.push(
-                        Some(rp),
-                        &sec.loc.child(name).key("file"),
-                        Some(format!("\"{file}\"")),
-                        format!("file not found: {}", path.display()),
-                    );
+                    sink.push(Some(rp), &sec.loc.child(name).key("file"), Some(format!("\"{file}\"")), format!("file not found: {}", path.display()));
                 }
             }
         }
     }
     if let Some(sec) = t.table("global_configs") {
         let mut sec = sec;
-        for (key, kind) in [
-            ("global_fallback", GlobalKind::Fallback),
-            ("concurrency_control", GlobalKind::Concurrency),
-            ("rate_limiting", GlobalKind::RateLimiting),
-        ] {
+        for (key, kind) in
+            [("global_fallback", GlobalKind::Fallback), ("concurrency_control", GlobalKind::Concurrency), ("rate_limiting", GlobalKind::RateLimiting)]
+        {
             let Some(entry) = sec.get(key) else { continue };
             if let Some((file, enabled)) = registry_entry(&sec.loc.child(key), entry, sink) {
                 if !enabled {
@@ -642,12 +467,7 @@ fn read_registry(
                 } else if let Some(p) = find_with_ext(llms, key) {
                     globals.push((kind, p));
                 } else {
-                    sink.push(
-                        Some(rp),
-                        &sec.loc.child(key).key("file"),
-                        Some(format!("\"{file}\"")),
-                        format!("file not found: {}", path.display()),
-                    );
+                    sink.push(Some(rp), &sec.loc.child(key).key("file"), Some(format!("\"{file}\"")), format!("file not found: {}", path.display()));
                 }
             }
         }
@@ -669,22 +489,11 @@ fn registry_entry(loc: &Loc, v: &Value, sink: &Sink) -> Option<(String, bool)> {
 }
 
 /// Read a JSON tree (a Python dict) shaped like the directory.
-pub(crate) fn read_json_tree(
-    input: &Value,
-    env: EnvLookup<'_>,
-    sink: &Sink,
-    warn: &Sink,
-) -> RawTree {
+pub(crate) fn read_json_tree(input: &Value, env: EnvLookup<'_>, sink: &Sink, warn: &Sink) -> RawTree {
     let mut tree = RawTree::default();
     let mut v = input.clone();
     // `{"llms": {...}}` is the same tree one level down.
-    if let Some(inner) = v.as_object().and_then(|m| {
-        if m.len() == 1 {
-            m.get("llms").cloned()
-        } else {
-            None
-        }
-    }) {
+    if let Some(inner) = v.as_object().and_then(|m| if m.len() == 1 { m.get("llms").cloned() } else { None }) {
         v = inner;
     }
     interpolate(&mut v, env, None, "", warn);
@@ -701,57 +510,25 @@ pub(crate) fn read_json_tree(
         for (pname, pv) in pt.map() {
             let ploc = pt.loc.child(pname);
             let Some(pm) = pv.as_object() else {
-                sink.push(
-                    None,
-                    &ploc.path,
-                    Some(show(pv)),
-                    format!("expected table, found {}", type_name(pv)),
-                );
+                sink.push(None, &ploc.path, Some(show(pv)), format!("expected table, found {}", type_name(pv)));
                 continue;
             };
-            let mut pd = ProviderDocs {
-                name: pname.clone(),
-                ..Default::default()
-            };
+            let mut pd = ProviderDocs { name: pname.clone(), ..Default::default() };
             // A provider given as one flat table is its common defaults.
-            let flat = [
-                "type",
-                "base_url",
-                "api_key",
-                "model_type",
-                "provider_type",
-                "headers",
-                "timeout",
-            ]
-            .iter()
-            .any(|k| {
-                pm.get(*k)
-                    .is_some_and(|x| !x.is_object() || *k == "headers")
-            });
+            let flat = ["type", "base_url", "api_key", "model_type", "provider_type", "headers", "timeout"]
+                .iter()
+                .any(|k| pm.get(*k).is_some_and(|x| !x.is_object() || *k == "headers"));
             if flat {
-                pd.common = Some(Doc {
-                    loc: ploc.clone(),
-                    name: pname.clone(),
-                    value: pv.clone(),
-                });
+                pd.common = Some(Doc { loc: ploc.clone(), name: pname.clone(), value: pv.clone() });
             } else {
                 for (mname, mv) in pm {
                     let mloc = ploc.child(mname);
                     if !mv.is_object() {
-                        sink.push(
-                            None,
-                            &mloc.path,
-                            Some(show(mv)),
-                            format!("expected table, found {}", type_name(mv)),
-                        );
+                        sink.push(None, &mloc.path, Some(show(mv)), format!("expected table, found {}", type_name(mv)));
                         continue;
                     }
                     let value = json_inherit(mv, pm, &mloc, sink, 0);
-                    let doc = Doc {
-                        loc: mloc,
-                        name: mname.clone(),
-                        value,
-                    };
+                    let doc = Doc { loc: mloc, name: mname.clone(), value };
                     if mname == "common" {
                         pd.common = Some(doc);
                     } else {
@@ -768,27 +545,16 @@ pub(crate) fn read_json_tree(
         for (name, mv) in mt.map() {
             let loc = mt.loc.child(name);
             let value = json_inherit(mv, mt.map(), &loc, sink, 0);
-            tree.models.push(Doc {
-                loc,
-                name: name.clone(),
-                value,
-            });
+            tree.models.push(Doc { loc, name: name.clone(), value });
         }
     }
-    for (keys, is_group) in [
-        (&["groups", "task_groups"][..], true),
-        (&["pools", "polling_pools"][..], false),
-    ] {
+    for (keys, is_group) in [(&["groups", "task_groups"][..], true), (&["pools", "polling_pools"][..], false)] {
         for k in keys {
             if let Some(gt) = t.table(k) {
                 for (name, gv) in gt.map() {
                     let loc = gt.loc.child(name);
                     let value = json_inherit(gv, gt.map(), &loc, sink, 0);
-                    let doc = Doc {
-                        loc,
-                        name: name.clone(),
-                        value,
-                    };
+                    let doc = Doc { loc, name: name.clone(), value };
                     if is_group {
                         tree.groups.push(doc);
                     } else {
@@ -800,11 +566,7 @@ pub(crate) fn read_json_tree(
     }
     if let Some(wt) = t.table("wrappers") {
         for (name, wv) in wt.map() {
-            tree.wrappers.push(Doc {
-                loc: wt.loc.child(name),
-                name: name.clone(),
-                value: wv.clone(),
-            });
+            tree.wrappers.push(Doc { loc: wt.loc.child(name), name: name.clone(), value: wv.clone() });
         }
     }
     for (key, kind) in [
@@ -814,14 +576,7 @@ pub(crate) fn read_json_tree(
         ("rate_limiting", GlobalKind::RateLimiting),
     ] {
         if let Some(gv) = t.get(key) {
-            tree.globals.push((
-                kind,
-                Doc {
-                    loc: Loc::new(None, key),
-                    name: key.into(),
-                    value: gv.clone(),
-                },
-            ));
+            tree.globals.push((kind, Doc { loc: Loc::new(None, key), name: key.into(), value: gv.clone() }));
         }
     }
     t.done();
@@ -830,13 +585,7 @@ pub(crate) fn read_json_tree(
 
 /// `inherits_from` inside a dict tree names a sibling entry (extension and directories
 /// ignored); `common` is layered implicitly and global files are ignored.
-fn json_inherit(
-    v: &Value,
-    siblings: &Map<String, Value>,
-    loc: &Loc,
-    sink: &Sink,
-    depth: usize,
-) -> Value {
+fn json_inherit(v: &Value, siblings: &Map<String, Value>, loc: &Loc, sink: &Sink, depth: usize) -> Value {
     let Some(obj) = v.as_object() else {
         return v.clone();
     };
@@ -846,18 +595,10 @@ fn json_inherit(
     let mut own = obj.clone();
     own.shift_remove("inherits_from");
     let Some(target) = inh.as_str() else {
-        sink.push(
-            None,
-            &loc.key("inherits_from"),
-            Some(show(inh)),
-            format!("expected string, found {}", type_name(inh)),
-        );
+        sink.push(None, &loc.key("inherits_from"), Some(show(inh)), format!("expected string, found {}", type_name(inh)));
         return Value::Object(own);
     };
-    let name = Path::new(target)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or(target);
+    let name = Path::new(target).file_stem().and_then(|s| s.to_str()).unwrap_or(target);
     if name == "common" || name == "global" || name == "global_fallback" {
         return Value::Object(own);
     }
@@ -867,22 +608,12 @@ fn json_inherit(
             deep_merge(p, Value::Object(own))
         }
         Some(_) => {
-            sink.push(
-                None,
-                &loc.key("inherits_from"),
-                Some(show(inh)),
-                "inheritance cycle",
-            );
+            sink.push(None, &loc.key("inherits_from"), Some(show(inh)), "inheritance cycle");
             Value::Object(own)
         }
         None => {
             let hint = did_you_mean(name, siblings.keys().map(String::as_str));
-            sink.push(
-                None,
-                &loc.key("inherits_from"),
-                Some(show(inh)),
-                format!("no entry `{name}` to inherit from{hint}"),
-            );
+            sink.push(None, &loc.key("inherits_from"), Some(show(inh)), format!("no entry `{name}` to inherit from{hint}"));
             Value::Object(own)
         }
     }
@@ -890,9 +621,7 @@ fn json_inherit(
 
 /// The type a provider document declares (`type`, `model_type` or `provider_type`).
 fn declared_type(v: &Value) -> Option<&str> {
-    ["type", "model_type", "provider_type"]
-        .iter()
-        .find_map(|k| v.get(*k).and_then(Value::as_str))
+    ["type", "model_type", "provider_type"].iter().find_map(|k| v.get(*k).and_then(Value::as_str))
 }
 
 /// Get a provider's documents ready for the strict reader: parameters that pass through are
@@ -903,10 +632,7 @@ fn prepare_provider(pd: &mut ProviderDocs, sink: &Sink, unavailable: &mut Vec<Un
     let docs: Vec<&Doc> = pd.common.iter().chain(pd.models.iter()).collect();
     let original = docs.iter().any(|d| sink.is_original(&d.loc));
     if original {
-        if let Some((doc, kind)) = docs
-            .iter()
-            .find_map(|d| declared_type(&d.value).filter(|k| UNCALLABLE_TYPES.contains(k)).map(|k| (*d, k.to_string())))
-        {
+        if let Some((doc, kind)) = docs.iter().find_map(|d| declared_type(&d.value).filter(|k| UNCALLABLE_TYPES.contains(k)).map(|k| (*d, k.to_string()))) {
             let names: Vec<String> = pd.models.iter().map(model_name_of).collect();
             sink.note(
                 doc.loc.file.as_deref(),

@@ -131,7 +131,12 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
     for doc in &tree.groups {
         let Some((g, src)) = groups::read_group(doc, &sink) else { continue };
         if let Some(prev) = group_srcs.get(&g.name) {
-            sink.push(doc.loc.file.as_deref(), &doc.loc.key("name"), Some(format!("\"{}\"", g.name)), format!("duplicate group `{}` (also defined in {})", g.name, origin(&prev.loc)));
+            sink.push(
+                doc.loc.file.as_deref(),
+                &doc.loc.key("name"),
+                Some(format!("\"{}\"", g.name)),
+                format!("duplicate group `{}` (also defined in {})", g.name, origin(&prev.loc)),
+            );
             continue;
         }
         group_srcs.insert(g.name.clone(), src);
@@ -141,7 +146,12 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
     for doc in &tree.pools {
         let Some(p) = groups::read_pool(doc, &sink) else { continue };
         if let Some(prev) = pool_locs.get(&p.name) {
-            sink.push(doc.loc.file.as_deref(), &doc.loc.key("name"), Some(format!("\"{}\"", p.name)), format!("duplicate pool `{}` (also defined in {})", p.name, origin(prev)));
+            sink.push(
+                doc.loc.file.as_deref(),
+                &doc.loc.key("name"),
+                Some(format!("\"{}\"", p.name)),
+                format!("duplicate pool `{}` (also defined in {})", p.name, origin(prev)),
+            );
             continue;
         }
         pool_locs.insert(p.name.clone(), doc.loc.clone());
@@ -151,7 +161,12 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
     for doc in &tree.wrappers {
         let Some(w) = wrappers::read_wrapper(doc, &sink) else { continue };
         if let Some(prev) = wrapper_locs.get(&w.name) {
-            sink.push(doc.loc.file.as_deref(), &doc.loc.key("name"), Some(format!("\"{}\"", w.name)), format!("duplicate wrapper `{}` (also defined in {})", w.name, origin(prev)));
+            sink.push(
+                doc.loc.file.as_deref(),
+                &doc.loc.key("name"),
+                Some(format!("\"{}\"", w.name)),
+                format!("duplicate wrapper `{}` (also defined in {})", w.name, origin(prev)),
+            );
             continue;
         }
         wrapper_locs.insert(w.name.clone(), doc.loc.clone());

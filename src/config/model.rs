@@ -442,13 +442,7 @@ pub struct HealthCheckConfig {
 
 impl Default for HealthCheckConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            interval: Duration::from_secs(30),
-            failure_threshold: 3,
-            recovery_time: Duration::from_secs(60),
-            probe: None,
-        }
+        Self { enabled: true, interval: Duration::from_secs(30), failure_threshold: 3, recovery_time: Duration::from_secs(60), probe: None }
     }
 }
 

@@ -20,15 +20,7 @@ use crate::secret::Secret;
 use crate::types::Params;
 
 /// Spellings accepted for `type` (the original's `model_type`/`provider_type` values included).
-pub(crate) const KIND_NAMES: [&str; 7] = [
-    "openai",
-    "openai_compatible",
-    "openai-compatible",
-    "anthropic",
-    "gemini",
-    "siliconflow",
-    "mock",
-];
+pub(crate) const KIND_NAMES: [&str; 7] = ["openai", "openai_compatible", "openai-compatible", "anthropic", "gemini", "siliconflow", "mock"];
 
 /// Keys of the original provider files that carry no meaning here.
 const IGNORED: [&str; 12] = [
@@ -122,21 +114,12 @@ pub(crate) fn secret_from(s: &str, env: EnvLookup<'_>) -> Secret {
         return Secret::none();
     }
     if let Some((var, default)) = single_placeholder(s) {
-        let value = env(var)
-            .filter(|v| !v.is_empty())
-            .or_else(|| default.map(str::to_string))
-            .filter(|v| !v.is_empty());
+        let value = env(var).filter(|v| !v.is_empty()).or_else(|| default.map(str::to_string)).filter(|v| !v.is_empty());
         return Secret::from_env(var, value);
     }
     if s.contains("${") {
         let (out, missing) = expand(s, env);
-        let var = s
-            .split("${")
-            .nth(1)
-            .and_then(|r| r.split(['}', ':']).next())
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let var = s.split("${").nth(1).and_then(|r| r.split(['}', ':']).next()).unwrap_or("").trim().to_string();
         return match missing.first() {
             Some(m) => Secret::from_env(m.clone(), None),
             None => Secret::from_env(var, Some(out)),
@@ -154,16 +137,8 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
     if let Some(u) = t.str("base_url") {
         let u = u.trim().trim_end_matches('/').to_string();
         if !(u.starts_with("http://") || u.starts_with("https://")) {
-            let hint = if u.is_empty() {
-                " (empty: is an environment variable it uses unset?)"
-            } else {
-                ""
-            };
-            t.err(
-                "base_url",
-                Some(&Value::String(u.clone())),
-                format!("must start with http:// or https://{hint}"),
-            );
+            let hint = if u.is_empty() { " (empty: is an environment variable it uses unset?)" } else { "" };
+            t.err("base_url", Some(&Value::String(u.clone())), format!("must start with http:// or https://{hint}"));
         } else {
             d.m.base_url = u;
         }
@@ -171,11 +146,7 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
     if let Some(v) = t.get("api_key") {
         match v {
             Value::String(s) => d.m.api_key = secret_from(s, env),
-            other => t.err(
-                "api_key",
-                Some(other),
-                format!("expected string, found {}", super::reader::type_name(other)),
-            ),
+            other => t.err("api_key", Some(other), format!("expected string, found {}", super::reader::type_name(other))),
         }
     }
     if let Some(n) = t.str("name") {
@@ -202,11 +173,7 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
                 Value::String(s) => {
                     d.m.headers.insert(k.clone(), s.clone());
                 }
-                other => h.err(
-                    k,
-                    Some(other),
-                    format!("expected string, found {}", super::reader::type_name(other)),
-                ),
+                other => h.err(k, Some(other), format!("expected string, found {}", super::reader::type_name(other))),
             }
         }
     }
@@ -250,14 +217,7 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
         d.m.retry.base_delay = s;
     }
     if let Some(mut rc) = t.table("retry_config") {
-        rc.ignore(&[
-            "jitter",
-            "exponential_base",
-            "retry_on_status_codes",
-            "retry_on_errors",
-            "retry_errors",
-            "backoff_factor",
-        ]);
+        rc.ignore(&["jitter", "exponential_base", "retry_on_status_codes", "retry_on_errors", "retry_errors", "backoff_factor"]);
         if let Some(n) = rc.uint("max_retries", 0, 10) {
             d.m.retry.max_retries = n;
         }
@@ -328,17 +288,7 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
 /// `[parameters]`: known generation keys are checked; anything else passes through to the
 /// provider (`Params.extra`) unless it looks like a typo of a known key.
 fn read_params(p: &mut Tbl<'_>, d: &mut Draft) {
-    const KNOWN: [&str; 9] = [
-        "temperature",
-        "max_tokens",
-        "top_p",
-        "stop",
-        "timeout",
-        "max_retries",
-        "tool_choice",
-        "response_format",
-        "tools",
-    ];
+    const KNOWN: [&str; 9] = ["temperature", "max_tokens", "top_p", "stop", "timeout", "max_retries", "tool_choice", "response_format", "tools"];
     if let Some(x) = p.num("temperature", 0.0, 2.0, false) {
         d.m.parameters.temperature = Some(x);
     }
@@ -356,14 +306,7 @@ fn read_params(p: &mut Tbl<'_>, d: &mut Draft) {
                     d.m.parameters.stop = l;
                 }
             }
-            other => p.err(
-                "stop",
-                Some(other),
-                format!(
-                    "expected string or array of strings, found {}",
-                    super::reader::type_name(other)
-                ),
-            ),
+            other => p.err("stop", Some(other), format!("expected string or array of strings, found {}", super::reader::type_name(other))),
         }
     }
     // The original kept these two inside `parameters`; they are not generation parameters.
@@ -418,10 +361,7 @@ pub(crate) struct ProviderOut {
 /// Resolve one provider directory (or dict entry).
 pub(crate) fn resolve_provider(pd: &ProviderDocs, env: EnvLookup<'_>, sink: &Sink) -> ProviderOut {
     let mut base = Draft::blank(&pd.name);
-    let mut out = ProviderOut {
-        provider: None,
-        models: Vec::new(),
-    };
+    let mut out = ProviderOut { provider: None, models: Vec::new() };
     if let Some(c) = &pd.common {
         if let Some(mut t) = Tbl::of(sink, c.loc.clone(), &c.value) {
             apply_layer(&mut t, &mut base, env);
@@ -438,12 +378,14 @@ pub(crate) fn resolve_provider(pd: &ProviderDocs, env: EnvLookup<'_>, sink: &Sin
     if base.kind.is_some() {
         let mut defaults = base.finish();
         defaults.name = pd.name.clone();
-        out.provider = Some(ProviderConfig {
-            name: pd.name.clone(),
-            defaults,
-        });
+        out.provider = Some(ProviderConfig { name: pd.name.clone(), defaults });
     } else if let Some(c) = &pd.common {
-        sink.push(c.loc.file.as_deref(), &c.loc.key("type"), None, format!("missing `type` (one of: openai, openai_compatible, anthropic, gemini); the provider name `{}` is not a type", pd.name));
+        sink.push(
+            c.loc.file.as_deref(),
+            &c.loc.key("type"),
+            None,
+            format!("missing `type` (one of: openai, openai_compatible, anthropic, gemini); the provider name `{}` is not a type", pd.name),
+        );
     }
     for doc in &pd.models {
         let mut d = base.clone();
@@ -457,12 +399,7 @@ pub(crate) fn resolve_provider(pd: &ProviderDocs, env: EnvLookup<'_>, sink: &Sin
         apply_layer(&mut t, &mut d, env);
         t.done();
         if d.kind.is_none() {
-            sink.push(
-                doc.loc.file.as_deref(),
-                &doc.loc.key("type"),
-                None,
-                "missing `type` (one of: openai, openai_compatible, anthropic, gemini)",
-            );
+            sink.push(doc.loc.file.as_deref(), &doc.loc.key("type"), None, "missing `type` (one of: openai, openai_compatible, anthropic, gemini)");
             continue;
         }
         for wire in &d.models_list {
@@ -488,29 +425,12 @@ pub(crate) fn resolve_provider(pd: &ProviderDocs, env: EnvLookup<'_>, sink: &Sin
 
 /// Resolve a flat logical model (dict input `models.<name>`), layered over its `provider`'s
 /// defaults when that provider exists.
-pub(crate) fn resolve_flat_model(
-    doc: &Doc,
-    providers: &BTreeMap<String, ProviderConfig>,
-    env: EnvLookup<'_>,
-    sink: &Sink,
-) -> Option<ModelConfig> {
-    let provider = doc
-        .value
-        .get("provider")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let kind_name = ["type", "model_type", "provider_type"]
-        .iter()
-        .find_map(|k| doc.value.get(*k).and_then(Value::as_str))
-        .map(str::to_string);
+pub(crate) fn resolve_flat_model(doc: &Doc, providers: &BTreeMap<String, ProviderConfig>, env: EnvLookup<'_>, sink: &Sink) -> Option<ModelConfig> {
+    let provider = doc.value.get("provider").and_then(Value::as_str).map(str::to_string);
+    let kind_name = ["type", "model_type", "provider_type"].iter().find_map(|k| doc.value.get(*k).and_then(Value::as_str)).map(str::to_string);
     let pname = provider.clone().or(kind_name.clone()).unwrap_or_default();
     let mut d = match providers.get(&pname) {
-        Some(p) => Draft {
-            kind: Some(p.defaults.kind),
-            m: p.defaults.clone(),
-            models_list: Vec::new(),
-            has_wire: false,
-        },
+        Some(p) => Draft { kind: Some(p.defaults.kind), m: p.defaults.clone(), models_list: Vec::new(), has_wire: false },
         None => Draft::blank(&pname),
     };
     d.m.name.clear();

@@ -27,38 +27,16 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// Record one issue.
-    pub(crate) fn push(
-        &self,
-        file: Option<&Path>,
-        key: &str,
-        value: Option<String>,
-        message: impl Into<String>,
-    ) {
-        self.issues.borrow_mut().push(ConfigIssue {
-            file: file.map(Path::to_path_buf),
-            key: key.to_string(),
-            value,
-            message: message.into(),
-        });
+    pub(crate) fn push(&self, file: Option<&Path>, key: &str, value: Option<String>, message: impl Into<String>) {
+        self.issues.borrow_mut().push(ConfigIssue { file: file.map(Path::to_path_buf), key: key.to_string(), value, message: message.into() });
     }
     pub(crate) fn is_empty(&self) -> bool {
         self.issues.borrow().is_empty()
     }
     /// Record a note: something the original layout allowed that the engine does not use or
     /// changes, reported as a warning (`echelon check`), never fatal.
-    pub(crate) fn note(
-        &self,
-        file: Option<&Path>,
-        key: &str,
-        value: Option<String>,
-        message: impl Into<String>,
-    ) {
-        let issue = ConfigIssue {
-            file: file.map(Path::to_path_buf),
-            key: key.to_string(),
-            value,
-            message: message.into(),
-        };
+    pub(crate) fn note(&self, file: Option<&Path>, key: &str, value: Option<String>, message: impl Into<String>) {
+        let issue = ConfigIssue { file: file.map(Path::to_path_buf), key: key.to_string(), value, message: message.into() };
         let mut notes = self.notes.borrow_mut();
         if !notes.contains(&issue) {
             notes.push(issue);
@@ -105,10 +83,7 @@ pub(crate) struct Loc {
 
 impl Loc {
     pub(crate) fn new(file: Option<PathBuf>, path: impl Into<String>) -> Self {
-        Self {
-            file,
-            path: path.into(),
-        }
+        Self { file, path: path.into() }
     }
     /// The path of `key` inside this table.
     pub(crate) fn key(&self, key: &str) -> String {
@@ -116,10 +91,7 @@ impl Loc {
     }
     /// The location of sub-table `key`.
     pub(crate) fn child(&self, key: &str) -> Loc {
-        Loc {
-            file: self.file.clone(),
-            path: self.key(key),
-        }
+        Loc { file: self.file.clone(), path: self.key(key) }
     }
 }
 
@@ -169,28 +141,17 @@ fn shorten(s: &str) -> String {
 /// Keys whose values are secrets: their values never appear in issues.
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let k = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
-    k.contains("key")
-        || k.contains("secret")
-        || k.contains("passw")
-        || k.contains("auth")
-        || k == "token"
-        || (k.ends_with("_token") && k != "first_token")
+    k.contains("key") || k.contains("secret") || k.contains("passw") || k.contains("auth") || k == "token" || (k.ends_with("_token") && k != "first_token")
 }
 
 /// The closest known key to `unknown`, if one is close enough to be a plausible typo.
-pub(crate) fn suggest<'k>(
-    unknown: &str,
-    known: impl IntoIterator<Item = &'k str>,
-) -> Option<&'k str> {
+pub(crate) fn suggest<'k>(unknown: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
     let u = unknown.to_ascii_lowercase();
     let mut best: Option<(&str, f64)> = None;
     for k in known {
         let d = strsim::damerau_levenshtein(&u, &k.to_ascii_lowercase());
         let sim = strsim::normalized_damerau_levenshtein(&u, &k.to_ascii_lowercase());
-        let close = d <= 2
-            || sim >= 0.7
-            || (u.len() >= 4 && k.contains(u.as_str()))
-            || (k.len() >= 4 && u.contains(k));
+        let close = d <= 2 || sim >= 0.7 || (u.len() >= 4 && k.contains(u.as_str())) || (k.len() >= 4 && u.contains(k));
         if close && best.is_none_or(|(_, s)| sim > s) {
             best = Some((k, sim));
         }
@@ -217,12 +178,7 @@ pub(crate) struct Tbl<'a> {
 
 impl<'a> Tbl<'a> {
     pub(crate) fn new(sink: &'a Sink, loc: Loc, map: &'a Map<String, Value>) -> Self {
-        Self {
-            sink,
-            loc,
-            map,
-            known: Vec::new(),
-        }
+        Self { sink, loc, map, known: Vec::new() }
     }
 
     /// Read `v` as a table, or record a type error and return `None`.
@@ -231,12 +187,7 @@ impl<'a> Tbl<'a> {
             Value::Object(m) => Some(Self::new(sink, loc, m)),
             other => {
                 let key = loc.path.clone();
-                sink.push(
-                    loc.file.as_deref(),
-                    &key,
-                    Some(show(other)),
-                    format!("expected table, found {}", type_name(other)),
-                );
+                sink.push(loc.file.as_deref(), &key, Some(show(other)), format!("expected table, found {}", type_name(other)));
                 None
             }
         }
@@ -256,13 +207,7 @@ impl<'a> Tbl<'a> {
     /// Record an error at `key` of this table.
     pub(crate) fn err(&self, key: &str, value: Option<&Value>, message: impl Into<String>) {
         let path = self.loc.key(key);
-        let shown = value.map(|v| {
-            if is_secret_key(key) {
-                "***".to_string()
-            } else {
-                show(v)
-            }
-        });
+        let shown = value.map(|v| if is_secret_key(key) { "***".to_string() } else { show(v) });
         self.sink.push(self.file(), &path, shown, message);
     }
 
@@ -271,15 +216,7 @@ impl<'a> Tbl<'a> {
     pub(crate) fn ignore(&mut self, keys: &[&str]) {
         for k in keys {
             if self.map.contains_key(*k) {
-                log::debug!(
-                    "config {}: ignoring key `{}`",
-                    self.loc
-                        .file
-                        .as_deref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    self.loc.key(k)
-                );
+                log::debug!("config {}: ignoring key `{}`", self.loc.file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), self.loc.key(k));
             }
             self.known.push((*k).to_string());
         }
@@ -318,11 +255,7 @@ impl<'a> Tbl<'a> {
     }
 
     fn type_err(&self, key: &str, v: &Value, expected: &str) {
-        self.err(
-            key,
-            Some(v),
-            format!("expected {expected}, found {}", type_name(v)),
-        );
+        self.err(key, Some(v), format!("expected {expected}, found {}", type_name(v)));
     }
 
     /// A string at `key` (first present alias).
@@ -384,20 +317,10 @@ impl<'a> Tbl<'a> {
 
     /// A number (integer or float) in the range at the first present alias of `keys`.
     /// `lo_exclusive` makes the lower bound exclusive (`> lo`).
-    pub(crate) fn num_any(
-        &mut self,
-        keys: &[&'static str],
-        lo: f64,
-        hi: f64,
-        lo_exclusive: bool,
-    ) -> Option<f64> {
+    pub(crate) fn num_any(&mut self, keys: &[&'static str], lo: f64, hi: f64, lo_exclusive: bool) -> Option<f64> {
         let (k, v) = self.get_any(keys)?;
         match v.as_f64() {
-            Some(x)
-                if x.is_finite() && (if lo_exclusive { x > lo } else { x >= lo }) && x <= hi =>
-            {
-                Some(x)
-            }
+            Some(x) if x.is_finite() && (if lo_exclusive { x > lo } else { x >= lo }) && x <= hi => Some(x),
             Some(_) => {
                 self.err(k, Some(v), range_msg(lo, hi, lo_exclusive));
                 None
@@ -408,34 +331,15 @@ impl<'a> Tbl<'a> {
             }
         }
     }
-    pub(crate) fn num(
-        &mut self,
-        key: &'static str,
-        lo: f64,
-        hi: f64,
-        lo_exclusive: bool,
-    ) -> Option<f64> {
+    pub(crate) fn num(&mut self, key: &'static str, lo: f64, hi: f64, lo_exclusive: bool) -> Option<f64> {
         self.num_any(&[key], lo, hi, lo_exclusive)
     }
 
     /// A duration in seconds (integer or float) in the range.
-    pub(crate) fn secs_any(
-        &mut self,
-        keys: &[&'static str],
-        lo: f64,
-        hi: f64,
-        lo_exclusive: bool,
-    ) -> Option<Duration> {
-        self.num_any(keys, lo, hi, lo_exclusive)
-            .and_then(|x| Duration::try_from_secs_f64(x).ok())
+    pub(crate) fn secs_any(&mut self, keys: &[&'static str], lo: f64, hi: f64, lo_exclusive: bool) -> Option<Duration> {
+        self.num_any(keys, lo, hi, lo_exclusive).and_then(|x| Duration::try_from_secs_f64(x).ok())
     }
-    pub(crate) fn secs(
-        &mut self,
-        key: &'static str,
-        lo: f64,
-        hi: f64,
-        lo_exclusive: bool,
-    ) -> Option<Duration> {
+    pub(crate) fn secs(&mut self, key: &'static str, lo: f64, hi: f64, lo_exclusive: bool) -> Option<Duration> {
         self.secs_any(&[key], lo, hi, lo_exclusive)
     }
 
@@ -446,11 +350,7 @@ impl<'a> Tbl<'a> {
             Value::String(s) if valid.contains(&s.as_str()) => Some(s.clone()),
             Value::String(s) => {
                 let hint = did_you_mean(s, valid.iter().copied());
-                self.err(
-                    k,
-                    Some(v),
-                    format!("invalid value{hint}; expected one of: {}", valid.join(", ")),
-                );
+                self.err(k, Some(v), format!("invalid value{hint}; expected one of: {}", valid.join(", ")));
                 None
             }
             other => {
@@ -511,12 +411,7 @@ impl<'a> Tbl<'a> {
             let hint = did_you_mean(k, self.known.iter().map(String::as_str));
             if lenient {
                 let shown = if is_secret_key(k) { "***".to_string() } else { show(v) };
-                self.sink.note(
-                    self.file(),
-                    &self.loc.key(k),
-                    Some(shown),
-                    format!("unknown key `{k}`{hint}: ignored (the engine has no use for it)"),
-                );
+                self.sink.note(self.file(), &self.loc.key(k), Some(shown), format!("unknown key `{k}`{hint}: ignored (the engine has no use for it)"));
             } else {
                 self.err(k, Some(v), format!("unknown key `{k}`{hint}"));
             }
@@ -540,11 +435,7 @@ pub(crate) fn range_msg(lo: f64, hi: f64, lo_exclusive: bool) -> String {
             format!("out of range: must be at least {}", f(lo))
         }
     } else if lo_exclusive {
-        format!(
-            "out of range: must be greater than {} and at most {}",
-            f(lo),
-            f(hi)
-        )
+        format!("out of range: must be greater than {} and at most {}", f(lo), f(hi))
     } else {
         format!("out of range: must be between {} and {}", f(lo), f(hi))
     }

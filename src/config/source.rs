@@ -46,12 +46,7 @@ pub(crate) fn parse_file(path: &Path, sink: &Sink) -> Option<Value> {
         Some(Format::Toml) => parse_toml(&text, Some(path), sink),
         Some(Format::Yaml) => parse_yaml(&text, Some(path), sink),
         None => {
-            sink.push(
-                Some(path),
-                "",
-                None,
-                "unsupported file type (expected .toml, .yaml or .yml)",
-            );
+            sink.push(Some(path), "", None, "unsupported file type (expected .toml, .yaml or .yml)");
             None
         }
     }
@@ -101,19 +96,13 @@ pub(crate) fn parse_yaml(text: &str, file: Option<&Path>, sink: &Sink) -> Option
 
 fn line_of(text: &str, byte: usize) -> usize {
     let end = byte.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 /// A float that JSON cannot hold (NaN, ±inf) is kept as its string so type checks reject it
 /// with a readable message instead of silently becoming null.
 fn float(x: f64) -> Value {
-    Number::from_f64(x)
-        .map(Value::Number)
-        .unwrap_or_else(|| Value::String(x.to_string()))
+    Number::from_f64(x).map(Value::Number).unwrap_or_else(|| Value::String(x.to_string()))
 }
 
 fn toml_table_to_json(t: toml::Table) -> Value {
@@ -187,23 +176,12 @@ pub(crate) fn deep_merge(parent: Value, child: Value) -> Value {
 /// secret keys (`api_key`), which are resolved later so the variable name is kept with the
 /// secret. `$${` is a literal `${`. Unset variables without a default become "" and are
 /// recorded in `unset` as warnings.
-pub(crate) fn interpolate(
-    v: &mut Value,
-    env: EnvLookup<'_>,
-    file: Option<&Path>,
-    path: &str,
-    unset: &Sink,
-) {
+pub(crate) fn interpolate(v: &mut Value, env: EnvLookup<'_>, file: Option<&Path>, path: &str, unset: &Sink) {
     match v {
         Value::String(s) if s.contains("${") => {
             let (out, missing) = expand(s, env);
             for var in missing {
-                unset.push(
-                    file,
-                    path,
-                    Some(format!("${{{var}}}")),
-                    format!("environment variable `{var}` is not set (used as empty)"),
-                );
+                unset.push(file, path, Some(format!("${{{var}}}")), format!("environment variable `{var}` is not set (used as empty)"));
             }
             *s = out;
         }
@@ -293,19 +271,10 @@ mod tests {
         assert_eq!(expand("${A:-dflt}", &env), ("alpha".into(), vec![]));
         // `:-` also applies when the variable is set but empty (shell semantics).
         assert_eq!(expand("${EMPTY:-d}", &env), ("d".into(), vec![]));
-        assert_eq!(
-            expand("${B}/v1", &env),
-            ("/v1".into(), vec!["B".to_string()])
-        );
+        assert_eq!(expand("${B}/v1", &env), ("/v1".into(), vec!["B".to_string()]));
         assert_eq!(expand("$${A}", &env), ("${A}".into(), vec![]));
-        assert_eq!(
-            expand("${unterminated", &env),
-            ("${unterminated".into(), vec![])
-        );
-        assert_eq!(
-            expand("http://h:${PORT:-8900}/v1", &env),
-            ("http://h:8900/v1".into(), vec![])
-        );
+        assert_eq!(expand("${unterminated", &env), ("${unterminated".into(), vec![]));
+        assert_eq!(expand("http://h:${PORT:-8900}/v1", &env), ("http://h:8900/v1".into(), vec![]));
     }
 
     #[test]
@@ -319,10 +288,7 @@ mod tests {
     fn merge_is_deep_and_child_wins() {
         let p = serde_json::json!({"a": 1, "t": {"x": 1, "y": 2}, "l": [1, 2]});
         let c = serde_json::json!({"t": {"y": 3}, "l": [9]});
-        assert_eq!(
-            deep_merge(p, c),
-            serde_json::json!({"a": 1, "t": {"x": 1, "y": 3}, "l": [9]})
-        );
+        assert_eq!(deep_merge(p, c), serde_json::json!({"a": 1, "t": {"x": 1, "y": 3}, "l": [9]}));
     }
 
     #[test]
@@ -333,10 +299,6 @@ mod tests {
         assert!(issues[0].message.contains("line 2"), "{:?}", issues);
         assert!(parse_yaml("a: 1\nb: [1, 2\nc: 3\n", None, &sink).is_none());
         let issues = sink.take();
-        assert!(
-            issues[0].message.contains("YAML syntax error at line"),
-            "{:?}",
-            issues
-        );
+        assert!(issues[0].message.contains("YAML syntax error at line"), "{:?}", issues);
     }
 }

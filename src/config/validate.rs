@@ -46,16 +46,7 @@ fn check_models(cfg: &Config, srcs: &HashMap<String, GroupSrc>, unavailable: &[U
     // Every logical model must be callable.
     for m in cfg.models.values() {
         if m.base_url.is_empty() {
-            sink.push(
-                m.source.as_deref(),
-                "base_url",
-                None,
-                format!(
-                    "model `{}`: base_url is required for type {}",
-                    m.name,
-                    m.kind.as_str()
-                ),
-            );
+            sink.push(m.source.as_deref(), "base_url", None, format!("model `{}`: base_url is required for type {}", m.name, m.kind.as_str()));
         }
     }
     let mut candidates: Vec<String> = cfg.models.keys().cloned().collect();
@@ -72,14 +63,20 @@ fn check_models(cfg: &Config, srcs: &HashMap<String, GroupSrc>, unavailable: &[U
                 if r.trim().is_empty() {
                     continue;
                 }
-                let path = if *is_list {
-                    format!("{key}[{i}]")
-                } else {
-                    key.clone()
-                };
+                let path = if *is_list { format!("{key}[{i}]") } else { key.clone() };
                 match cfg.resolve_model(r) {
                     Some(m) if m.base_url.is_empty() => {
-                        sink.push(src.loc.file.as_deref(), &path, Some(show(&Value::String(r.clone()))), format!("model `{r}` (group `{gname}`, echelon `{}`): provider `{}` is {} and has no base_url", e.name, m.provider, m.kind.as_str()));
+                        sink.push(
+                            src.loc.file.as_deref(),
+                            &path,
+                            Some(show(&Value::String(r.clone()))),
+                            format!(
+                                "model `{r}` (group `{gname}`, echelon `{}`): provider `{}` is {} and has no base_url",
+                                e.name,
+                                m.provider,
+                                m.kind.as_str()
+                            ),
+                        );
                     }
                     Some(_) => {}
                     None if sink.is_original(&src.loc) => {
@@ -103,10 +100,7 @@ fn check_models(cfg: &Config, srcs: &HashMap<String, GroupSrc>, unavailable: &[U
                     None => {
                         let why = match r.split_once(':') {
                             Some((p, _)) if !cfg.providers.contains_key(p) => {
-                                format!(
-                                    ": no provider `{p}`{}",
-                                    did_you_mean(p, cfg.providers.keys().map(String::as_str))
-                                )
+                                format!(": no provider `{p}`{}", did_you_mean(p, cfg.providers.keys().map(String::as_str)))
                             }
                             Some(_) => String::new(),
                             None => did_you_mean(r, candidates.iter().map(String::as_str)),
@@ -131,23 +125,13 @@ fn check_group_ref(cfg: &Config, r: &str, loc: &Loc, key: &str, sink: &Sink) {
     match cfg.groups.get(g) {
         None => {
             let hint = did_you_mean(g, cfg.groups.keys().map(String::as_str));
-            sink.push(
-                loc.file.as_deref(),
-                &loc.key(key),
-                value,
-                format!("unknown group `{g}`{hint}"),
-            );
+            sink.push(loc.file.as_deref(), &loc.key(key), value, format!("unknown group `{g}`{hint}"));
         }
         Some(group) => {
             if let Some(e) = e {
                 if group.echelon(e).is_none() {
                     let hint = did_you_mean(e, group.echelons.iter().map(|x| x.name.as_str()));
-                    sink.push(
-                        loc.file.as_deref(),
-                        &loc.key(key),
-                        value,
-                        format!("group `{g}` has no echelon `{e}`{hint}"),
-                    );
+                    sink.push(loc.file.as_deref(), &loc.key(key), value, format!("group `{g}` has no echelon `{e}`{hint}"));
                 }
             }
         }
@@ -179,22 +163,12 @@ fn check_cycles(cfg: &Config, srcs: &HashMap<String, GroupSrc>, sink: &Sink) {
         let mut shown: Vec<&str> = cycle.clone();
         shown.push(first);
         if let Some(src) = srcs.get(first) {
-            sink.push(
-                src.loc.file.as_deref(),
-                &join(&src.loc.path, "fallback_config.fallback_groups"),
-                None,
-                format!("fallback cycle: {}", shown.join(" → ")),
-            );
+            sink.push(src.loc.file.as_deref(), &join(&src.loc.path, "fallback_config.fallback_groups"), None, format!("fallback cycle: {}", shown.join(" → ")));
         }
     }
 }
 
-fn find_cycles<'a>(
-    node: &'a str,
-    edges: &BTreeMap<&'a str, Vec<&'a str>>,
-    path: &mut Vec<&'a str>,
-    reported: &mut Vec<Vec<&'a str>>,
-) {
+fn find_cycles<'a>(node: &'a str, edges: &BTreeMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>, reported: &mut Vec<Vec<&'a str>>) {
     if path.len() > edges.len() + 1 {
         return;
     }
@@ -202,12 +176,7 @@ fn find_cycles<'a>(
         if let Some(pos) = path.iter().position(|p| p == next) {
             let mut cycle: Vec<&str> = path[pos..].to_vec();
             // Canonical rotation so each cycle is reported once.
-            let min = cycle
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, n)| **n)
-                .map(|(i, _)| i)
-                .unwrap_or(0);
+            let min = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map(|(i, _)| i).unwrap_or(0);
             cycle.rotate_left(min);
             if !reported.contains(&cycle) {
                 reported.push(cycle);
@@ -229,31 +198,16 @@ fn check_route(cfg: &Config, route: &str, loc: &Loc, sink: &Sink) {
         Some(("pool", name)) => {
             if !cfg.pools.contains_key(name) {
                 let hint = did_you_mean(name, cfg.pools.keys().map(String::as_str));
-                sink.push(
-                    loc.file.as_deref(),
-                    &key,
-                    value,
-                    format!("unknown pool `{name}`{hint}"),
-                );
+                sink.push(loc.file.as_deref(), &key, value, format!("unknown pool `{name}`{hint}"));
             }
         }
         Some(("group", r)) => check_group_ref(cfg, r, loc, "default_route", sink),
         Some(("direct", m)) => {
             if cfg.resolve_model(m).is_none() {
-                sink.push(
-                    loc.file.as_deref(),
-                    &key,
-                    value,
-                    format!("unknown model `{m}`"),
-                );
+                sink.push(loc.file.as_deref(), &key, value, format!("unknown model `{m}`"));
             }
         }
-        _ => sink.push(
-            loc.file.as_deref(),
-            &key,
-            value,
-            "expected `pool:<name>`, `group:<group>[.<echelon>]` or `direct:<provider>:<model>`",
-        ),
+        _ => sink.push(loc.file.as_deref(), &key, value, "expected `pool:<name>`, `group:<group>[.<echelon>]` or `direct:<provider>:<model>`"),
     }
 }
 
@@ -261,37 +215,19 @@ fn check_route(cfg: &Config, route: &str, loc: &Loc, sink: &Sink) {
 pub(crate) fn collect_warnings(cfg: &Config) -> Vec<crate::error::ConfigIssue> {
     let sink = Sink::default();
     for w in &cfg.load_warnings {
-        sink.push(
-            w.file.as_deref(),
-            &w.key,
-            w.value.clone(),
-            w.message.clone(),
-        );
+        sink.push(w.file.as_deref(), &w.key, w.value.clone(), w.message.clone());
     }
     // One warning per unset variable, naming every model that needs it.
     let mut unset: BTreeMap<String, (Option<std::path::PathBuf>, Vec<String>)> = BTreeMap::new();
-    let providers = cfg
-        .providers
-        .values()
-        .map(|p| (p.name.as_str(), &p.defaults));
+    let providers = cfg.providers.values().map(|p| (p.name.as_str(), &p.defaults));
     for (name, m) in providers.chain(cfg.models.values().map(|m| (m.name.as_str(), m))) {
         if let Some(var) = m.api_key.var().filter(|_| m.api_key.is_missing()) {
-            let e = unset
-                .entry(var.to_string())
-                .or_insert_with(|| (m.source.clone(), Vec::new()));
+            let e = unset.entry(var.to_string()).or_insert_with(|| (m.source.clone(), Vec::new()));
             if cfg.models.contains_key(name) {
                 e.1.push(name.to_string());
             }
-        } else if m.api_key.expose().is_none()
-            && m.kind != ProviderKind::OpenAiCompatible
-            && cfg.models.contains_key(name)
-        {
-            sink.push(
-                m.source.as_deref(),
-                "api_key",
-                None,
-                format!("model `{name}` has no api_key; its calls will fail with AuthError"),
-            );
+        } else if m.api_key.expose().is_none() && m.kind != ProviderKind::OpenAiCompatible && cfg.models.contains_key(name) {
+            sink.push(m.source.as_deref(), "api_key", None, format!("model `{name}` has no api_key; its calls will fail with AuthError"));
         }
     }
     for k in &cfg.global.gateway.keys {
@@ -305,11 +241,7 @@ pub(crate) fn collect_warnings(cfg: &Config) -> Vec<crate::error::ConfigIssue> {
         }
     }
     for (var, (file, names)) in unset {
-        let who = if names.is_empty() {
-            "this provider".to_string()
-        } else {
-            names.join(", ")
-        };
+        let who = if names.is_empty() { "this provider".to_string() } else { names.join(", ") };
         sink.push(
             file.as_deref(),
             "api_key",

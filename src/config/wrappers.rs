@@ -16,7 +16,12 @@ const PARAM_KEYS: [&str; 7] = ["temperature", "max_tokens", "top_p", "stop", "to
 /// Generation parameters of a wrapper: the known keys are checked, anything else passes
 /// through to the provider unless it looks like a typo of a known key.
 fn read_params(p: &mut Tbl<'_>) -> Params {
-    let mut out = Params { temperature: p.num("temperature", 0.0, 2.0, false), max_tokens: p.uint("max_tokens", 1, u64::MAX), top_p: p.num("top_p", 0.0, 1.0, false), ..Default::default() };
+    let mut out = Params {
+        temperature: p.num("temperature", 0.0, 2.0, false),
+        max_tokens: p.uint("max_tokens", 1, u64::MAX),
+        top_p: p.num("top_p", 0.0, 1.0, false),
+        ..Default::default()
+    };
     if let Some(v) = p.get("stop") {
         match v {
             Value::String(s) => out.stop = vec![s.clone()],

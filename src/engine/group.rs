@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::state::breaker::BreakerSnapshot;
 use crate::config::{EchelonConfig, FallbackStrategy, GroupConfig};
-use crate::error::{Attempt, Error};
 use crate::engine::selector::Selector;
+use crate::error::{Attempt, Error};
+use crate::state::breaker::BreakerSnapshot;
 
 /// One echelon of a group: its config and the selector over its instances.
 pub struct Echelon {

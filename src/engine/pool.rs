@@ -142,15 +142,7 @@ impl Pool {
     /// A pool selecting over `selector`, behind `rate` if configured.
     pub fn new(config: PoolConfig, selector: Arc<Selector>, rate: Option<Arc<RateGate>>) -> Self {
         let admission = (config.max_concurrent_requests > 0).then(|| Arc::new(Semaphore::new(config.max_concurrent_requests as usize)));
-        Self {
-            name: config.name.clone(),
-            config,
-            selector,
-            admission,
-            rate,
-            stats: Arc::new(PoolStats::default()),
-            health_stop: CancellationToken::new(),
-        }
+        Self { name: config.name.clone(), config, selector, admission, rate, stats: Arc::new(PoolStats::default()), health_stop: CancellationToken::new() }
     }
 
     /// The single-target plan of this pool: up to `max_instance_attempts` instances.
@@ -204,10 +196,7 @@ impl Pool {
                     Err(RateBlock::Queued) => None,
                 };
                 if deadline.is_some_and(|d| until.is_some_and(|t| t > d) || now >= d) {
-                    return Err(Error::new(
-                        ErrorKind::QueueTimeout,
-                        format!("{}: pool rate limit would delay the request past its deadline", self.name),
-                    ));
+                    return Err(Error::new(ErrorKind::QueueTimeout, format!("{}: pool rate limit would delay the request past its deadline", self.name)));
                 }
                 if slot.is_none() {
                     *slot = Some(self.selector.enter_queue().ok_or_else(|| self.queue_full("rate limited"))?);
@@ -252,7 +241,14 @@ impl Pool {
 
     /// Route one request through the pool. A stream is counted in the pool's statistics when
     /// it ends.
-    pub async fn run(&self, req: &ChatRequest, start: Instant, deadline: Option<Instant>, stream: bool, max_instance_attempts: Option<u32>) -> Result<Walked, Error> {
+    pub async fn run(
+        &self,
+        req: &ChatRequest,
+        start: Instant,
+        deadline: Option<Instant>,
+        stream: bool,
+        max_instance_attempts: Option<u32>,
+    ) -> Result<Walked, Error> {
         // Only the permit itself is kept across the walk, not the whole admission result (an
         // `Error`-sized value in every in-flight request's future). For streams the permit is
         // released once the first token arrived; from then on the instance slot held by the

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
-use std::panic::AssertUnwindSafe;
 use parking_lot::Mutex;
 use serde::Serialize;
+use std::panic::AssertUnwindSafe;
 
+use crate::config::StateBackend;
 use crate::config::{Config, EchelonConfig, FallbackStrategy, GroupConfig, HealthCheckConfig, ModelConfig, RotationStrategy};
 use crate::engine::chain::walk::{walk, Plan, Target, Walked};
 use crate::engine::group::{Echelon, Group};
@@ -21,7 +22,6 @@ use crate::error::{Error, ErrorKind};
 use crate::observe::events::{EventBus, EventKind};
 use crate::provider::{HttpPool, ProviderClient};
 use crate::state::health::{InstanceStatus, Transition};
-use crate::config::StateBackend;
 use crate::state::redis::RedisStore;
 use crate::state::store::{MemoryStore, RateSpec, StateStore};
 use crate::types::{ChatRequest, Params};
@@ -62,7 +62,8 @@ impl Route {
     /// Parse the string forms `pool:<name>`, `group:<ref>`, `direct:<provider>:<model>`,
     /// `model:<ref>`, `wrapper:<name>`.
     pub fn parse(s: &str) -> Result<Route, Error> {
-        let bad = || Error::routing(format!("malformed route '{s}': expected pool:<name>, group:<ref>, direct:<provider>:<model>, model:<name> or wrapper:<name>"));
+        let bad =
+            || Error::routing(format!("malformed route '{s}': expected pool:<name>, group:<ref>, direct:<provider>:<model>, model:<name> or wrapper:<name>"));
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         if rest.is_empty() {
             return Err(bad());
@@ -212,17 +213,13 @@ impl Builder<'_> {
             rate_limit_cooldown: model.rate_limit_cooldown,
             quota_cooldown: QUOTA_COOLDOWN,
             concurrency: store.concurrency(&self.key(id.clone()), e.concurrency_limit),
-            model_concurrency: (model.max_concurrency > 0)
-                .then(|| store.concurrency(&self.key(model_key.clone()), model.max_concurrency)),
-            rpm: (e.rpm_limit > 0).then(|| {
-                store.rate(&self.key(format!("{id}:rpm")), RateSpec::Window { limit: e.rpm_limit as u64, window: Duration::from_secs(60) })
-            }),
-            model_rpm: (model.rpm > 0).then(|| {
-                store.rate(&self.key(format!("{model_key}:rpm")), RateSpec::Window { limit: model.rpm as u64, window: Duration::from_secs(60) })
-            }),
-            model_tpm: (model.tpm > 0).then(|| {
-                store.rate(&self.key(format!("{model_key}:tpm")), RateSpec::Window { limit: model.tpm as u64, window: Duration::from_secs(60) })
-            }),
+            model_concurrency: (model.max_concurrency > 0).then(|| store.concurrency(&self.key(model_key.clone()), model.max_concurrency)),
+            rpm: (e.rpm_limit > 0)
+                .then(|| store.rate(&self.key(format!("{id}:rpm")), RateSpec::Window { limit: e.rpm_limit as u64, window: Duration::from_secs(60) })),
+            model_rpm: (model.rpm > 0)
+                .then(|| store.rate(&self.key(format!("{model_key}:rpm")), RateSpec::Window { limit: model.rpm as u64, window: Duration::from_secs(60) })),
+            model_tpm: (model.tpm > 0)
+                .then(|| store.rate(&self.key(format!("{model_key}:tpm")), RateSpec::Window { limit: model.tpm as u64, window: Duration::from_secs(60) })),
             breaker: store.breaker(&self.key(id.clone()), &breaker_cfg),
             health: store.health(&self.key(id.clone()), health),
             stats: store.stats(&self.key(id.clone())),
@@ -359,7 +356,9 @@ impl Engine {
             let (g2, e2) = Config::parse_group_reference(r);
             let other = self.groups.get(g2).ok_or_else(|| self.unknown("fallback group", g2, self.groups.keys()))?;
             match e2 {
-                Some(en) => chain.push(other.echelon(en).cloned().ok_or_else(|| Error::routing(format!("fallback target '{r}': group '{g2}' has no echelon '{en}'")))?),
+                Some(en) => {
+                    chain.push(other.echelon(en).cloned().ok_or_else(|| Error::routing(format!("fallback target '{r}': group '{g2}' has no echelon '{en}'")))?)
+                }
                 // `task_group_switch` walks groups, not echelons: each fallback group is tried
                 // at its first echelon, so `max_attempts` counts groups.
                 None if fb.strategy == FallbackStrategy::TaskGroupSwitch => chain.extend(other.echelons.first().cloned()),
@@ -411,10 +410,7 @@ impl Engine {
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, k)| format!(" (did you mean '{k}'?)"))
             .unwrap_or_default();
-        Error::routing(format!(
-            "unknown {what} '{name}'{hint}; known: {}",
-            known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        ))
+        Error::routing(format!("unknown {what} '{name}'{hint}; known: {}", known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")))
     }
 
     /// The selector for a direct model route, created on first use. At most
@@ -447,11 +443,8 @@ impl Engine {
         }
         if direct.len() >= DIRECT_ROUTES_MAX {
             let idle = |s: &Arc<Selector>| Arc::strong_count(s) == 1 && s.instances.iter().all(|i| i.in_flight() == 0 && i.waiting() == 0);
-            let victim = direct
-                .iter()
-                .filter(|(_, s)| idle(s))
-                .min_by_key(|(_, s)| s.instances.first().and_then(|i| i.stats.last_used()))
-                .map(|(k, _)| k.clone());
+            let victim =
+                direct.iter().filter(|(_, s)| idle(s)).min_by_key(|(_, s)| s.instances.first().and_then(|i| i.stats.last_used())).map(|(k, _)| k.clone());
             match victim {
                 Some(k) => {
                     if let Some(old) = direct.remove(&k) {
@@ -618,11 +611,8 @@ where
 
 /// The error a call ends with when the engine panicked while routing it; logged with the route.
 pub fn internal_error(route: &(impl std::fmt::Display + ?Sized), panic: &(dyn std::any::Any + Send)) -> Error {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
+    let what =
+        panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".to_string());
     log::error!("internal error while routing {route}: {what}");
     Error::new(ErrorKind::Internal, format!("internal error while routing {route}: {what} (this is a bug in echelon; it was logged)"))
 }

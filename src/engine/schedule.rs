@@ -168,11 +168,7 @@ impl Scheduler {
             let found = (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))?;
             // CAS so two concurrent callers never both take `found`: the loser rescans from the
             // winner's new cursor. Someone always wins, so this is lock-free.
-            if self
-                .cursor
-                .compare_exchange(cur, (found + 1) % n, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+            if self.cursor.compare_exchange(cur, (found + 1) % n, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 return Some(found);
             }
         }
@@ -504,7 +500,7 @@ mod tests {
         let mut c = plain(3);
         c[0].avg = 0.01; // 100/s
         c[1].avg = 0.04; // 25/s
-        // c[2] has no latency yet: it is scored at the mean, 62.5/s, not at 1/s.
+                         // c[2] has no latency yet: it is scored at the mean, 62.5/s, not at 1/s.
         let n = counts(&s, &c, 10_000, |_| true);
         // Expected 100 : 25 : 62.5 of 187.5 → 5333 / 1333 / 3333 (binomial sd ≤ 50).
         for (got, want) in n.iter().zip([5333, 1333, 3333]) {

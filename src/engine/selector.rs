@@ -212,11 +212,7 @@ impl Selector {
         };
         let who = ctx.waiter().cloned();
         for (i, (slot, inst)) in verdicts.iter_mut().zip(&self.instances).enumerate() {
-            *slot = if !filter.admits(inst) || filter.avoids(tier, i, inst) {
-                Some(None)
-            } else {
-                inst.check(now, est_tokens, who.as_deref()).err().map(Some)
-            };
+            *slot = if !filter.admits(inst) || filter.avoids(tier, i, inst) { Some(None) } else { inst.check(now, est_tokens, who.as_deref()).err().map(Some) };
         }
         // A lease can still be refused if another selector (pool vs echelon) raced us on a
         // shared instance; try the next choice then.

@@ -37,7 +37,10 @@ pub fn parse_request(body: &Value) -> Result<Parsed, Failure> {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => messages.push(Message::text("system", s.clone())),
         Some(Value::Array(blocks)) => {
-            let text = blocks.iter().map(|b| b.get("text").and_then(Value::as_str).ok_or_else(|| bad("system: blocks must be text blocks"))).collect::<Result<Vec<_>, _>>()?;
+            let text = blocks
+                .iter()
+                .map(|b| b.get("text").and_then(Value::as_str).ok_or_else(|| bad("system: blocks must be text blocks")))
+                .collect::<Result<Vec<_>, _>>()?;
             messages.push(Message::text("system", text.join("\n")));
         }
         Some(_) => return Err(bad("system: must be a string or an array of text blocks")),
@@ -70,7 +73,10 @@ pub fn parse_request(body: &Value) -> Result<Parsed, Failure> {
                 params.extra.insert("top_k".into(), v.clone());
             }
             "stop_sequences" => {
-                params.stop = v.as_array().and_then(|a| a.iter().map(|s| s.as_str().map(str::to_string)).collect()).ok_or_else(|| bad("stop_sequences: must be an array of strings"))?;
+                params.stop = v
+                    .as_array()
+                    .and_then(|a| a.iter().map(|s| s.as_str().map(str::to_string)).collect())
+                    .ok_or_else(|| bad("stop_sequences: must be an array of strings"))?;
             }
             "tools" => params.tools = Some(tools(v)?),
             "tool_choice" => tool_choice(v, &mut params)?,
@@ -306,14 +312,17 @@ impl StreamEncoder {
     /// `message_start`.
     pub fn start(&self) -> Bytes {
         let mut out = Vec::new();
-        event(&mut out, &json!({
-            "type": "message_start",
-            "message": {
-                "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            },
-        }));
+        event(
+            &mut out,
+            &json!({
+                "type": "message_start",
+                "message": {
+                    "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+                    "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                },
+            }),
+        );
         Bytes::from(out)
     }
 
@@ -363,11 +372,14 @@ impl StreamEncoder {
             self.open(&mut out, Open::Text, json!({"type": "text", "text": ""}));
         }
         self.close(&mut out);
-        event(&mut out, &json!({
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason(r.finish_reason.as_deref(), !r.tool_calls.is_empty()), "stop_sequence": null},
-            "usage": usage_json(r),
-        }));
+        event(
+            &mut out,
+            &json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason(r.finish_reason.as_deref(), !r.tool_calls.is_empty()), "stop_sequence": null},
+                "usage": usage_json(r),
+            }),
+        );
         event(&mut out, &json!({"type": "message_stop"}));
         Bytes::from(out)
     }
@@ -429,7 +441,10 @@ mod tests {
             (json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}), "model"),
             (json!({"model": "g", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}), "messages.0.role"),
             (json!({"model": "g", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "video"}]}]}), "`video`"),
-            (json!({"model": "g", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "w"}]}), "web_search"),
+            (
+                json!({"model": "g", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "w"}]}),
+                "web_search",
+            ),
         ] {
             let f = parse_request(&body).expect_err("invalid");
             assert!(f.message.contains(says), "{} does not say {says}", f.message);
@@ -448,12 +463,29 @@ mod tests {
         ] {
             all.push_str(std::str::from_utf8(&enc.delta(t, tc.as_ref())).unwrap());
         }
-        let r = ChatResponse { tool_calls: vec![ToolCall { id: "c1".into(), name: "f".into(), arguments: "{\"a\":1}".into(), extra_content: None }], finish_reason: Some("tool_calls".into()), usage: Usage::new(5, 2), ..Default::default() };
+        let r = ChatResponse {
+            tool_calls: vec![ToolCall { id: "c1".into(), name: "f".into(), arguments: "{\"a\":1}".into(), extra_content: None }],
+            finish_reason: Some("tool_calls".into()),
+            usage: Usage::new(5, 2),
+            ..Default::default()
+        };
         all.push_str(std::str::from_utf8(&enc.finish(&r)).unwrap());
         let kinds: Vec<&str> = all.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
         assert_eq!(
             kinds,
-            ["message_start", "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop", "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
         );
         assert!(all.contains("\"stop_reason\":\"tool_use\"") && all.contains("\"input_json_delta\""), "{all}");
         let body = response_body(&r, "r");

@@ -129,7 +129,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, activity: Arc<Activity>, req: Re
             let mut r = Response::new(GwBody::full(Bytes::from_static(status::PAGE.as_bytes()), Some(busy)));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             // The page loads nothing from elsewhere, and says so to the browser.
-            r.headers_mut().insert("content-security-policy", HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'"));
+            r.headers_mut().insert(
+                "content-security-policy",
+                HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'"),
+            );
             r
         }
         (&Method::GET, "/status.json") => {
@@ -138,7 +141,20 @@ pub(crate) async fn handle(shared: Arc<Shared>, activity: Arc<Activity>, req: Re
             r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
             r
         }
-        (_, p @ ("/v1/chat/completions" | "/chat/completions" | "/v1/messages" | "/messages" | "/v1/models" | "/models" | "/healthz" | "/readyz" | "/metrics" | "/status" | "/status.json")) => {
+        (
+            _,
+            p @ ("/v1/chat/completions"
+            | "/chat/completions"
+            | "/v1/messages"
+            | "/messages"
+            | "/v1/models"
+            | "/models"
+            | "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/status"
+            | "/status.json"),
+        ) => {
             let f = Failure::new(405, format!("{method} is not allowed on {p}")).should_retry(false);
             record(&shared, "other", 405);
             failure_response(&f, api_for(p), &rid, Some(busy))
@@ -340,7 +356,14 @@ impl Encoder {
 
 /// Read the engine's stream into frames until it ends, fails, the client goes away (the send
 /// fails: the stream is dropped, which aborts the upstream request) or the drain's grace ends.
-async fn pump(shared: Arc<Shared>, mut stream: crate::engine::chain::stream::ChatStream, mut enc: Encoder, tx: mpsc::Sender<Bytes>, lease: KeyLease, rid: String) {
+async fn pump(
+    shared: Arc<Shared>,
+    mut stream: crate::engine::chain::stream::ChatStream,
+    mut enc: Encoder,
+    tx: mpsc::Sender<Bytes>,
+    lease: KeyLease,
+    rid: String,
+) {
     if tx.send(enc.start()).await.is_err() {
         return;
     }

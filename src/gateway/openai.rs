@@ -75,7 +75,11 @@ fn set_param(p: &mut Params, key: &str, v: &Value) -> Result<(), Failure> {
         "stop" => {
             p.stop = match v {
                 Value::String(s) => vec![s.clone()],
-                Value::Array(items) => items.iter().map(|s| s.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(|| bad("`stop` must be a string or an array of strings"))?,
+                Value::Array(items) => items
+                    .iter()
+                    .map(|s| s.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad("`stop` must be a string or an array of strings"))?,
                 _ => return Err(bad("`stop` must be a string or an array of strings")),
             }
         }
@@ -216,7 +220,8 @@ impl StreamEncoder {
         let finish = r.finish_reason.clone().unwrap_or_else(|| if r.tool_calls.is_empty() { "stop".into() } else { "tool_calls".into() });
         let mut out = frame(&self.chunk(json!({}), Some(&finish))).to_vec();
         if self.include_usage {
-            let usage = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(r)});
+            let usage =
+                json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(r)});
             out.extend_from_slice(&frame(&usage));
         }
         out.extend_from_slice(b"data: [DONE]\n\n");

@@ -57,8 +57,20 @@ pub(crate) fn metrics_text(shared: &Shared) -> String {
     let g = |v: usize| vec![(Vec::new(), v as u64)];
     family(&mut out, "echelon_gateway_in_flight", "gauge", "Calls and streams the gateway has not finished answering.", g(s.in_flight.load(Ordering::Relaxed)));
     family(&mut out, "echelon_gateway_connections", "gauge", "Connections open now.", g(s.connections.load(Ordering::Relaxed)));
-    family(&mut out, "echelon_gateway_refused_connections_total", "counter", "Connections answered 503 at the connection cap.", vec![(Vec::new(), s.refused_connections.load(Ordering::Relaxed))]);
-    family(&mut out, "echelon_gateway_reloads_total", "counter", "Configuration reloads that took effect.", vec![(Vec::new(), s.reloads.load(Ordering::Relaxed))]);
+    family(
+        &mut out,
+        "echelon_gateway_refused_connections_total",
+        "counter",
+        "Connections answered 503 at the connection cap.",
+        vec![(Vec::new(), s.refused_connections.load(Ordering::Relaxed))],
+    );
+    family(
+        &mut out,
+        "echelon_gateway_reloads_total",
+        "counter",
+        "Configuration reloads that took effect.",
+        vec![(Vec::new(), s.reloads.load(Ordering::Relaxed))],
+    );
     out
 }
 

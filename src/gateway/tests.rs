@@ -48,17 +48,32 @@ async fn both_shapes_answer_with_the_instance_and_attempts() {
     let cfg = crate::config::from_json(&config_json(&m.base_url(), json!({}))).unwrap();
     let (_router, gw) = serve(cfg, ServeOptions::default()).await;
     let http = reqwest::Client::new();
-    let r = http.post(url(&gw, "/v1/chat/completions")).body(json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}).to_string()).send().await.unwrap();
+    let r = http
+        .post(url(&gw, "/v1/chat/completions"))
+        .body(json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-echelon-instance"], "g.echelon2_m-b");
     assert_eq!(r.headers()["x-echelon-attempts"], "2");
     let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert!(body["choices"][0]["message"]["content"].as_str().unwrap().starts_with("Hello from m-b."));
-    let r = http.post(url(&gw, "/v1/messages")).body(json!({"model": "p", "max_tokens": 20, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string()).send().await.unwrap();
+    let r = http
+        .post(url(&gw, "/v1/messages"))
+        .body(json!({"model": "p", "max_tokens": 20, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let text = r.text().await.unwrap();
     assert!(text.starts_with("event: message_start") && text.trim_end().ends_with("data: {\"type\":\"message_stop\"}"), "{text}");
-    let r = http.post(url(&gw, "/v1/chat/completions")).body(json!({"model": "gg", "messages": [{"role": "user", "content": "hi"}]}).to_string()).send().await.unwrap();
+    let r = http
+        .post(url(&gw, "/v1/chat/completions"))
+        .body(json!({"model": "gg", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("did you mean `g`"));
 }
@@ -67,7 +82,8 @@ async fn both_shapes_answer_with_the_instance_and_attempts() {
 async fn keys_are_required_and_limited_to_their_routes() {
     let m = mock(Value::Null).await;
     let hash: String = crate::config::key_digest("sk-ops-123456").iter().map(|b| format!("{b:02x}")).collect();
-    let cfg = crate::config::from_json(&config_json(&m.base_url(), json!({"keys": [{"name": "ops", "api_key_sha256": hash, "routes": ["g.echelon2"]}]}))).unwrap();
+    let cfg =
+        crate::config::from_json(&config_json(&m.base_url(), json!({"keys": [{"name": "ops", "api_key_sha256": hash, "routes": ["g.echelon2"]}]}))).unwrap();
     let (_router, gw) = serve(cfg, ServeOptions::default()).await;
     let http = reqwest::Client::new();
     let call = |model: &str, key: Option<&str>| {
@@ -109,7 +125,8 @@ async fn a_broken_directory_is_rejected_and_the_old_configuration_serves_on() {
     let llms = dir.join("llms");
     std::fs::create_dir_all(llms.join("provider/mock")).unwrap();
     std::fs::create_dir_all(llms.join("groups")).unwrap();
-    std::fs::write(llms.join("provider/mock/common.toml"), format!("type = \"openai_compatible\"\nbase_url = \"{}/v1\"\napi_key = \"k\"\n", m.base_url())).unwrap();
+    std::fs::write(llms.join("provider/mock/common.toml"), format!("type = \"openai_compatible\"\nbase_url = \"{}/v1\"\napi_key = \"k\"\n", m.base_url()))
+        .unwrap();
     std::fs::write(llms.join("provider/mock/m-a.toml"), "model = \"m-a\"\n").unwrap();
     std::fs::write(llms.join("groups/g.toml"), "[echelon1]\nmodels = [\"m-a\"]\n").unwrap();
     let cfg = crate::config::load_dir(&dir).unwrap();
@@ -120,7 +137,12 @@ async fn a_broken_directory_is_rejected_and_the_old_configuration_serves_on() {
     std::fs::write(llms.join("groups/h.toml"), "[echelon1]\nmodels = [\"nope\"]\n").unwrap();
     let err = tokio::task::block_in_place(|| gw.reload()).expect_err("rejected");
     assert!(err.to_string().contains("nope"), "{err}");
-    let r = reqwest::Client::new().post(url(&gw, "/v1/chat/completions")).body(json!({"model": "h", "messages": [{"role": "user", "content": "hi"}]}).to_string()).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(url(&gw, "/v1/chat/completions"))
+        .body(json!({"model": "h", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the old configuration still serves h");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -205,10 +205,11 @@ impl ModelState {
 
     fn snapshot(&self) -> Value {
         let mut m = self.stats.snapshot();
-        let body = self.last_body.lock().as_ref().map(|b| {
-            serde_json::from_slice::<Value>(b)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned()))
-        });
+        let body = self
+            .last_body
+            .lock()
+            .as_ref()
+            .map(|b| serde_json::from_slice::<Value>(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())));
         let headers = self.last_headers.lock().as_ref().map(|h| {
             let mut o = Map::new();
             for (k, v) in h {

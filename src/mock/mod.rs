@@ -265,9 +265,7 @@ impl MockServer {
         let acceptor = config.tls.as_ref().map(MockTls::acceptor).transpose()?;
         let shared = Arc::new(server::Shared::new(config.require_key.clone(), config.h2_max_streams));
         if !config.scripts.is_null() {
-            shared
-                .set_scripts(&config.scripts)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            shared.set_scripts(&config.scripts).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         }
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;

@@ -331,22 +331,9 @@ impl Script {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
-const BEHAVIOUR_KEYS: &[&str] =
-    &["latency_ms", "ttft_ms", "chunk_delay_ms", "tokens_per_second", "content_chars", "chunks", "tool_call", "thought_signature"];
-const FAULT_KEYS: &[&str] = &[
-    "fault",
-    "status",
-    "code",
-    "body",
-    "retry_after",
-    "retry_after_ms",
-    "retry_delay",
-    "content_type",
-    "after",
-    "n",
-    "cut_after",
-    "stall_after",
-];
+const BEHAVIOUR_KEYS: &[&str] = &["latency_ms", "ttft_ms", "chunk_delay_ms", "tokens_per_second", "content_chars", "chunks", "tool_call", "thought_signature"];
+const FAULT_KEYS: &[&str] =
+    &["fault", "status", "code", "body", "retry_after", "retry_after_ms", "retry_delay", "content_type", "after", "n", "cut_after", "stall_after"];
 const SCRIPT_KEYS: &[&str] = &["steps", "then", "max_prompt_tokens", "health"];
 
 fn unknown_key(path: &str, key: &str, allowed: &[&[&str]]) -> String {
@@ -378,9 +365,7 @@ fn as_u32(v: &Value, path: &str) -> Result<u32, String> {
 }
 
 fn as_f64(v: &Value, path: &str) -> Result<f64, String> {
-    v.as_f64()
-        .filter(|f| f.is_finite() && *f >= 0.0)
-        .ok_or_else(|| format!("{path}: expected a non-negative number, got {v}"))
+    v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).ok_or_else(|| format!("{path}: expected a non-negative number, got {v}"))
 }
 
 fn as_bool(v: &Value, path: &str) -> Result<bool, String> {
@@ -483,9 +468,7 @@ fn parse_fault_obj(m: &Map<String, Value>, path: &str) -> Result<FaultSpec, Stri
 fn fault_from_name(name: &str, status: Option<u16>, after: Option<u32>, path: &str) -> Result<Fault, String> {
     Ok(match name {
         "ok" => Fault::Ok,
-        "status" => {
-            Fault::Status(status.ok_or_else(|| format!("{path}: fault `status` needs `status` (the HTTP code)"))?)
-        }
+        "status" => Fault::Status(status.ok_or_else(|| format!("{path}: fault `status` needs `status` (the HTTP code)"))?),
         "rate_limit" => Fault::RateLimit,
         "server_error" => Fault::ServerError(status.unwrap_or(500)),
         "down" => Fault::ServerError(status.unwrap_or(503)),
@@ -519,16 +502,10 @@ fn fault_from_name(name: &str, status: Option<u16>, after: Option<u32>, path: &s
 /// A step: a fault name string, or the flat object form.
 fn parse_step(v: &Value, path: &str, allow_times: bool) -> Result<Step, String> {
     match v {
-        Value::String(name) => Ok(Step {
-            fault: FaultSpec::new(fault_from_name(name, None, None, path)?),
-            patch: BehaviourPatch::default(),
-            times: 1,
-        }),
+        Value::String(name) => Ok(Step { fault: FaultSpec::new(fault_from_name(name, None, None, path)?), patch: BehaviourPatch::default(), times: 1 }),
         Value::Object(m) => {
             for k in m.keys() {
-                let known = BEHAVIOUR_KEYS.contains(&k.as_str())
-                    || FAULT_KEYS.contains(&k.as_str())
-                    || (allow_times && k == "times");
+                let known = BEHAVIOUR_KEYS.contains(&k.as_str()) || FAULT_KEYS.contains(&k.as_str()) || (allow_times && k == "times");
                 if !known {
                     return Err(unknown_key(path, k, &[BEHAVIOUR_KEYS, FAULT_KEYS, &["times"]]));
                 }
@@ -566,11 +543,9 @@ fn parse_script(v: &Value, path: &str) -> Result<Script, String> {
     let own_fault = parse_fault_obj(m, path)?;
     let steps = match m.get("steps") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, s)| parse_step(s, &format!("{path}.steps[{i}]"), true))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(items)) => {
+            items.iter().enumerate().map(|(i, s)| parse_step(s, &format!("{path}.steps[{i}]"), true)).collect::<Result<Vec<_>, _>>()?
+        }
         Some(other) => return Err(format!("{path}.steps: expected a list, got {other}")),
     };
     let then = match m.get("then") {

@@ -146,11 +146,7 @@ impl AsyncWrite for ResettableStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -240,13 +236,7 @@ impl FrameSink for ConnTap {
 
 /// Accept connections until `stop` fires, then give open connections `grace` to finish.
 /// With `tls`, every connection starts with a TLS handshake (ALPN as the acceptor offers).
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-    grace: Duration,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) {
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken, grace: Duration, tls: Option<tokio_rustls::TlsAcceptor>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -566,9 +556,7 @@ async fn handle(shared: Arc<Shared>, conn: Arc<ConnCtx>, req: Request<Incoming>)
             }
         }
         (&Method::GET | &Method::HEAD, "/v1/models") => probe(&shared, c, &req, Some(Format::OpenAi), None).await,
-        (&Method::GET | &Method::HEAD, "/v1beta/models") => {
-            probe(&shared, c, &req, Some(Format::Gemini), None).await
-        }
+        (&Method::GET | &Method::HEAD, "/v1beta/models") => probe(&shared, c, &req, Some(Format::Gemini), None).await,
         (&Method::GET, _) if p.starts_with("/v1/models/") => {
             let m = p["/v1/models/".len()..].to_string();
             probe(&shared, c, &req, Some(Format::OpenAi), Some(m)).await
@@ -577,17 +565,13 @@ async fn handle(shared: Arc<Shared>, conn: Arc<ConnCtx>, req: Request<Incoming>)
             let m = p["/v1beta/models/".len()..].to_string();
             probe(&shared, c, &req, Some(Format::Gemini), Some(m)).await
         }
-        (&Method::HEAD, "/" | "/v1" | "/v1/" | "/v1beta" | "/v1beta/") | (&Method::GET | &Method::HEAD, "/health") => {
-            probe(&shared, c, &req, None, None).await
-        }
+        (&Method::HEAD, "/" | "/v1" | "/v1/" | "/v1beta" | "/v1beta/") | (&Method::GET | &Method::HEAD, "/health") => probe(&shared, c, &req, None, None).await,
         (&Method::POST, "/_mock/script" | "/_mock/scripts") => {
             let body = match read_body(req.into_body()).await {
                 Some(b) => b,
                 None => return Ok(json_resp(400, Bytes::from_static(b"{\"error\":\"could not read the body\"}"))),
             };
-            let res = serde_json::from_slice::<Value>(&body)
-                .map_err(|e| format!("invalid JSON: {e}"))
-                .and_then(|v| shared.set_scripts(&v));
+            let res = serde_json::from_slice::<Value>(&body).map_err(|e| format!("invalid JSON: {e}")).and_then(|v| shared.set_scripts(&v));
             Ok(match res {
                 Ok(()) => json_resp(200, Bytes::from_static(b"{\"ok\":true}")),
                 Err(e) => json_resp(400, Bytes::from(serde_json::json!({"error": e}).to_string())),
@@ -613,10 +597,7 @@ async fn handle(shared: Arc<Shared>, conn: Arc<ConnCtx>, req: Request<Incoming>)
         (&Method::POST, "/_mock/reset") => {
             let q = req.uri().query().unwrap_or("").to_string();
             let body = read_body(req.into_body()).await.unwrap_or_default();
-            let body_says = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("scripts").and_then(Value::as_bool))
-                .unwrap_or(false);
+            let body_says = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("scripts").and_then(Value::as_bool)).unwrap_or(false);
             let scripts_too = body_says || q.split('&').any(|kv| kv == "scripts=1" || kv == "scripts=true");
             shared.counters.reset();
             if scripts_too {
@@ -860,7 +841,10 @@ async fn chat(
         created: now_secs(),
     };
     let rid = HeaderValue::from_str(&ctx.request_id()).unwrap_or_else(|_| HeaderValue::from_static("req_mock"));
-    let extras = wire::ToolExtras { thought_signature: behaviour.thought_signature && format == Format::Gemini, thinking: parsed.thinking && format == Format::Anthropic };
+    let extras = wire::ToolExtras {
+        thought_signature: behaviour.thought_signature && format == Format::Gemini,
+        thinking: parsed.thinking && format == Format::Anthropic,
+    };
     let with_id = |mut r: Resp| {
         r.headers_mut().insert(request_id_header(format), rid.clone());
         r
@@ -883,11 +867,7 @@ async fn chat(
             counters.status(model, 200);
             let body = wire::gemini_blocked(&ctx);
             guard.finish();
-            Ok(with_id(if stream {
-                respond(200, &SSE, MockBody::full(wire::as_sse(format, &body)))
-            } else {
-                json_resp(200, body)
-            }))
+            Ok(with_id(if stream { respond(200, &SSE, MockBody::full(wire::as_sse(format, &body))) } else { json_resp(200, body) }))
         }
         Fault::Malformed(_) if !stream => {
             counters.status(model, 200);
@@ -921,7 +901,8 @@ async fn chat(
         Fault::Refusal(after) if !stream => {
             counters.status(model, 200);
             let content = ms.content(behaviour.content_chars, behaviour.chunks);
-            let text: String = wire::split_chars(&wire::content_text(&ms.name, behaviour.content_chars), content.chunks_requested).into_iter().take(after as usize).collect();
+            let text: String =
+                wire::split_chars(&wire::content_text(&ms.name, behaviour.content_chars), content.chunks_requested).into_iter().take(after as usize).collect();
             guard.finish();
             Ok(with_id(json_resp(200, wire::refusal_body(&ctx, &text))))
         }
@@ -979,22 +960,13 @@ async fn chat(
 }
 
 /// Health probes: `GET /v1/models[/{m}]`, `GET /v1beta/models[/{m}]`, `HEAD /`, `GET /health`.
-async fn probe(
-    shared: &Arc<Shared>,
-    conn: &ConnCtx,
-    req: &Request<Incoming>,
-    format: Option<Format>,
-    model: Option<String>,
-) -> Result<Resp, ResetConnection> {
+async fn probe(shared: &Arc<Shared>, conn: &ConnCtx, req: &Request<Incoming>, format: Option<Format>, model: Option<String>) -> Result<Resp, ResetConnection> {
     let counters = &shared.counters;
     let ms: Option<Arc<ModelState>> = model.as_deref().map(|m| counters.model(m));
     counters.probe(ms.as_deref());
     let scripts = shared.scripts.load();
-    let model_health = model
-        .as_deref()
-        .and_then(|m| scripts.get(m))
-        .and_then(|s| s.health.as_deref())
-        .or_else(|| scripts.get("*").and_then(|s| s.health.as_deref()));
+    let model_health =
+        model.as_deref().and_then(|m| scripts.get(m)).and_then(|s| s.health.as_deref()).or_else(|| scripts.get("*").and_then(|s| s.health.as_deref()));
     let script: Option<&Script> = match &ms {
         Some(_) => model_health.or_else(|| scripts.get(HEALTH_KEY).map(|s| &**s)),
         None => scripts.get(HEALTH_KEY).map(|s| &**s).or(model_health),
@@ -1039,8 +1011,7 @@ async fn probe(
                 (None, _) => Bytes::from_static(b"{\"status\":\"ok\"}"),
                 (Some(f), Some(m)) => wire::model_info(f, m),
                 (Some(f), None) => {
-                    let mut names: Vec<String> =
-                        scripts.keys().filter(|k| !k.starts_with('_') && k.as_str() != "*").cloned().collect();
+                    let mut names: Vec<String> = scripts.keys().filter(|k| !k.starts_with('_') && k.as_str() != "*").cloned().collect();
                     for n in counters.model_names() {
                         if !names.contains(&n) {
                             names.push(n);

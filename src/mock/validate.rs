@@ -97,7 +97,9 @@ fn openai(o: &Map<String, Value>) -> Result<(), String> {
             "assistant" => &["role", "content", "name", "tool_calls", "refusal", "audio", "function_call"],
             "tool" => &["role", "content", "tool_call_id"],
             "function" => &["role", "content", "name"],
-            other => return Err(format!("Invalid value: '{other}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.")),
+            other => {
+                return Err(format!("Invalid value: '{other}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'."))
+            }
         };
         if let Some(k) = unknown_keys(m, allowed) {
             return Err(format!("Additional properties are not allowed ('{k}' was unexpected) - 'messages.{i}'"));
@@ -203,7 +205,9 @@ fn block_keys(ty: &str) -> Option<&'static [&'static str]> {
         "thinking" => &["type", "thinking", "signature"],
         "redacted_thinking" => &["type", "data"],
         "document" => &["type", "source", "cache_control", "citations", "context", "title"],
-        "search_result" | "server_tool_use" | "web_search_tool_result" | "web_fetch_tool_result" | "code_execution_tool_result" | "container_upload" => return None,
+        "search_result" | "server_tool_use" | "web_search_tool_result" | "web_fetch_tool_result" | "code_execution_tool_result" | "container_upload" => {
+            return None
+        }
         _ => return Some(&[]),
     })
 }
@@ -310,7 +314,18 @@ fn anthropic(o: &Map<String, Value>) -> Result<(), String> {
     for (i, t) in o.get("tools").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let custom = t.get("type").is_none_or(|ty| ty.is_null() || ty == "custom");
         if custom {
-            let keys = ["name", "description", "input_schema", "cache_control", "strict", "type", "defer_loading", "input_examples", "allowed_callers", "eager_input_streaming"];
+            let keys = [
+                "name",
+                "description",
+                "input_schema",
+                "cache_control",
+                "strict",
+                "type",
+                "defer_loading",
+                "input_examples",
+                "allowed_callers",
+                "eager_input_streaming",
+            ];
             if let Some(k) = t.as_object().and_then(|t| unknown_keys(t, &keys)) {
                 return Err(extra_inputs(&format!("tools.{i}.custom.{k}")));
             }
@@ -457,7 +472,9 @@ fn gemini(o: &Map<String, Value>, rules: Rules) -> Result<(), String> {
         if !["user", "model", "function"].contains(&role) {
             return Err(format!("* GenerateContentRequest.contents[{i}].role: Please use a valid role: user, model."));
         }
-        let Some(Value::Array(parts)) = c.get("parts") else { return Err(format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.")) };
+        let Some(Value::Array(parts)) = c.get("parts") else {
+            return Err(format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."));
+        };
         if parts.is_empty() {
             return Err(format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."));
         }
@@ -488,7 +505,9 @@ fn gemini(o: &Map<String, Value>, rules: Rules) -> Result<(), String> {
         }
         if calls_pending > 0 {
             if responses != calls_pending {
-                return Err("Please ensure that the number of function response parts is equal to the number of function call parts of the function call turn.".into());
+                return Err(
+                    "Please ensure that the number of function response parts is equal to the number of function call parts of the function call turn.".into(),
+                );
             }
         } else if responses > 0 {
             return Err("Please ensure that function response turn comes immediately after a function call turn.".into());
@@ -528,7 +547,19 @@ fn gemini(o: &Map<String, Value>, rules: Rules) -> Result<(), String> {
     }
     for (i, t) in o.get("tools").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let Value::Object(t) = t else { return Err(format!("Invalid value at 'tools[{i}]'")) };
-        let tool_keys = ["functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext", "fileSearch", "googleMaps", "computerUse", "retrieval", "enterpriseWebSearch", "mcpServers"];
+        let tool_keys = [
+            "functionDeclarations",
+            "googleSearch",
+            "googleSearchRetrieval",
+            "codeExecution",
+            "urlContext",
+            "fileSearch",
+            "googleMaps",
+            "computerUse",
+            "retrieval",
+            "enterpriseWebSearch",
+            "mcpServers",
+        ];
         if let Some(k) = unknown_field(t, &tool_keys) {
             return Err(unknown_name(&format!("tools[{i}]"), &k));
         }
@@ -597,26 +628,46 @@ mod tests {
     #[test]
     fn openai_rules() {
         ok(Format::OpenAi, json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}));
-        bad(Format::OpenAi, json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "thinking": {}}), "Unrecognized request argument supplied: thinking");
+        bad(
+            Format::OpenAi,
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "thinking": {}}),
+            "Unrecognized request argument supplied: thinking",
+        );
         bad(Format::OpenAi, json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream_options": {}}), "stream_options");
         let call = json!({"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}, "extra_content": {}});
         bad(Format::OpenAi, json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [call]}]}), "'extra_content' was unexpected");
         bad(Format::OpenAi, json!({"model": "m", "messages": [{"role": "tool", "tool_call_id": "x", "content": "1"}]}), "preceeding");
-        bad(Format::OpenAi, json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "object", "properties": {}}}), "response_format.type");
+        bad(
+            Format::OpenAi,
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "object", "properties": {}}}),
+            "response_format.type",
+        );
     }
 
     #[test]
     fn anthropic_rules() {
         ok(Format::Anthropic, json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}));
-        bad(Format::Anthropic, json!({"model": "m", "max_tokens": 5, "temperature": 0.5, "messages": [{"role": "user", "content": "hi"}]}), "temperature: Extra inputs");
+        bad(
+            Format::Anthropic,
+            json!({"model": "m", "max_tokens": 5, "temperature": 0.5, "messages": [{"role": "user", "content": "hi"}]}),
+            "temperature: Extra inputs",
+        );
         bad(Format::Anthropic, json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}), "max_tokens: Field required");
         let tool_turn = json!([{"role": "user", "content": "q"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "1"}]}]);
         ok(Format::Anthropic, json!({"model": "m", "max_tokens": 5, "messages": tool_turn}));
-        bad(Format::Anthropic, json!({"model": "m", "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": tool_turn}), "must start with a thinking block");
-        bad(Format::Anthropic, json!({"model": "m", "max_tokens": 5, "output_config": {"format": {"type": "json_schema", "schema": {"type": "object", "properties": {}}}},
-            "messages": [{"role": "user", "content": "hi"}]}), "additionalProperties");
+        bad(
+            Format::Anthropic,
+            json!({"model": "m", "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": tool_turn}),
+            "must start with a thinking block",
+        );
+        bad(
+            Format::Anthropic,
+            json!({"model": "m", "max_tokens": 5, "output_config": {"format": {"type": "json_schema", "schema": {"type": "object", "properties": {}}}},
+            "messages": [{"role": "user", "content": "hi"}]}),
+            "additionalProperties",
+        );
     }
 
     #[test]
@@ -631,7 +682,15 @@ mod tests {
         bad(Format::Gemini, json!({"contents": [q, calls, one, one]}), "number of function response parts");
         let unsigned = json!({"role": "model", "parts": [{"functionCall": {"name": "a", "args": {}}}]});
         bad(Format::Gemini, json!({"contents": [q, unsigned, one]}), "thought_signature");
-        bad(Format::Gemini, json!({"contents": [q], "generationConfig": {"responseSchema": {"type": "object", "additionalProperties": false, "properties": {"a": {"type": "string"}}}}}), "additionalProperties");
-        bad(Format::Gemini, json!({"contents": [q], "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"type": "OBJECT", "properties": {}}}]}]}), "non-empty for OBJECT");
+        bad(
+            Format::Gemini,
+            json!({"contents": [q], "generationConfig": {"responseSchema": {"type": "object", "additionalProperties": false, "properties": {"a": {"type": "string"}}}}}),
+            "additionalProperties",
+        );
+        bad(
+            Format::Gemini,
+            json!({"contents": [q], "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"type": "OBJECT", "properties": {}}}]}]}),
+            "non-empty for OBJECT",
+        );
     }
 }

@@ -275,14 +275,7 @@ impl Content {
     pub fn new(model: &str, content_chars: usize, chunks: usize) -> Content {
         let text = content_text(model, content_chars);
         let pieces_json = split_chars(&text, chunks).into_iter().map(json_str).collect();
-        Content {
-            content_chars,
-            chunks_requested: chunks,
-            text_json: json_str(&text),
-            words: text.split_whitespace().count() as u64,
-            text,
-            pieces_json,
-        }
+        Content { content_chars, chunks_requested: chunks, text_json: json_str(&text), words: text.split_whitespace().count() as u64, text, pieces_json }
     }
 }
 
@@ -605,8 +598,7 @@ pub fn tool_stream(ctx: &Ctx, name: &str, include_usage: bool, x: ToolExtras) ->
             let first = head(json!([{"index": 0, "delta": {"role": "assistant", "content": null, "tool_calls": [
                 {"index": 0, "id": format!("call_mock_{id}"), "type": "function", "function": {"name": name, "arguments": ""}}
             ]}, "finish_reason": null}]));
-            let args =
-                head(json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
+            let args = head(json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
                 "finish_reason": null}]));
             let mut tail = sse(None, &head(json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])), f);
             if include_usage {
@@ -625,9 +617,21 @@ pub fn tool_stream(ctx: &Ctx, name: &str, include_usage: bool, x: ToolExtras) ->
             let mut at = 0;
             if x.thinking {
                 let tb = thinking_block(ctx);
-                first += &sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}), f);
-                first += &sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": tb["thinking"]}}), f);
-                first += &sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": tb["signature"]}}), f);
+                first += &sse(
+                    Some("content_block_start"),
+                    &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+                    f,
+                );
+                first += &sse(
+                    Some("content_block_delta"),
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": tb["thinking"]}}),
+                    f,
+                );
+                first += &sse(
+                    Some("content_block_delta"),
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": tb["signature"]}}),
+                    f,
+                );
                 first += &sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0}), f);
                 at = 1;
             }
@@ -735,7 +739,9 @@ pub fn refusal_stream(ctx: &Ctx, plan: StreamPlan, after: usize) -> StreamPlan {
 /// Invalid JSON for a non-streaming 200 (a body cut mid-object).
 pub fn malformed_body(ctx: &Ctx) -> Bytes {
     let s = match ctx.format {
-        Format::OpenAi => format!("{{\"id\":\"chatcmpl-mock-{}\",\"object\":\"chat.completion\",\"choices\":[{{\"index\":0,\"message\":{{\"content\":\"Hel", ctx.request_no),
+        Format::OpenAi => {
+            format!("{{\"id\":\"chatcmpl-mock-{}\",\"object\":\"chat.completion\",\"choices\":[{{\"index\":0,\"message\":{{\"content\":\"Hel", ctx.request_no)
+        }
         Format::Anthropic => format!("{{\"id\":\"msg_mock_{}\",\"type\":\"message\",\"content\":[{{\"type\":\"text\",\"text\":\"Hel", ctx.request_no),
         Format::Gemini => "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hel".to_string(),
     };
@@ -746,9 +752,9 @@ pub fn malformed_body(ctx: &Ctx) -> Bytes {
 pub fn malformed_frame(format: Format) -> Bytes {
     match format {
         Format::OpenAi => Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"oops\n\n"),
-        Format::Anthropic => Bytes::from_static(
-            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"oops\n\n",
-        ),
+        Format::Anthropic => {
+            Bytes::from_static(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"oops\n\n")
+        }
         Format::Gemini => Bytes::from_static(b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"oops\r\n\r\n"),
     }
 }
@@ -810,7 +816,11 @@ pub enum ErrorCase {
     Overloaded,
     Auth,
     /// `got` prompt tokens against a window of `max`; `out` is the requested output limit.
-    ContextWindow { max: u64, got: u64, out: u64 },
+    ContextWindow {
+        max: u64,
+        got: u64,
+        out: u64,
+    },
     ContentFilter,
     /// Out of quota / credit.
     Quota,
@@ -887,10 +897,7 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
         }
         Format::Anthropic => {
             let (typ, msg): (&str, String) = match case {
-                ErrorCase::RateLimit => (
-                    "rate_limit_error",
-                    "Number of request tokens has exceeded your per-minute rate limit (mock).".into(),
-                ),
+                ErrorCase::RateLimit => ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit (mock).".into()),
                 ErrorCase::Server => ("api_error", "Internal server error".into()),
                 ErrorCase::Overloaded => ("overloaded_error", "Overloaded".into()),
                 ErrorCase::Auth => ("authentication_error", "invalid x-api-key".into()),
@@ -900,12 +907,16 @@ pub fn error_body(format: Format, case: ErrorCase, status: u16, model: &str, det
                 // The prompt fits but not with the requested output.
                 ErrorCase::ContextWindow { max, got, out } => (
                     "invalid_request_error",
-                    format!("input length and `max_tokens` exceed context limit: {got} + {} > {max}, decrease input length or `max_tokens` and try again", out.max(max.saturating_sub(got) + 1)),
+                    format!(
+                        "input length and `max_tokens` exceed context limit: {got} + {} > {max}, decrease input length or `max_tokens` and try again",
+                        out.max(max.saturating_sub(got) + 1)
+                    ),
                 ),
-                ErrorCase::Quota => ("billing_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.".into()),
-                ErrorCase::ContentFilter => {
-                    ("invalid_request_error", "Output blocked by content filtering policy".into())
-                }
+                ErrorCase::Quota => (
+                    "billing_error",
+                    "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.".into(),
+                ),
+                ErrorCase::ContentFilter => ("invalid_request_error", "Output blocked by content filtering policy".into()),
                 ErrorCase::BadRequest => ("invalid_request_error", detail.to_string()),
                 ErrorCase::NotFound => ("not_found_error", format!("model: {model}")),
                 ErrorCase::Other => ("api_error", format!("Mock error (HTTP {status})")),
@@ -1028,10 +1039,7 @@ mod tests {
         assert!(r.stream && r.include_usage);
         assert_eq!(r.prompt_chars, 8);
         assert_eq!(r.first_tool.as_deref(), Some("f"));
-        let r = parse_request(
-            br#"{"model":"b","system":"xxxx","messages":[{"role":"user","content":"yy"}],"tools":[{"name":"t"}]}"#,
-        )
-        .unwrap();
+        let r = parse_request(br#"{"model":"b","system":"xxxx","messages":[{"role":"user","content":"yy"}],"tools":[{"name":"t"}]}"#).unwrap();
         assert_eq!((r.prompt_chars, r.first_tool.as_deref()), (6, Some("t")));
         let r = parse_request(
             r#"{"contents":[{"role":"user","parts":[{"text":"héllo"}]}],"systemInstruction":{"parts":[{"text":"ab"}]},
@@ -1047,14 +1055,7 @@ mod tests {
     fn bodies_are_valid_json() {
         let c = Content::new("m\"x", 120, 5);
         for f in [Format::OpenAi, Format::Anthropic, Format::Gemini] {
-            let ctx = Ctx {
-                format: f,
-                model_json: &json_str("m\"x"),
-                model: "m\"x",
-                request_no: 7,
-                prompt_tokens: 3,
-                created: 1,
-            };
+            let ctx = Ctx { format: f, model_json: &json_str("m\"x"), model: "m\"x", request_no: 7, prompt_tokens: 3, created: 1 };
             let b = text_body(&ctx, &c);
             let v: Value = serde_json::from_slice(&b).unwrap();
             let text = match f {

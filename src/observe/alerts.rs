@@ -13,13 +13,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::breaker::BreakerState;
 use crate::config::{AlertKind, AlertRule};
-use crate::observe::events::{EventBus, EventKind};
 use crate::engine::instance::Instance;
 use crate::engine::pool::Pool;
 use crate::engine::router::Engine;
 use crate::engine::selector::Selector;
+use crate::observe::events::{EventBus, EventKind};
+use crate::state::breaker::BreakerState;
 
 /// A firing rule resolves once its value is at or below this fraction of the threshold.
 pub const RESOLVE_FRACTION: f64 = 0.8;

@@ -20,8 +20,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::state::breaker::BreakerState;
 use crate::error::ErrorKind;
+use crate::state::breaker::BreakerState;
 use crate::state::health::InstanceStatus;
 
 /// Log target of event records (becomes the Python logger `echelon.events`).

@@ -90,19 +90,17 @@ pub fn render(status: &RouterStatus) -> String {
     family(&mut out, "echelon_pool_queue_length", "gauge", "Requests waiting for a slot.", pools.iter().map(|p| (pool(p), u64::from(p.queue_length))));
 
     let mut seen = HashSet::new();
-    let insts: Vec<&InstanceSnapshot> = status
-        .groups
-        .iter()
-        .flat_map(|g| g.echelons.iter().flat_map(|e| e.instances.iter()))
-        .filter(|i| seen.insert(i.instance_id.as_str()))
-        .collect();
+    let insts: Vec<&InstanceSnapshot> =
+        status.groups.iter().flat_map(|g| g.echelons.iter().flat_map(|e| e.instances.iter())).filter(|i| seen.insert(i.instance_id.as_str())).collect();
     let inst = |i: &InstanceSnapshot| vec![("instance", i.instance_id.clone())];
     family(
         &mut out,
         "echelon_instance_state",
         "gauge",
         "1 for the instance's current health state.",
-        insts.iter().flat_map(|i| STATES.iter().map(move |s| (vec![("instance", i.instance_id.clone()), ("state", s.to_string())], u64::from(i.status.as_str() == *s)))),
+        insts.iter().flat_map(|i| {
+            STATES.iter().map(move |s| (vec![("instance", i.instance_id.clone()), ("state", s.to_string())], u64::from(i.status.as_str() == *s)))
+        }),
     );
     family(&mut out, "echelon_instance_requests_total", "counter", "Attempts sent to the instance.", insts.iter().map(|i| (inst(i), i.stats.requests)));
     family(&mut out, "echelon_instance_failures_total", "counter", "Attempts on the instance that failed.", insts.iter().map(|i| (inst(i), i.stats.failures)));
@@ -144,6 +142,9 @@ mod tests {
         let mut out = String::new();
         family(&mut out, "x_total", "counter", "X.", vec![(vec![("pool", "a\"b\\c\nd".to_string())], 3u64)]);
         family(&mut out, "y", "gauge", "Y.", vec![(vec![], 0.25f64), (vec![("k", "v".into())], f64::NAN)]);
-        assert_eq!(out, "# HELP x_total X.\n# TYPE x_total counter\nx_total{pool=\"a\\\"b\\\\c\\nd\"} 3\n# HELP y Y.\n# TYPE y gauge\ny 0.25\ny{k=\"v\"} NaN\n");
+        assert_eq!(
+            out,
+            "# HELP x_total X.\n# TYPE x_total counter\nx_total{pool=\"a\\\"b\\\\c\\nd\"} 3\n# HELP y Y.\n# TYPE y gauge\ny 0.25\ny{k=\"v\"} NaN\n"
+        );
     }
 }

@@ -181,8 +181,7 @@ pub fn build_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: 
                     "content": m.text_content()});
                 // Consecutive tool results answer one assistant turn: keep them in one user turn.
                 let merged = messages.last_mut().and_then(|last| {
-                    let is_results = last["role"] == "user"
-                        && last["content"].as_array().is_some_and(|a| a.iter().all(|p| p["type"] == "tool_result"));
+                    let is_results = last["role"] == "user" && last["content"].as_array().is_some_and(|a| a.iter().all(|p| p["type"] == "tool_result"));
                     if is_results {
                         last["content"].as_array_mut()
                     } else {
@@ -454,10 +453,7 @@ impl StreamDecoder for Decoder {
                     Some("input_json_delta") => {
                         let ordinal = self.tool_index.get(&idx).copied().unwrap_or(0);
                         let part = d.get("partial_json").and_then(Value::as_str).unwrap_or_default();
-                        out.push(StreamEvent::Delta {
-                            text: String::new(),
-                            tool_call: Some(json!({"index": ordinal, "function": {"arguments": part}})),
-                        });
+                        out.push(StreamEvent::Delta { text: String::new(), tool_call: Some(json!({"index": ordinal, "function": {"arguments": part}})) });
                     }
                     Some(t @ ("thinking_delta" | "signature_delta")) => {
                         let (field, key) = if t == "thinking_delta" { ("thinking", "thinking") } else { ("signature", "signature") };
@@ -523,7 +519,13 @@ mod tests {
 
     #[test]
     fn urls_with_or_without_the_version_segment() {
-        for base in ["https://api.anthropic.com", "https://api.anthropic.com/", "https://api.anthropic.com/v1", "https://api.anthropic.com/v1/", "https://api.anthropic.com/v1/messages"] {
+        for base in [
+            "https://api.anthropic.com",
+            "https://api.anthropic.com/",
+            "https://api.anthropic.com/v1",
+            "https://api.anthropic.com/v1/",
+            "https://api.anthropic.com/v1/messages",
+        ] {
             assert_eq!(chat_url(base), "https://api.anthropic.com/v1/messages", "{base}");
             assert_eq!(models_url(base), "https://api.anthropic.com/v1/models", "{base}");
         }
@@ -552,7 +554,9 @@ mod tests {
             temperature: Some(0.5),
             top_p: Some(0.9),
             stop: vec!["X".into()],
-            tools: Some(json!([{"type": "function", "function": {"name": "calc", "description": "d", "parameters": {"type": "object"}, "strict": true}}, {"type": "web_search_20250305", "name": "web_search"}])),
+            tools: Some(
+                json!([{"type": "function", "function": {"name": "calc", "description": "d", "parameters": {"type": "object"}, "strict": true}}, {"type": "web_search_20250305", "name": "web_search"}]),
+            ),
             tool_choice: Some(json!("required")),
             response_format: Some(json!({"type": "object", "properties": {"a": {"type": "string"}}})),
             ..Default::default()
@@ -611,11 +615,17 @@ mod tests {
         assert_eq!(r.content, "let me");
         assert_eq!(r.tool_calls[0].name, "calc");
         assert_eq!(serde_json::from_str::<Value>(&r.tool_calls[0].arguments).unwrap(), json!({"x": 1}));
-        assert_eq!(r.tool_calls[0].extra_content, Some(json!({"anthropic": {"thinking_blocks": [
-            {"type": "thinking", "thinking": "plan", "signature": "s1"}, {"type": "redacted_thinking", "data": "d"}]}})));
+        assert_eq!(
+            r.tool_calls[0].extra_content,
+            Some(json!({"anthropic": {"thinking_blocks": [
+            {"type": "thinking", "thinking": "plan", "signature": "s1"}, {"type": "redacted_thinking", "data": "d"}]}}))
+        );
         assert_eq!(r.tool_calls[1].extra_content, None);
         assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
-        assert_eq!(r.usage, Usage { prompt_tokens: 130, completion_tokens: 4, total_tokens: 134, cached_tokens: 100, cache_creation_tokens: 20, reasoning_tokens: 3 });
+        assert_eq!(
+            r.usage,
+            Usage { prompt_tokens: 130, completion_tokens: 4, total_tokens: 134, cached_tokens: 100, cache_creation_tokens: 20, reasoning_tokens: 3 }
+        );
         let refused = json!({"id": "m", "type": "message", "content": [{"type": "text", "text": "I"}], "stop_reason": "refusal",
             "stop_details": {"type": "refusal", "category": "cyber", "explanation": "no"}, "usage": {"input_tokens": 1, "output_tokens": 1}});
         let e = parse_response(&refused, &ctx).unwrap_err();
@@ -633,7 +643,10 @@ mod tests {
         let mut d = Decoder::default();
         let mut out = Vec::new();
         for (event, data) in [
-            ("message_start", r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":9,"output_tokens":1,"cache_read_input_tokens":4}}}"#),
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":9,"output_tokens":1,"cache_read_input_tokens":4}}}"#,
+            ),
             ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#),
             ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"pl"}}"#),
             ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"an"}}"#),
@@ -649,9 +662,15 @@ mod tests {
             d.on_event(SseEvent { event: event.into(), data: data.into() }, &mut out, &ctx).map_err(|_| ()).unwrap();
         }
         assert_eq!(out[0], StreamEvent::Delta { text: "Hi".into(), tool_call: None });
-        assert_eq!(out[1], StreamEvent::Delta { text: String::new(), tool_call: Some(json!({"index": 0, "id": "toolu_1", "type": "function",
+        assert_eq!(
+            out[1],
+            StreamEvent::Delta {
+                text: String::new(),
+                tool_call: Some(json!({"index": 0, "id": "toolu_1", "type": "function",
             "function": {"name": "calc", "arguments": ""},
-            "extra_content": {"anthropic": {"thinking_blocks": [{"type": "thinking", "thinking": "plan", "signature": "sig"}]}}})) });
+            "extra_content": {"anthropic": {"thinking_blocks": [{"type": "thinking", "thinking": "plan", "signature": "sig"}]}}}))
+            }
+        );
         assert_eq!(out[2], StreamEvent::Delta { text: String::new(), tool_call: Some(json!({"index": 0, "function": {"arguments": "{\"x\":"}})) });
         assert_eq!(
             out[3],
@@ -663,12 +682,23 @@ mod tests {
             }
         );
         let err = d
-            .on_event(SseEvent { event: "error".into(), data: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.into() }, &mut out, &ctx)
+            .on_event(
+                SseEvent { event: "error".into(), data: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.into() },
+                &mut out,
+                &ctx,
+            )
             .err();
         assert!(matches!(err, Some(DecodeError::Provider(e)) if e.kind == ErrorKind::Overloaded));
         let mut d = Decoder::default();
         let err = d
-            .on_event(SseEvent { event: "message_delta".into(), data: r#"{"type":"message_delta","delta":{"stop_reason":"refusal"},"usage":{"output_tokens":2}}"#.into() }, &mut out, &ctx)
+            .on_event(
+                SseEvent {
+                    event: "message_delta".into(),
+                    data: r#"{"type":"message_delta","delta":{"stop_reason":"refusal"},"usage":{"output_tokens":2}}"#.into(),
+                },
+                &mut out,
+                &ctx,
+            )
             .err();
         assert!(matches!(err, Some(DecodeError::Provider(e)) if e.kind == ErrorKind::ContentFiltered));
     }

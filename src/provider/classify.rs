@@ -48,9 +48,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 
 /// The provider's request id from the response headers (`x-request-id`, `request-id`).
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
-    ["x-request-id", "request-id", "x-goog-request-id"]
-        .iter()
-        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::to_string))
+    ["x-request-id", "request-id", "x-goog-request-id"].iter().find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::to_string))
 }
 
 /// The longest wait any provider hint is taken at: Retry-After in seconds or as an HTTP date,
@@ -131,10 +129,7 @@ pub fn json_error(v: &Value) -> (String, String) {
 pub fn body_info(body: &[u8]) -> ErrorInfo {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => error_info(&v),
-        Err(_) => ErrorInfo {
-            message: String::from_utf8_lossy(body).split_whitespace().collect::<Vec<_>>().join(" "),
-            ..Default::default()
-        },
+        Err(_) => ErrorInfo { message: String::from_utf8_lossy(body).split_whitespace().collect::<Vec<_>>().join(" "), ..Default::default() },
     }
 }
 
@@ -190,8 +185,7 @@ pub fn error_info(v: &Value) -> ErrorInfo {
                 } else if ty.ends_with("google.rpc.QuotaFailure") {
                     for q in d.get("violations").and_then(Value::as_array).into_iter().flatten() {
                         let id = q.get("quotaId").and_then(Value::as_str).unwrap_or_default();
-                        let zero = matches!(q.get("quotaValue"), Some(Value::String(s)) if s == "0")
-                            || q.get("quotaValue").and_then(Value::as_u64) == Some(0);
+                        let zero = matches!(q.get("quotaValue"), Some(Value::String(s)) if s == "0") || q.get("quotaValue").and_then(Value::as_u64) == Some(0);
                         info.exhausted_quota |= is_daily_quota(id) || zero;
                     }
                 }
@@ -234,17 +228,9 @@ pub fn is_context_window(t: &str) -> bool {
 /// Whether an error text says the provider refused the content.
 pub fn is_content_filter(t: &str) -> bool {
     let t = t.to_ascii_lowercase();
-    [
-        "content_filter",
-        "content_policy",
-        "content management policy",
-        "content filtering",
-        "content policy",
-        "responsible ai",
-        "prohibited_content",
-    ]
-    .iter()
-    .any(|p| t.contains(p))
+    ["content_filter", "content_policy", "content management policy", "content filtering", "content policy", "responsible ai", "prohibited_content"]
+        .iter()
+        .any(|p| t.contains(p))
         || (t.contains("safety") && t.contains("block"))
 }
 
@@ -270,8 +256,7 @@ fn is_quota(text: &str, info: &ErrorInfo) -> bool {
     let gemini_exhausted = text.contains("resource_exhausted") && info.exhausted_quota;
     // Gemini sends the last phrase with per-minute limits too: only a daily or zero quota
     // (or no RESOURCE_EXHAUSTED status at all, i.e. OpenAI's wording) makes it exhaustion.
-    let phrase = PHRASES[..3].iter().any(|p| text.contains(p))
-        || (text.contains(PHRASES[3]) && !text.contains("resource_exhausted"));
+    let phrase = PHRASES[..3].iter().any(|p| text.contains(p)) || (text.contains(PHRASES[3]) && !text.contains("resource_exhausted"));
     gemini_exhausted || phrase || CODES.iter().any(|c| text.contains(c))
 }
 
@@ -343,9 +328,7 @@ pub fn classify(status: Option<u16>, info: &ErrorInfo) -> ErrorKind {
                 ErrorKind::Overloaded
             } else if text.contains("rate_limit") || text.contains("resource_exhausted") {
                 ErrorKind::RateLimited
-            } else if is_key_problem(&text)
-                || ["authentication", "permission", "api key", "api_key"].iter().any(|w| text.contains(w))
-            {
+            } else if is_key_problem(&text) || ["authentication", "permission", "api key", "api_key"].iter().any(|w| text.contains(w)) {
                 ErrorKind::AuthError
             } else if is_model_not_found(&text) {
                 ErrorKind::ModelNotFound
@@ -380,11 +363,7 @@ pub fn classify_status(status: u16, headers: &HeaderMap, body: &[u8], ctx: &ErrC
     let detail = match (info.message.is_empty(), info.code.is_empty()) {
         (false, _) => info.message.clone(),
         (true, false) => info.code.clone(),
-        (true, true) => reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("error response")
-            .to_string(),
+        (true, true) => reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("error response").to_string(),
     };
     let mut e = ctx.error(kind, &detail).with_status(status);
     if takes_retry_after(kind, Some(status)) {
@@ -482,12 +461,32 @@ mod tests {
             (400, r#"{"error":{"message":"bad param","type":"invalid_request_error"}}"#, ErrorKind::BadRequest),
             (404, r#"{"error":{"message":"model not found"}}"#, ErrorKind::ModelNotFound),
             (422, "unprocessable", ErrorKind::BadRequest),
-            (400, r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#, ErrorKind::ContextWindowExceeded),
+            (
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#,
+                ErrorKind::ContextWindowExceeded,
+            ),
             (400, r#"{"error":{"code":"context_length_exceeded","message":""}}"#, ErrorKind::ContextWindowExceeded),
-            (400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#, ErrorKind::ContextWindowExceeded),
-            (400, r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#, ErrorKind::ContextWindowExceeded),
-            (400, r#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","code":"content_filter"}}"#, ErrorKind::ContentFiltered),
-            (400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"Output blocked by content filtering policy"}}"#, ErrorKind::ContentFiltered),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+                ErrorKind::ContextWindowExceeded,
+            ),
+            (
+                400,
+                r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+                ErrorKind::ContextWindowExceeded,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","code":"content_filter"}}"#,
+                ErrorKind::ContentFiltered,
+            ),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"Output blocked by content filtering policy"}}"#,
+                ErrorKind::ContentFiltered,
+            ),
             (408, "", ErrorKind::ServerError),
         ];
         for (status, body, want) in cases {
@@ -564,27 +563,79 @@ mod tests {
         let gemini_minute = r#"{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing details.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel","quotaValue":"15"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"12.5s"}]}}"#;
         let cases: &[(u16, &str, ErrorKind)] = &[
             // OpenAI
-            (429, r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#, ErrorKind::QuotaExceeded),
-            (429, r#"{"error":{"message":"Rate limit reached for gpt-x on requests per min (RPM)","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#, ErrorKind::RateLimited),
-            (404, r#"{"error":{"message":"The model `gpt-x` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#, ErrorKind::ModelNotFound),
-            (401, r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#, ErrorKind::AuthError),
-            (400, r#"{"error":{"message":"Unrecognized request argument supplied: foo","type":"invalid_request_error","param":null,"code":null}}"#, ErrorKind::BadRequest),
+            (
+                429,
+                r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+                ErrorKind::QuotaExceeded,
+            ),
+            (
+                429,
+                r#"{"error":{"message":"Rate limit reached for gpt-x on requests per min (RPM)","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+                ErrorKind::RateLimited,
+            ),
+            (
+                404,
+                r#"{"error":{"message":"The model `gpt-x` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
+                ErrorKind::ModelNotFound,
+            ),
+            (
+                401,
+                r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
+                ErrorKind::AuthError,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"Unrecognized request argument supplied: foo","type":"invalid_request_error","param":null,"code":null}}"#,
+                ErrorKind::BadRequest,
+            ),
             // Anthropic
             (402, r#"{"type":"error","error":{"type":"billing_error","message":"Payment required"}}"#, ErrorKind::QuotaExceeded),
-            (400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}"#, ErrorKind::QuotaExceeded),
-            (429, r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend limit","details":{"error_code":"enforced_spend_limit_reached"}},"request_id":"req_1"}"#, ErrorKind::QuotaExceeded),
-            (429, r#"{"type":"error","error":{"type":"rate_limit_error","message":"ramp","details":{"error_code":"ramp_limit_exceeded"}}}"#, ErrorKind::RateLimited),
-            (400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000, decrease input length or `max_tokens` and try again"}}"#, ErrorKind::ContextWindowExceeded),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}"#,
+                ErrorKind::QuotaExceeded,
+            ),
+            (
+                429,
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend limit","details":{"error_code":"enforced_spend_limit_reached"}},"request_id":"req_1"}"#,
+                ErrorKind::QuotaExceeded,
+            ),
+            (
+                429,
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"ramp","details":{"error_code":"ramp_limit_exceeded"}}}"#,
+                ErrorKind::RateLimited,
+            ),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000, decrease input length or `max_tokens` and try again"}}"#,
+                ErrorKind::ContextWindowExceeded,
+            ),
             (404, r#"{"type":"error","error":{"type":"not_found_error","message":"model: claude-x"}}"#, ErrorKind::ModelNotFound),
-            (400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"org","details":{"error_code":"organization_on_hold"}}}"#, ErrorKind::AuthError),
-            (400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"temperature: Extra inputs are not permitted"}}"#, ErrorKind::BadRequest),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"org","details":{"error_code":"organization_on_hold"}}}"#,
+                ErrorKind::AuthError,
+            ),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"temperature: Extra inputs are not permitted"}}"#,
+                ErrorKind::BadRequest,
+            ),
             // Gemini
-            (400, r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#, ErrorKind::AuthError),
+            (
+                400,
+                r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#,
+                ErrorKind::AuthError,
+            ),
             (404, r#"{"error":{"code":404,"message":"models/gemini-x is not found for API version v1beta","status":"NOT_FOUND"}}"#, ErrorKind::ModelNotFound),
             (400, r#"{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}"#, ErrorKind::AuthError),
             (429, gemini_daily, ErrorKind::QuotaExceeded),
             (429, gemini_minute, ErrorKind::RateLimited),
-            (400, r#"{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"seed\": Cannot find field.","status":"INVALID_ARGUMENT"}}"#, ErrorKind::BadRequest),
+            (
+                400,
+                r#"{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"seed\": Cannot find field.","status":"INVALID_ARGUMENT"}}"#,
+                ErrorKind::BadRequest,
+            ),
             (503, r#"{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}"#, ErrorKind::Overloaded),
         ];
         for (status, body, want) in cases {

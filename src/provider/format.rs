@@ -32,7 +32,12 @@ pub enum ResponseFormat {
     /// Any JSON object.
     JsonObject,
     /// JSON matching `schema`; `name`/`strict`/`description` as OpenAI takes them.
-    JsonSchema { name: String, schema: Value, strict: Option<bool>, description: Option<String> },
+    JsonSchema {
+        name: String,
+        schema: Value,
+        strict: Option<bool>,
+        description: Option<String>,
+    },
 }
 
 /// Read `response_format` as given by a caller: `"text"`, `"json"` / `"json_object"`,

@@ -103,7 +103,15 @@ fn finish_reason(r: &str) -> Option<String> {
     match r {
         "STOP" => Some("stop".into()),
         "MAX_TOKENS" => Some("length".into()),
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" | "MODEL_ARMOR" => None,
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION"
+        | "MODEL_ARMOR" => None,
         other => Some(other.to_ascii_lowercase()),
     }
 }
@@ -181,10 +189,9 @@ fn tool_config(v: &Value) -> Option<Value> {
         Value::String(s) if s == "auto" => Some(mode("AUTO")),
         Value::String(s) if s == "required" || s == "any" => Some(mode("ANY")),
         Value::String(s) if s == "none" => Some(mode("NONE")),
-        Value::Object(o) => o
-            .get("function")
-            .and_then(|f| f.get("name"))
-            .map(|n| json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [n]}})),
+        Value::Object(o) => {
+            o.get("function").and_then(|f| f.get("name")).map(|n| json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [n]}}))
+        }
         _ => None,
     }
 }
@@ -233,11 +240,7 @@ pub fn build_body(req: &ChatRequest, params: &Params, unsupported: &mut Unsuppor
                 }
             }
             "tool" => {
-                let name = m
-                    .name
-                    .clone()
-                    .or_else(|| m.tool_call_id.as_ref().and_then(|id| call_names.get(id).cloned()))
-                    .unwrap_or_default();
+                let name = m.name.clone().or_else(|| m.tool_call_id.as_ref().and_then(|id| call_names.get(id).cloned())).unwrap_or_default();
                 let text = m.text_content();
                 let response = match serde_json::from_str::<Value>(&text) {
                     Ok(v @ Value::Object(_)) => v,
@@ -342,7 +345,14 @@ fn usage(v: &Value) -> Option<Usage> {
     // Thoughts are billed as output but not counted in the candidates.
     let c = num_u32(u.get("candidatesTokenCount")).saturating_add(thoughts);
     let t = u.get("totalTokenCount").map(|t| num_u32(Some(t))).unwrap_or(p.saturating_add(c));
-    Some(Usage { prompt_tokens: p, completion_tokens: c, total_tokens: t, cached_tokens: num_u32(u.get("cachedContentTokenCount")), cache_creation_tokens: 0, reasoning_tokens: thoughts })
+    Some(Usage {
+        prompt_tokens: p,
+        completion_tokens: c,
+        total_tokens: t,
+        cached_tokens: num_u32(u.get("cachedContentTokenCount")),
+        cache_creation_tokens: 0,
+        reasoning_tokens: thoughts,
+    })
 }
 
 fn blocked(v: &Value, ctx: &ErrCtx<'_>) -> Option<Error> {
@@ -398,15 +408,17 @@ pub fn parse_response(v: &Value, ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error
         }
         return Err(e);
     }
-    let cand = v
-        .get("candidates")
-        .and_then(|c| c.get(0))
-        .ok_or_else(|| ctx.error(ErrorKind::InvalidResponse, "response has no candidates[0]"))?;
+    let cand = v.get("candidates").and_then(|c| c.get(0)).ok_or_else(|| ctx.error(ErrorKind::InvalidResponse, "response has no candidates[0]"))?;
     let (content, calls) = parts(v);
     let tool_calls = calls
         .into_iter()
         .enumerate()
-        .map(|(i, (id, name, arguments, sig))| ToolCall { id: id.unwrap_or_else(|| format!("call_{i}")), name, arguments, extra_content: signature_content(sig) })
+        .map(|(i, (id, name, arguments, sig))| ToolCall {
+            id: id.unwrap_or_else(|| format!("call_{i}")),
+            name,
+            arguments,
+            extra_content: signature_content(sig),
+        })
         .collect::<Vec<_>>();
     let mut finish = cand.get("finishReason").and_then(Value::as_str).and_then(finish_reason);
     if !tool_calls.is_empty() && finish.as_deref() == Some("stop") {
@@ -565,9 +577,12 @@ mod tests {
         assert_eq!(b["contents"][1]["parts"][1], json!({"functionCall": {"name": "calc", "args": {"x": 1}}, "thoughtSignature": "SIG"}));
         assert_eq!(b["contents"][1]["parts"][2], json!({"functionCall": {"name": "time", "args": {}}}));
         // Both answers in one content.
-        assert_eq!(b["contents"][2], json!({"role": "user", "parts": [
+        assert_eq!(
+            b["contents"][2],
+            json!({"role": "user", "parts": [
             {"functionResponse": {"name": "calc", "response": {"r": 2}}},
-            {"functionResponse": {"name": "time", "response": {"output": "noon"}}}]}));
+            {"functionResponse": {"name": "time", "response": {"output": "noon"}}}]})
+        );
         assert_eq!(b["contents"][3]["parts"][1], json!({"fileData": {"fileUri": "https://x/cat.png", "mimeType": "image/png"}}));
         assert_eq!(b["contents"][3]["parts"][2], json!({"inlineData": {"mimeType": "image/jpeg", "data": "QUJD"}}));
         assert_eq!(
@@ -582,7 +597,12 @@ mod tests {
         assert_eq!(b["safetySettings"], json!([]));
         assert!(b.get("store").is_none() && b.get("openai").is_none());
         assert_eq!(unsupported, ["parallel_tool_calls"]);
-        let schema = Params { response_format: Some(json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": ["string", "null"]}}}}})), ..Default::default() };
+        let schema = Params {
+            response_format: Some(
+                json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": ["string", "null"]}}}}}),
+            ),
+            ..Default::default()
+        };
         let (b, _) = build(&req, &schema);
         assert_eq!(b["generationConfig"]["responseSchema"], json!({"type": "OBJECT", "properties": {"a": {"type": "STRING", "nullable": true}}}));
     }

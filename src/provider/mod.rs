@@ -40,8 +40,8 @@ use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::types::{ChatRequest, ChatResponse, Message, Params, StreamEvent};
 use classify::{classify_send, classify_status, ErrCtx};
 use stream::{StreamDecoder, StreamSetup};
-use transport::{ConnSettings, Headers, Response, Sending, Target};
 pub use transport::HttpPool;
+use transport::{ConnSettings, Headers, Response, Sending, Target};
 
 /// A stream of deltas then exactly one `Done`, or an error item (after which it ends).
 /// Dropping it aborts the upstream HTTP request.
@@ -79,9 +79,8 @@ impl ProviderClient {
     /// A malformed base_url or header is reported by the first call (`ErrorKind::Config`).
     pub fn new(model: ModelConfig, pool: &HttpPool) -> Self {
         let label: Arc<str> = format!("{}/{}", model.provider, model.name).into();
-        let origin = reqwest::Url::parse(&model.base_url)
-            .map_err(|e| format!("base_url {:?} is not a valid URL: {e}", model.base_url))
-            .and_then(|u| match u.scheme() {
+        let origin =
+            reqwest::Url::parse(&model.base_url).map_err(|e| format!("base_url {:?} is not a valid URL: {e}", model.base_url)).and_then(|u| match u.scheme() {
                 "http" | "https" => Ok(u.origin().ascii_serialization().into()),
                 s => Err(format!("base_url {:?} has unsupported scheme {s:?}", model.base_url)),
             });
@@ -126,7 +125,8 @@ impl ProviderClient {
         }
         let origin = self.origin.as_ref().map_err(|m| ctx.error(ErrorKind::Config, m))?;
         let m = &self.model;
-        let settings = ConnSettings { connect: timeouts.connect, version: m.http_version, max_connections: m.http2_max_connections, idle: m.connection_idle_timeout };
+        let settings =
+            ConnSettings { connect: timeouts.connect, version: m.http_version, max_connections: m.http2_max_connections, idle: m.connection_idle_timeout };
         let client = self.pool.client(origin, &settings).map_err(|m| ctx.error(ErrorKind::Config, &format!("HTTP client: {m}")))?;
         if own {
             let _ = self.http.set(client.clone());
@@ -142,7 +142,10 @@ impl ProviderClient {
         req: &ChatRequest,
         stream: bool,
         timeouts: &Timeouts,
-    ) -> Result<Sending<impl Future<Output = reqwest::Result<reqwest::Response>> + Send + Unpin, impl Future<Output = Result<Response, transport::SendError>> + Send>, Error> {
+    ) -> Result<
+        Sending<impl Future<Output = reqwest::Result<reqwest::Response>> + Send + Unpin, impl Future<Output = Result<Response, transport::SendError>> + Send>,
+        Error,
+    > {
         let client = self.client(timeouts)?;
         let ctx = self.ctx();
         let headers = match &self.chat_headers {
@@ -150,11 +153,8 @@ impl ProviderClient {
             Err(m) => return Err(ctx.error(ErrorKind::Config, m)),
         };
         // Merging copies the caller's parameters; a model without defaults of its own needs none.
-        let params = if self.has_defaults {
-            std::borrow::Cow::Owned(req.params.clone().or(&self.model.parameters))
-        } else {
-            std::borrow::Cow::Borrowed(&req.params)
-        };
+        let params =
+            if self.has_defaults { std::borrow::Cow::Owned(req.params.clone().or(&self.model.parameters)) } else { std::borrow::Cow::Borrowed(&req.params) };
         let m = &self.model;
         let url = self.chat_urls[usize::from(stream)].clone().map_err(|m| ctx.error(ErrorKind::Config, &m))?;
         let (body, unsupported) = request_body(m, req, &params, stream).map_err(|e| ctx.error(ErrorKind::BadRequest, &e))?;
@@ -279,11 +279,7 @@ impl ProviderClient {
             return Err(Box::pin(self.error_response(resp, timeouts, started)).await);
         }
         let header_rid = classify::request_id(resp.headers());
-        let is_json = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json"));
+        let is_json = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/json"));
         if is_json {
             // Some hosts answer a streaming request with a plain JSON (error) body and a 200.
             return Err(self.json_instead_of_stream(resp, timeouts, started, header_rid).await);
@@ -315,10 +311,7 @@ impl ProviderClient {
     /// alive), `Completion` makes a 1-token chat. Failures are classified like calls.
     pub async fn probe(&self, mode: ProbeMode, timeouts: &Timeouts) -> Result<(), Error> {
         if mode == ProbeMode::Completion {
-            let req = ChatRequest {
-                messages: vec![Message::text("user", "ping")],
-                params: Params { max_tokens: Some(1), ..Default::default() },
-            };
+            let req = ChatRequest { messages: vec![Message::text("user", "ping")], params: Params { max_tokens: Some(1), ..Default::default() } };
             return self.chat(&req, timeouts).await.map(|_| ());
         }
         let started = Instant::now();
@@ -331,7 +324,8 @@ impl ProviderClient {
             (_, ProviderKind::Gemini) => (Method::GET, gemini::models_url(&m.base_url)),
             _ => (Method::GET, openai::models_url(&m.base_url)),
         };
-        let target = Target::parse(&url).map(Arc::new).map_err(|e| self.ctx().error(ErrorKind::Config, &format!("probe URL {url:?} is not a valid URL: {e}")))?;
+        let target =
+            Target::parse(&url).map(Arc::new).map_err(|e| self.ctx().error(ErrorKind::Config, &format!("probe URL {url:?} is not a valid URL: {e}")))?;
         let request = transport::Request { method, target, headers: Headers::Owned(headers), body: Default::default() };
         let resp = self.send(client.send(request), timeouts, started).await?;
         let status = resp.status();

@@ -113,7 +113,10 @@ enum Field<'a> {
     U32(u32),
     Stop(&'a [String]),
     /// Messages; `compat` keeps Gemini's part of `tool_calls[].extra_content`, else none.
-    Messages { messages: &'a [Message], compat: bool },
+    Messages {
+        messages: &'a [Message],
+        compat: bool,
+    },
     True,
 }
 
@@ -176,7 +179,14 @@ fn without_extra_content(m: &Message, keep_google: bool) -> Message {
 /// The body's fields, in order, each key once: model, messages, provider-scoped extras, typed
 /// parameters, other extras, stream. Scoped extras win over typed parameters, typed ones over
 /// unscoped extras. Keys OpenAI does not take land in `unsupported`.
-fn fields<'a>(wire_model: &'a str, req: &'a ChatRequest, params: &'a Params, stream: bool, kind: ProviderKind, unsupported: &mut Unsupported) -> Result<Vec<(&'a str, Field<'a>)>, String> {
+fn fields<'a>(
+    wire_model: &'a str,
+    req: &'a ChatRequest,
+    params: &'a Params,
+    stream: bool,
+    kind: ProviderKind,
+    unsupported: &mut Unsupported,
+) -> Result<Vec<(&'a str, Field<'a>)>, String> {
     let compat = kind == ProviderKind::OpenAiCompatible;
     let mut out: Vec<(&'a str, Field<'a>)> = Vec::with_capacity(8);
     out.push(("model", Field::Str(wire_model)));
@@ -240,7 +250,14 @@ fn fields<'a>(wire_model: &'a str, req: &'a ChatRequest, params: &'a Params, str
 /// The request body serialized straight to bytes: the same JSON as [`build_body`] without
 /// building a JSON tree first (messages are written from the request as they are). `Err` is a
 /// request the provider cannot be sent (a malformed `response_format`).
-pub fn write_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: bool, kind: ProviderKind, unsupported: &mut Unsupported) -> Result<Vec<u8>, String> {
+pub fn write_body(
+    wire_model: &str,
+    req: &ChatRequest,
+    params: &Params,
+    stream: bool,
+    kind: ProviderKind,
+    unsupported: &mut Unsupported,
+) -> Result<Vec<u8>, String> {
     let fields = fields(wire_model, req, params, stream, kind, unsupported)?;
     let mut out = Vec::with_capacity(256);
     let mut ser = serde_json::Serializer::new(&mut out);
@@ -257,7 +274,14 @@ pub fn write_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: 
 
 /// The request body as a JSON tree. `params` are already merged with the model defaults.
 /// Requests are written by [`write_body`]; this is the readable form tests look at.
-pub fn build_body(wire_model: &str, req: &ChatRequest, params: &Params, stream: bool, kind: ProviderKind, unsupported: &mut Unsupported) -> Result<Value, String> {
+pub fn build_body(
+    wire_model: &str,
+    req: &ChatRequest,
+    params: &Params,
+    stream: bool,
+    kind: ProviderKind,
+    unsupported: &mut Unsupported,
+) -> Result<Value, String> {
     let fields = fields(wire_model, req, params, stream, kind, unsupported)?;
     let mut b = Map::new();
     for (k, v) in &fields {
@@ -374,10 +398,7 @@ pub fn parse_response(v: &Value, ctx: &ErrCtx<'_>) -> Result<ChatResponse, Error
     if v.get("error").is_some_and(|e| !e.is_null()) {
         return Err(classify_json_error(v, ctx));
     }
-    let choice = v
-        .get("choices")
-        .and_then(|c| c.get(0))
-        .ok_or_else(|| ctx.error(ErrorKind::InvalidResponse, "response has no choices[0]"))?;
+    let choice = v.get("choices").and_then(|c| c.get(0)).ok_or_else(|| ctx.error(ErrorKind::InvalidResponse, "response has no choices[0]"))?;
     let msg = choice.get("message").ok_or_else(|| ctx.error(ErrorKind::InvalidResponse, "choices[0] has no message"))?;
     let finish_reason = choice.get("finish_reason").and_then(Value::as_str).map(str::to_string);
     if finish_reason.as_deref() == Some("content_filter") {
@@ -489,12 +510,7 @@ impl StreamDecoder for Decoder {
 
 impl Decoder {
     fn done(&mut self) -> StreamEvent {
-        StreamEvent::Done {
-            finish_reason: self.finish_reason.take(),
-            usage: self.usage.take(),
-            model: self.model.take(),
-            request_id: self.id.take(),
-        }
+        StreamEvent::Done { finish_reason: self.finish_reason.take(), usage: self.usage.take(), model: self.model.take(), request_id: self.id.take() }
     }
 }
 
@@ -535,7 +551,9 @@ mod tests {
         full.extra.insert("anthropic".into(), json!({"thinking": {}}));
         let tool_turn = Message {
             role: "assistant".into(),
-            tool_calls: Some(json!([{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}, "extra_content": {"google": {"thought_signature": "s"}}}])),
+            tool_calls: Some(
+                json!([{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}, "extra_content": {"google": {"thought_signature": "s"}}}]),
+            ),
             ..Default::default()
         };
         let mut req2 = req.clone();
@@ -627,10 +645,7 @@ mod tests {
         };
         params.extra.insert("seed".into(), json!(7));
         params.extra.insert("model".into(), json!("hijack"));
-        let req = ChatRequest {
-            messages: vec![Message::text("system", "be brief"), Message::text("user", "hi")],
-            params: Params::default(),
-        };
+        let req = ChatRequest { messages: vec![Message::text("system", "be brief"), Message::text("user", "hi")], params: Params::default() };
         params.extra.insert("thinking".into(), json!({"type": "enabled"}));
         let mut u = Unsupported::default();
         let b = build_body("gpt-x", &req, &params, true, ProviderKind::OpenAi, &mut u).unwrap();
@@ -759,12 +774,7 @@ mod tests {
         assert!(matches!(&out[1], StreamEvent::Delta { tool_call: Some(_), .. }));
         assert_eq!(
             out[2],
-            StreamEvent::Done {
-                finish_reason: Some("stop".into()),
-                usage: Some(Usage::new(2, 1)),
-                model: Some("gpt-x".into()),
-                request_id: Some("c1".into()),
-            }
+            StreamEvent::Done { finish_reason: Some("stop".into()), usage: Some(Usage::new(2, 1)), model: Some("gpt-x".into()), request_id: Some("c1".into()) }
         );
     }
 }

@@ -235,10 +235,7 @@ mod tests {
         // Bare CR line ends, a multi-line data field, a comment and a field without a space.
         let s = "\u{feff}: hello\rdata: {\"candidates\":\r\ndata:[{\"text\":\"na\u{ef}ve\"}]}\r\r\
                  data: {\"finishReason\":\"STOP\"}\n\n";
-        check_all_splits(
-            s.as_bytes(),
-            &[ev("message", "{\"candidates\":\n[{\"text\":\"na\u{ef}ve\"}]}"), ev("message", "{\"finishReason\":\"STOP\"}")],
-        );
+        check_all_splits(s.as_bytes(), &[ev("message", "{\"candidates\":\n[{\"text\":\"na\u{ef}ve\"}]}"), ev("message", "{\"finishReason\":\"STOP\"}")]);
     }
 
     #[test]

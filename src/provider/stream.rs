@@ -358,7 +358,9 @@ mod tests {
     #[tokio::test]
     async fn events_after_done_are_ignored_and_done_is_last() {
         let s = drive(
-            body(vec![Ok(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n")]),
+            body(vec![Ok(
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n",
+            )]),
             Box::new(super::super::openai::Decoder::default()),
             setup(Timeouts::default()),
         );

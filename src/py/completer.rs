@@ -106,13 +106,7 @@ impl Completer {
         writer.set_nonblocking(true)?;
         let shared = Arc::new(Shared { queue: Mutex::new(Vec::new()), signalled: AtomicBool::new(false), writer });
         super::logs::register_waker(&shared);
-        Ok(Self {
-            shared,
-            reader,
-            loop_ref,
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-        })
+        Ok(Self { shared, reader, loop_ref, pending: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) })
     }
 
     /// The file descriptor the loop must watch.

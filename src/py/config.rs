@@ -14,7 +14,6 @@ use crate::error::{ConfigError, ConfigIssue};
 /// Deepest nesting accepted from Python (guards the recursion against cyclic or absurd input).
 pub use super::convert::{json_to_py, py_to_json};
 
-
 fn issue_dict<'py>(py: Python<'py>, i: &ConfigIssue) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("file", i.file.as_ref().map(|f| f.display().to_string()))?;
@@ -45,10 +44,8 @@ pub fn config_error_to_py(err: ConfigError) -> PyErr {
 
 /// The resolved config as a Python dict (keys masked), with a `warnings` list added.
 fn config_to_py(py: Python<'_>, cfg: &Config) -> PyResult<Py<PyAny>> {
-    let mut v = serde_json::to_value(cfg)
-        .map_err(|e| PyValueError::new_err(format!("cannot serialize config: {e}")))?;
-    let warnings = serde_json::to_value(config::warnings(cfg))
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let mut v = serde_json::to_value(cfg).map_err(|e| PyValueError::new_err(format!("cannot serialize config: {e}")))?;
+    let warnings = serde_json::to_value(config::warnings(cfg)).map_err(|e| PyValueError::new_err(e.to_string()))?;
     if let Value::Object(m) = &mut v {
         m.insert("warnings".into(), warnings);
     }
@@ -59,30 +56,22 @@ fn config_to_py(py: Python<'_>, cfg: &Config) -> PyResult<Py<PyAny>> {
 /// configuration as a dict. Raises `echelon.ConfigError` listing every problem.
 #[pyfunction]
 fn load_config_dir(py: Python<'_>, path: PathBuf) -> PyResult<Py<PyAny>> {
-    let cfg = py
-        .detach(|| config::load_dir(&path))
-        .map_err(config_error_to_py)?;
+    let cfg = py.detach(|| config::load_dir(&path)).map_err(config_error_to_py)?;
     config_to_py(py, &cfg)
 }
 
 /// Validate a config given as a dict shaped like the directory and return it resolved.
 #[pyfunction]
 fn config_from_dict(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-    let v = py_to_json(obj).map_err(|e| {
-        config_error_to_py(ConfigError::one(None, "", None, e.value(py).to_string()))
-    })?;
-    let cfg = py
-        .detach(|| config::from_json(&v))
-        .map_err(config_error_to_py)?;
+    let v = py_to_json(obj).map_err(|e| config_error_to_py(ConfigError::one(None, "", None, e.value(py).to_string())))?;
+    let cfg = py.detach(|| config::from_json(&v)).map_err(config_error_to_py)?;
     config_to_py(py, &cfg)
 }
 
 /// The `echelon check` rendering of a config directory.
 #[pyfunction]
 fn check_config(py: Python<'_>, path: PathBuf) -> PyResult<String> {
-    let cfg = py
-        .detach(|| config::load_dir(&path))
-        .map_err(config_error_to_py)?;
+    let cfg = py.detach(|| config::load_dir(&path)).map_err(config_error_to_py)?;
     Ok(config::render_check(&cfg))
 }
 
@@ -91,18 +80,14 @@ fn check_config(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 /// files are overwritten.
 #[pyfunction]
 fn convert_yaml_layout(py: Python<'_>, src: PathBuf, dst: PathBuf) -> PyResult<(Vec<String>, Vec<String>)> {
-    let cfg = py
-        .detach(|| config::load_dir(&src))
-        .map_err(config_error_to_py)?;
+    let cfg = py.detach(|| config::load_dir(&src)).map_err(config_error_to_py)?;
     let mut written = Vec::new();
     for (rel, text) in config::to_toml_layout(&cfg) {
         let path = dst.join(rel);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| PyIOError::new_err(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| PyIOError::new_err(format!("{}: {e}", dir.display())))?;
         }
-        std::fs::write(&path, text)
-            .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, text).map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?;
         written.push(path.display().to_string());
     }
     Ok((written, config::convert_todo(&cfg)))

@@ -35,10 +35,7 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
         }
     };
     if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err(format!(
-            "value nested more than {MAX_DEPTH} levels deep at {}",
-            at(path)
-        )));
+        return Err(PyValueError::new_err(format!("value nested more than {MAX_DEPTH} levels deep at {}", at(path))));
     }
     if obj.is_none() {
         return Ok(Value::Null);
@@ -54,17 +51,12 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Value::Number(u.into()));
         }
-        return Err(PyValueError::new_err(format!(
-            "integer out of range at {}",
-            at(path)
-        )));
+        return Err(PyValueError::new_err(format!("integer out of range at {}", at(path))));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         let x = f.value();
         // NaN/inf have no JSON form; keep them visible as strings so validation names them.
-        return Ok(Number::from_f64(x)
-            .map(Value::Number)
-            .unwrap_or_else(|| Value::String(x.to_string())));
+        return Ok(Number::from_f64(x).map(Value::Number).unwrap_or_else(|| Value::String(x.to_string())));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(s.to_cow()?.into_owned()));
@@ -75,19 +67,10 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
             let key = match k.cast::<PyString>() {
                 Ok(s) => s.to_cow()?.into_owned(),
                 Err(_) => {
-                    return Err(PyTypeError::new_err(format!(
-                        "dict keys must be strings; found {} key {} at {}",
-                        k.get_type().name()?,
-                        k.repr()?,
-                        at(path)
-                    )))
+                    return Err(PyTypeError::new_err(format!("dict keys must be strings; found {} key {} at {}", k.get_type().name()?, k.repr()?, at(path))))
                 }
             };
-            let child = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
+            let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
             let value = to_json(&v, &child, depth + 1)?;
             m.insert(key, value);
         }
@@ -100,11 +83,7 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
         }
         return Ok(Value::Array(out));
     }
-    Err(PyTypeError::new_err(format!(
-        "cannot convert a {} to JSON at {}",
-        obj.get_type().name()?,
-        at(path)
-    )))
+    Err(PyTypeError::new_err(format!("cannot convert a {} to JSON at {}", obj.get_type().name()?, at(path))))
 }
 
 /// A JSON value as a Python object.
@@ -158,9 +137,7 @@ fn message_from<'py>(item: &Bound<'py, PyAny>, index: usize) -> PyResult<Message
         let py = item.py();
         let get = |k: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyAny>>> { Ok(d.get_item(k)?.filter(|v| !v.is_none())) };
         let opt_str = |k: &Bound<'py, PyString>| -> PyResult<Option<String>> {
-            get(k)?
-                .map(|v| v.extract().map_err(|_| PyTypeError::new_err(format!("messages[{index}]['{k}'] must be a string"))))
-                .transpose()
+            get(k)?.map(|v| v.extract().map_err(|_| PyTypeError::new_err(format!("messages[{index}]['{k}'] must be a string")))).transpose()
         };
         let role: String = match d.get_item(intern!(py, "role"))? {
             Some(r) => r.extract().map_err(|_| PyTypeError::new_err(format!("messages[{index}]['role'] must be a string")))?,
@@ -174,21 +151,14 @@ fn message_from<'py>(item: &Bound<'py, PyAny>, index: usize) -> PyResult<Message
             None => Value::Null,
         };
         let tool_calls = get(intern!(py, "tool_calls"))?.map(|v| py_to_json_at(&v, &format!("messages[{index}]['tool_calls']"))).transpose()?;
-        return Ok(Message {
-            role,
-            content,
-            name: opt_str(intern!(py, "name"))?,
-            tool_calls,
-            tool_call_id: opt_str(intern!(py, "tool_call_id"))?,
-        });
+        return Ok(Message { role, content, name: opt_str(intern!(py, "name"))?, tool_calls, tool_call_id: opt_str(intern!(py, "tool_call_id"))? });
     }
     if let Ok(s) = item.cast::<PyString>() {
         return Ok(Message::text("user", s.to_cow()?));
     }
     // Objects with .role/.content (or LangChain's .type/.content).
-    let content = item
-        .getattr("content")
-        .map_err(|_| PyTypeError::new_err(format!("messages[{index}] must be a dict, a string or an object with .role/.content")))?;
+    let content =
+        item.getattr("content").map_err(|_| PyTypeError::new_err(format!("messages[{index}] must be a dict, a string or an object with .role/.content")))?;
     let role: String = match item.getattr("role") {
         Ok(r) if !r.is_none() => r.extract()?,
         _ => match item.getattr("type") {
@@ -281,9 +251,7 @@ pub fn duration_from(name: &str, secs: Option<f64>) -> PyResult<Option<Duration>
         None => Ok(None),
         // Bounded so that `now + timeout` cannot overflow an Instant (which would panic).
         Some(s) if s.is_finite() && s > 0.0 && s <= MAX_TIMEOUT_SECS => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) if s.is_finite() && s > 0.0 => {
-            Err(PyValueError::new_err(format!("{name} must be at most {MAX_TIMEOUT_SECS:e} seconds, got {s}")))
-        }
+        Some(s) if s.is_finite() && s > 0.0 => Err(PyValueError::new_err(format!("{name} must be at most {MAX_TIMEOUT_SECS:e} seconds, got {s}"))),
         Some(s) => Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {s}"))),
     }
 }
@@ -349,11 +317,7 @@ fn build_error(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     kw.set_item("retry_after", e.retry_after.map(|d| d.as_secs_f64()))?;
     kw.set_item("instance", e.instance.as_deref())?;
     kw.set_item("request_id", e.request_id.as_deref())?;
-    let attempts = e
-        .attempts
-        .iter()
-        .map(|a| Py::new(py, super::types::PyAttempt::from(a.clone())))
-        .collect::<PyResult<Vec<_>>>()?;
+    let attempts = e.attempts.iter().map(|a| Py::new(py, super::types::PyAttempt::from(a.clone()))).collect::<PyResult<Vec<_>>>()?;
     kw.set_item("attempts", PyList::new(py, attempts)?)?;
     if let Some(t) = e.timeout {
         kw.set_item("timeout_kind", t.as_str())?;

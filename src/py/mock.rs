@@ -26,8 +26,7 @@ fn parse_host(host: &str) -> PyResult<IpAddr> {
     if host == "localhost" {
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
-    host.parse::<IpAddr>()
-        .map_err(|_| PyValueError::new_err(format!("host: {host:?} is not an IP address (or \"localhost\")")))
+    host.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("host: {host:?} is not an IP address (or \"localhost\")")))
 }
 
 #[pymethods]
@@ -37,13 +36,7 @@ impl MockServer {
     /// port cannot be bound.
     #[staticmethod]
     #[pyo3(signature = (host = "127.0.0.1", port = 0, scripts = None, require_key = None))]
-    fn start(
-        py: Python<'_>,
-        host: &str,
-        port: u16,
-        scripts: Option<&Bound<'_, PyAny>>,
-        require_key: Option<String>,
-    ) -> PyResult<MockServer> {
+    fn start(py: Python<'_>, host: &str, port: u16, scripts: Option<&Bound<'_, PyAny>>, require_key: Option<String>) -> PyResult<MockServer> {
         let addr = SocketAddr::new(parse_host(host)?, port);
         let scripts = match scripts {
             Some(s) if !s.is_none() => py_to_json_at(s, "scripts")?,
@@ -119,4 +112,3 @@ impl MockServer {
         format!("MockServer({})", self.inner.base_url())
     }
 }
-

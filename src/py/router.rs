@@ -14,11 +14,11 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::completer::{Completer, Outcome};
 use super::convert::{duration_from, error_to_py, messages_from, request_from, set_param, to_py};
 use super::types::PyResponse;
-use crate::engine::chain::stream::{ChatStream, StreamChunk};
 use crate::config::Config;
-use crate::error::Error;
+use crate::engine::chain::stream::{ChatStream, StreamChunk};
 use crate::engine::chain::walk::Walked;
 use crate::engine::router::{CallOptions, Route, Router};
+use crate::error::Error;
 use crate::runtime;
 use crate::types::ChatRequest;
 
@@ -340,7 +340,15 @@ impl PyRouter {
 
     /// Start a gateway serving this router (binds before returning); see `echelon.Router.serve`.
     #[pyo3(signature = (host=None, port=None, allow_unauthenticated=None, watch=None, signals=false))]
-    fn serve(&self, py: Python<'_>, host: Option<String>, port: Option<u16>, allow_unauthenticated: Option<bool>, watch: Option<bool>, signals: bool) -> PyResult<super::gateway::PyGateway> {
+    fn serve(
+        &self,
+        py: Python<'_>,
+        host: Option<String>,
+        port: Option<u16>,
+        allow_unauthenticated: Option<bool>,
+        watch: Option<bool>,
+        signals: bool,
+    ) -> PyResult<super::gateway::PyGateway> {
         super::gateway::serve(py, self, crate::gateway::ServeOptions { host, port, allow_unauthenticated, watch, signals })
     }
 
@@ -427,9 +435,7 @@ impl PyStream {
     async fn read_next(state: Arc<AsyncMutex<StreamState>>, label: Arc<str>) -> Outcome {
         let mut guard = state.lock().await;
         if let StreamState::Pending { .. } = &*guard {
-            let StreamState::Pending { router, route, req, opts } = std::mem::replace(&mut *guard, StreamState::Done) else {
-                unreachable!()
-            };
+            let StreamState::Pending { router, route, req, opts } = std::mem::replace(&mut *guard, StreamState::Done) else { unreachable!() };
             *guard = StreamState::Opening(Box::pin(async move { router.run(route.as_ref(), &req, &opts, true).await }));
         }
         if let StreamState::Opening(opening) = &mut *guard {

@@ -770,12 +770,7 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     fn cfg(threshold: u32, recovery_ms: u64, probes: u32) -> BreakerConfig {
-        BreakerConfig {
-            failure_threshold: threshold,
-            recovery_time: Duration::from_millis(recovery_ms),
-            half_open_requests: probes,
-            ..Default::default()
-        }
+        BreakerConfig { failure_threshold: threshold, recovery_time: Duration::from_millis(recovery_ms), half_open_requests: probes, ..Default::default() }
     }
 
     fn fail_n(b: &Breaker, n: u32, now: Instant) {
@@ -946,13 +941,7 @@ mod tests {
 
     #[test]
     fn failure_ratio_mode_opens_over_window() {
-        let c = BreakerConfig {
-            failure_threshold: 100,
-            failure_ratio: Some(0.5),
-            window: Duration::from_secs(10),
-            min_requests: 10,
-            ..cfg(100, 1000, 1)
-        };
+        let c = BreakerConfig { failure_threshold: 100, failure_ratio: Some(0.5), window: Duration::from_secs(10), min_requests: 10, ..cfg(100, 1000, 1) };
         let b = Breaker::new(c);
         let t = Instant::now();
         // Alternate: never 100 consecutive failures, ratio reaches 0.5 only once 10 samples exist.

@@ -120,10 +120,7 @@ impl Inner {
 impl Health {
     /// A healthy instance with no history; `cfg` holds its active-probe settings.
     pub fn new(cfg: HealthCheckConfig) -> Self {
-        Self {
-            cfg,
-            inner: Mutex::new(Inner { shown: InstanceStatus::Healthy, last_check: None, ring: 0, ring_len: 0, ring_pos: 0 }),
-        }
+        Self { cfg, inner: Mutex::new(Inner { shown: InstanceStatus::Healthy, last_check: None, ring: 0, ring_len: 0, ring_pos: 0 }) }
     }
 
     /// The active-probe settings.
@@ -202,16 +199,8 @@ mod tests {
     use InstanceStatus::*;
 
     fn pair(threshold: u32, recovery_ms: u64) -> (Breaker, Health) {
-        let b = Breaker::new(BreakerConfig {
-            failure_threshold: threshold,
-            recovery_time: Duration::from_millis(recovery_ms),
-            ..Default::default()
-        });
-        let h = Health::new(HealthCheckConfig {
-            failure_threshold: 2,
-            recovery_time: Duration::from_millis(recovery_ms),
-            ..Default::default()
-        });
+        let b = Breaker::new(BreakerConfig { failure_threshold: threshold, recovery_time: Duration::from_millis(recovery_ms), ..Default::default() });
+        let h = Health::new(HealthCheckConfig { failure_threshold: 2, recovery_time: Duration::from_millis(recovery_ms), ..Default::default() });
         (b, h)
     }
 

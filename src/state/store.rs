@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::state::breaker::Breaker;
 use crate::config::{BreakerConfig, HealthCheckConfig, RateLimitConfig};
+use crate::state::breaker::Breaker;
 use crate::state::health::Health;
-use crate::state::stats::InstanceStats;
 use crate::state::limit::{ConcurrencyLimit, RateGate, SlidingWindow, TokenBucket};
+use crate::state::stats::InstanceStats;
 
 /// Rate limit spec a store is asked for.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,9 +42,7 @@ impl From<RateLimitConfig> for RateSpec {
     fn from(c: RateLimitConfig) -> Self {
         match c {
             RateLimitConfig::TokenBucket { bucket_size, refill_rate } => RateSpec::Bucket { bucket_size, refill_rate },
-            RateLimitConfig::SlidingWindow { window_size, max_requests } => {
-                RateSpec::Window { limit: max_requests as u64, window: window_size }
-            }
+            RateLimitConfig::SlidingWindow { window_size, max_requests } => RateSpec::Window { limit: max_requests as u64, window: window_size },
         }
     }
 }
@@ -91,12 +89,7 @@ impl MemoryStore {
     }
 }
 
-fn get_or_make<T: ?Sized, S: PartialEq + Copy>(
-    map: &Mutex<HashMap<String, Entry<T, S>>>,
-    key: &str,
-    settings: S,
-    make: impl FnOnce() -> Arc<T>,
-) -> Arc<T> {
+fn get_or_make<T: ?Sized, S: PartialEq + Copy>(map: &Mutex<HashMap<String, Entry<T, S>>>, key: &str, settings: S, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
     let mut m = map.lock();
     if let Some(e) = m.get(key) {
         if e.settings == settings {

@@ -54,8 +54,7 @@ pub fn blocked_error(label: &str, b: &Blocked, now: Instant) -> Error {
         let until = [b.cool_until, b.cool_beyond, b.rate_until].into_iter().flatten().min().unwrap_or(now);
         let cooling = b.cool_until.is_some() || b.cool_beyond.is_some();
         let what = if cooling { "cooling down (the provider asked for a pause)" } else { "at its RPM/TPM limit" };
-        Error::new(ErrorKind::RateLimited, format!("{label}: every instance is {what}"))
-            .with_retry_after(Some(until.saturating_duration_since(now)))
+        Error::new(ErrorKind::RateLimited, format!("{label}: every instance is {what}")).with_retry_after(Some(until.saturating_duration_since(now)))
     } else {
         Error::new(ErrorKind::PoolExhausted, format!("{label}: every instance is busy"))
     }
@@ -74,7 +73,13 @@ pub fn blocked_error(label: &str, b: &Blocked, now: Instant) -> Error {
 /// # Cancel safety
 /// Cancel-safe: dropping the future leaves every limit's queue it joined (passing any wake-up
 /// it got to the next waiter) and gives its queue place back.
-pub async fn acquire(plan: &Plan, chain: &ChainState, est_tokens: u64, deadline: Option<Instant>, slot: &mut Option<QueueSlot>) -> Result<Acquired, NotAcquired> {
+pub async fn acquire(
+    plan: &Plan,
+    chain: &ChainState,
+    est_tokens: u64,
+    deadline: Option<Instant>,
+    slot: &mut Option<QueueSlot>,
+) -> Result<Acquired, NotAcquired> {
     // The common case, a target that can serve now, is decided here without waiting; only a
     // call that must wait pays for the waiting state (boxed, so it is not part of every
     // in-flight request's future).
@@ -109,7 +114,13 @@ fn look(plan: &Plan, chain: &ChainState, from: usize, est_tokens: u64, now: Inst
     Look::Blocked(blocked)
 }
 
-async fn acquire_waiting(plan: &Plan, chain: &ChainState, est_tokens: u64, deadline: Option<Instant>, slot: &mut Option<QueueSlot>) -> Result<Acquired, NotAcquired> {
+async fn acquire_waiting(
+    plan: &Plan,
+    chain: &ChainState,
+    est_tokens: u64,
+    deadline: Option<Instant>,
+    slot: &mut Option<QueueSlot>,
+) -> Result<Acquired, NotAcquired> {
     let mut ctx = WaitCtx::new();
     let mut from = chain.pos;
     loop {

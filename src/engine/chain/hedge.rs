@@ -45,7 +45,16 @@ pub struct Hedged {
 /// (on capacity free at that moment, never queueing for it, and never on `lease`'s own
 /// instance) and keep whichever succeeds first.
 #[allow(clippy::too_many_arguments)]
-pub async fn hedged(lease: Lease, primary_label: &str, hedge: &Target, after: Duration, req: &ChatRequest, deadline: Option<Instant>, stream: bool, est: u64) -> Hedged {
+pub async fn hedged(
+    lease: Lease,
+    primary_label: &str,
+    hedge: &Target,
+    after: Duration,
+    req: &ChatRequest,
+    deadline: Option<Instant>,
+    stream: bool,
+    est: u64,
+) -> Hedged {
     let a_inst = lease.instance().clone();
     let ta = Instant::now();
     let fut_a = attempt::run(lease, req, deadline, stream);

@@ -121,11 +121,7 @@ impl ChainState {
     /// The selection filter for `target` (preferences only apply on the current target, except
     /// the providers to avoid, which apply everywhere).
     pub fn filter(&self, target: usize) -> Filter<'_> {
-        Filter {
-            min_context: self.min_context,
-            avoid: if target == self.pos { &self.tried } else { &[] },
-            avoid_providers: &self.failed_providers,
-        }
+        Filter { min_context: self.min_context, avoid: if target == self.pos { &self.tried } else { &[] }, avoid_providers: &self.failed_providers }
     }
 
     /// The call was served by a later target (the ones before it were blocked): continue
@@ -232,9 +228,7 @@ impl ChainState {
                     Some(_) => Step::Stop,
                 }
             }),
-            ErrorKind::QuotaExceeded | ErrorKind::AuthError | ErrorKind::ModelNotFound => {
-                self.other_instance_or(view, |s| s.next(view, rules, f.remaining))
-            }
+            ErrorKind::QuotaExceeded | ErrorKind::AuthError | ErrorKind::ModelNotFound => self.other_instance_or(view, |s| s.next(view, rules, f.remaining)),
             ErrorKind::ServerError
             | ErrorKind::Overloaded
             | ErrorKind::Timeout
@@ -252,9 +246,7 @@ impl ChainState {
                     }
                 })
             }
-            ErrorKind::PoolExhausted | ErrorKind::QueueTimeout | ErrorKind::CircuitOpen | ErrorKind::AllTargetsFailed => {
-                self.next(view, rules, f.remaining)
-            }
+            ErrorKind::PoolExhausted | ErrorKind::QueueTimeout | ErrorKind::CircuitOpen | ErrorKind::AllTargetsFailed => self.next(view, rules, f.remaining),
         }
     }
 }
@@ -428,7 +420,11 @@ mod tests {
         let rules = Rules::default();
         let mut s = ChainState::new();
         assert_eq!(run(&view, &rules, &mut s, failure(ErrorKind::RateLimited, 0)), Step::Retry { pause: Duration::ZERO });
-        assert_eq!(run(&view, &rules, &mut s, failure(ErrorKind::RateLimited, 1)), Step::Next { pause: Duration::ZERO }, "the cooling target is not waited for while the next one can serve");
+        assert_eq!(
+            run(&view, &rules, &mut s, failure(ErrorKind::RateLimited, 1)),
+            Step::Next { pause: Duration::ZERO },
+            "the cooling target is not waited for while the next one can serve"
+        );
         let mut s = ChainState::new();
         let mut f = failure(ErrorKind::RateLimited, 0);
         f.retry_after = Some(Duration::from_secs(30));
@@ -484,7 +480,11 @@ mod tests {
         let view = View(vec![(vec![1000, 1000, 1000], 2), (vec![1000], 1)]);
         let mut s = ChainState::new();
         assert_eq!(run(&view, &Rules::default(), &mut s, failure(ErrorKind::ConnectionError, 0)), Step::Retry { pause: Duration::ZERO });
-        assert_eq!(run(&view, &Rules::default(), &mut s, failure(ErrorKind::ConnectionError, 1)), Step::Next { pause: Duration::ZERO }, "2 tries, though a third instance is untried");
+        assert_eq!(
+            run(&view, &Rules::default(), &mut s, failure(ErrorKind::ConnectionError, 1)),
+            Step::Next { pause: Duration::ZERO },
+            "2 tries, though a third instance is untried"
+        );
     }
 
     #[test]
@@ -531,10 +531,7 @@ mod tests {
         a.cool_until = Some(now + Duration::from_secs(1));
         assert_eq!(when_blocked(&[a], now, Some(now + Duration::from_secs(3))), Wait::Until(Some(now + Duration::from_secs(1))));
         a.cool_until = Some(now + Duration::from_secs(30));
-        assert_eq!(
-            when_blocked(&[a], now, Some(now + Duration::from_secs(3))),
-            Wait::GiveUp(GiveUp::RateLimited { retry_after: Duration::from_secs(30) })
-        );
+        assert_eq!(when_blocked(&[a], now, Some(now + Duration::from_secs(3))), Wait::GiveUp(GiveUp::RateLimited { retry_after: Duration::from_secs(30) }));
         let mut r = blocked(0, 0, 1);
         r.rate_until = Some(now + Duration::from_millis(300));
         assert_eq!(when_blocked(&[a, r], now, Some(now + Duration::from_secs(3))), Wait::Until(Some(now + Duration::from_millis(300))));

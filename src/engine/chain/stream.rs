@@ -134,8 +134,7 @@ impl ChatStream {
             }
             Some(Err(e)) => Some(Err(self.fail(e))),
             None => {
-                let e = Error::new(ErrorKind::StreamInterrupted, "stream ended without a terminal event")
-                    .with_partial(self.text.clone());
+                let e = Error::new(ErrorKind::StreamInterrupted, "stream ended without a terminal event").with_partial(self.text.clone());
                 Some(Err(self.fail(e)))
             }
         }
@@ -235,9 +234,6 @@ mod tests {
         merge_tool_call(&mut calls, &json!({"index": 0, "id": "c1", "function": {"name": "f"}, "extra_content": {"google": {"thought_signature": "sig"}}}));
         merge_tool_call(&mut calls, &json!({"index": 0, "function": {"arguments": "{}"}}));
         merge_tool_call(&mut calls, &json!({"index": 0, "extra_content": {"anthropic": {"thinking_blocks": []}}}));
-        assert_eq!(
-            calls[0].extra_content,
-            Some(json!({"google": {"thought_signature": "sig"}, "anthropic": {"thinking_blocks": []}}))
-        );
+        assert_eq!(calls[0].extra_content, Some(json!({"google": {"thought_signature": "sig"}, "anthropic": {"thinking_blocks": []}})));
     }
 }

@@ -51,8 +51,8 @@ impl Trace {
     /// details.
     pub fn into_error(self, last: Error) -> Error {
         let failed = self.attempts.iter().filter(|a| a.error.is_some()).count();
-        let own_fault = matches!(last.kind, ErrorKind::BadRequest | ErrorKind::ContentFiltered | ErrorKind::Internal)
-            || last.timeout == Some(TimeoutKind::Deadline);
+        let own_fault =
+            matches!(last.kind, ErrorKind::BadRequest | ErrorKind::ContentFiltered | ErrorKind::Internal) || last.timeout == Some(TimeoutKind::Deadline);
         let all_open = self.attempts.iter().all(|a| a.error == Some(ErrorKind::CircuitOpen));
         if failed > 1 && !own_fault && !all_open {
             let mut e = last.clone();

@@ -100,7 +100,14 @@ pub fn estimate_tokens(req: &ChatRequest) -> u64 {
 /// # Cancel safety
 /// Cancel-safe: dropping the future aborts the attempt in flight (its lease releases
 /// everything as neutral) and leaves any wait queue.
-pub async fn walk(plan: &Plan, req: &ChatRequest, start: Instant, deadline: Option<Instant>, stream: bool, mut slot: Option<QueueSlot>) -> Result<Walked, Error> {
+pub async fn walk(
+    plan: &Plan,
+    req: &ChatRequest,
+    start: Instant,
+    deadline: Option<Instant>,
+    stream: bool,
+    mut slot: Option<QueueSlot>,
+) -> Result<Walked, Error> {
     let est = estimate_tokens(req);
     let rules = plan.rules();
     let mut trace = Trace::new(start);

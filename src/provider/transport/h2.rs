@@ -546,7 +546,10 @@ impl Origin {
                 break;
             }
             if peer.closed.load(SeqCst) {
-                return Err(NoSlot::Failed(SendError::Connect(format!("{} closed the connection before its HTTP/2 settings (does it speak HTTP/2?)", spec.label))));
+                return Err(NoSlot::Failed(SendError::Connect(format!(
+                    "{} closed the connection before its HTTP/2 settings (does it speak HTTP/2?)",
+                    spec.label
+                ))));
             }
             changed.await;
         }

@@ -235,7 +235,10 @@ pub enum Client {
 impl Client {
     /// Start sending `req`. The returned future resolves with the response headers; dropping
     /// it cancels the request (on HTTP/2, `RST_STREAM`).
-    pub fn send(&self, req: Request) -> Sending<impl Future<Output = reqwest::Result<reqwest::Response>> + Send + Unpin, impl Future<Output = Result<Response, SendError>> + Send> {
+    pub fn send(
+        &self,
+        req: Request,
+    ) -> Sending<impl Future<Output = reqwest::Result<reqwest::Response>> + Send + Unpin, impl Future<Output = Result<Response, SendError>> + Send> {
         match self {
             Client::Reqwest(c) => Sending::Reqwest(c.execute(req.into_reqwest())),
             Client::Http2(o) => match o.http1() {

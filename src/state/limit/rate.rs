@@ -67,9 +67,7 @@ pub type RateWaker = Arc<dyn Fn() + Send + Sync>;
 pub fn limiter_for(spec: &RateLimitConfig) -> Arc<dyn RateLimiter> {
     match *spec {
         RateLimitConfig::TokenBucket { bucket_size, refill_rate } => Arc::new(TokenBucket::new(bucket_size, refill_rate)),
-        RateLimitConfig::SlidingWindow { window_size, max_requests } => {
-            Arc::new(SlidingWindow::new(max_requests as u64, window_size))
-        }
+        RateLimitConfig::SlidingWindow { window_size, max_requests } => Arc::new(SlidingWindow::new(max_requests as u64, window_size)),
     }
 }
 
@@ -188,12 +186,7 @@ impl RateLimiter for SlidingWindow {
     fn status(&self, now: Instant) -> RateStatus {
         let mut s = self.state.lock();
         self.advance(&mut s, now);
-        RateStatus {
-            algorithm: "sliding_window",
-            limit: self.limit,
-            remaining: self.limit.saturating_sub(s.used),
-            period: self.window,
-        }
+        RateStatus { algorithm: "sliding_window", limit: self.limit, remaining: self.limit.saturating_sub(s.used), period: self.window }
     }
 }
 
@@ -291,11 +284,7 @@ impl RateLimiter for TokenBucket {
             algorithm: "token_bucket",
             limit: self.bucket_size as u64,
             remaining: (b.tokens + EPS).max(0.0).floor() as u64,
-            period: if rate > 0.0 {
-                Duration::try_from_secs_f64(1.0 / rate).unwrap_or(MAX_WAIT).min(MAX_WAIT)
-            } else {
-                MAX_WAIT
-            },
+            period: if rate > 0.0 { Duration::try_from_secs_f64(1.0 / rate).unwrap_or(MAX_WAIT).min(MAX_WAIT) } else { MAX_WAIT },
         }
     }
 }

@@ -109,10 +109,9 @@ impl BreakerSync {
         inv.key(&self.key).arg(self.slots).arg(self.slots).arg(self.link.cfg.lease_time.as_millis() as u64);
         match self.link.run::<(u8, u64, u64)>(&inv).await {
             Ok((0, epoch, _)) => self.apply(RemoteBreaker::Closed { epoch }, "closed in the cluster"),
-            Ok((1, epoch, rest)) => self.apply(
-                RemoteBreaker::Open { epoch, rest: Duration::from_millis(rest), cause: OpenCause::Failures },
-                "open in the cluster",
-            ),
+            Ok((1, epoch, rest)) => {
+                self.apply(RemoteBreaker::Open { epoch, rest: Duration::from_millis(rest), cause: OpenCause::Failures }, "open in the cluster")
+            }
             Ok((_, epoch, granted)) => self.apply(RemoteBreaker::Probes { epoch, granted: granted as u32 }, "probe slots granted"),
             Err(_) => {
                 // Down: the breaker decides alone again; let its waiters look.

@@ -134,11 +134,14 @@ impl Link {
     /// A key of this deployment: `{<prefix>:<kind>:<name>}` (braces in `name` replaced, so
     /// the hash tag stays whole).
     pub fn key(&self, kind: &str, name: &str) -> String {
-        let clean: String = name.chars().map(|c| match c {
-            '{' => '(',
-            '}' => ')',
-            c => c,
-        }).collect();
+        let clean: String = name
+            .chars()
+            .map(|c| match c {
+                '{' => '(',
+                '}' => ')',
+                c => c,
+            })
+            .collect();
         format!("{{{}:{kind}:{clean}}}", self.prefix)
     }
 

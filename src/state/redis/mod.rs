@@ -358,10 +358,7 @@ async fn tick(weak: Weak<Shared>) {
         n += 1;
         let slots = shared.slot_leases();
         let rates = shared.rates();
-        tokio::join!(
-            futures_util::future::join_all(slots.iter().map(|s| s.trim())),
-            futures_util::future::join_all(rates.iter().map(|r| r.tick())),
-        );
+        tokio::join!(futures_util::future::join_all(slots.iter().map(|s| s.trim())), futures_util::future::join_all(rates.iter().map(|r| r.tick())),);
         if n % (POLL.as_millis() / TICK.as_millis()) as u64 == 0 {
             let breakers = shared.breakers();
             let cools = shared.cooldowns();

@@ -265,9 +265,7 @@ impl SlotLease {
 impl SlotSource for SlotLease {
     fn demand(&self) {
         // Refused a moment ago: the retry timer or a `freed` message asks again.
-        if self.starved.load(Ordering::Relaxed)
-            && self.millis().saturating_sub(self.refused_at.load(Ordering::Relaxed)) < RETRY.as_millis() as u64
-        {
+        if self.starved.load(Ordering::Relaxed) && self.millis().saturating_sub(self.refused_at.load(Ordering::Relaxed)) < RETRY.as_millis() as u64 {
             return;
         }
         self.ask();
