@@ -38,6 +38,13 @@ pub(crate) struct Unavailable {
     pub kind: String,
 }
 
+impl Unavailable {
+    /// Why a call to this model cannot be made.
+    pub(crate) fn reason(&self) -> String {
+        format!("its provider `{}` is of type `{}`, which the engine cannot call", self.provider, self.kind)
+    }
+}
+
 /// Identifies a document (its file and key path).
 pub(crate) fn loc_key(loc: &Loc) -> String {
     format!("{}|{}", loc.file.as_deref().map(|f| f.display().to_string()).unwrap_or_default(), loc.path)

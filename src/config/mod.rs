@@ -181,6 +181,9 @@ fn build(tree: RawTree, env: EnvLookup<'_>, sink: Sink, warn: Sink) -> Result<Co
     }
 
     validate::check_references(&cfg, &group_srcs, &pool_locs, global_loc.as_ref(), &tree.unavailable, &sink);
+    for u in &tree.unavailable {
+        cfg.uncallable_models.insert(u.model.clone(), u.reason());
+    }
     wrappers::check(&cfg, &wrapper_locs, global_loc.as_ref(), &sink);
     gateway::canonicalize(&mut cfg, global_loc.as_ref(), &sink);
 

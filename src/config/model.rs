@@ -860,6 +860,10 @@ pub struct Config {
     /// ""). Added by the loader; [`crate::config::warnings`] reports these plus missing keys.
     #[serde(skip)]
     pub load_warnings: Vec<crate::error::ConfigIssue>,
+    /// Models that provider files define but the engine cannot call (a `human_relay`
+    /// provider of the original layout), with why: a call routed to one says so.
+    #[serde(skip)]
+    pub uncallable_models: BTreeMap<String, String>,
 }
 
 impl Config {

@@ -677,6 +677,7 @@ fn original_yaml_layout_loads_as_it_is() {
     assert!(warned("model_type", "which the engine cannot call"));
     assert!(!cfg.providers.contains_key("human_relay") && !cfg.models.contains_key("human-relay-s"));
     assert!(warned("echelon2.models[0]", "its provider `human_relay` is of type `human_relay`"));
+    assert_eq!(cfg.uncallable_models["human-relay-s"], "its provider `human_relay` is of type `human_relay`, which the engine cannot call");
     assert!(warned("inherits_from", "names no file"));
     // A model no provider defines stays in the echelon's list (the engine names it when a call
     // finds the echelon empty) and is reported.

@@ -84,7 +84,7 @@ fn check_models(cfg: &Config, srcs: &HashMap<String, GroupSrc>, unavailable: &[U
                         // left out of the echelon (the engine names them if a call finds the
                         // echelon empty).
                         let why = match unavailable.iter().find(|u| u.model == *r) {
-                            Some(u) => format!("its provider `{}` is of type `{}`, which the engine cannot call", u.provider, u.kind),
+                            Some(u) => u.reason(),
                             None => format!(
                                 "no provider file defines it{} (define llms/provider/<provider>/{r}.yaml with a `model_name`, or write `provider:model`)",
                                 did_you_mean(r, candidates.iter().map(String::as_str))

@@ -370,7 +370,16 @@ impl Engine {
         chain.retain(|e| seen.insert(e.reference()));
         chain.truncate(fb.max_attempts.max(1) as usize);
         if chain.iter().all(|e| e.selector.instances.is_empty()) {
-            let missing: Vec<String> = chain.iter().flat_map(|e| e.unresolved.iter().map(move |m| format!("'{m}' (in {})", e.reference()))).collect();
+            let uncallable = &self.config.uncallable_models;
+            let missing: Vec<String> = chain
+                .iter()
+                .flat_map(|e| {
+                    e.unresolved.iter().map(move |m| match uncallable.get(m) {
+                        Some(why) => format!("'{m}' (in {}: {why})", e.reference()),
+                        None => format!("'{m}' (in {})", e.reference()),
+                    })
+                })
+                .collect();
             return Err(Error::new(
                 ErrorKind::Config,
                 if missing.is_empty() {
@@ -420,8 +429,9 @@ impl Engine {
         if let Some(s) = self.direct.lock().get(reference) {
             return Ok(s.clone());
         }
-        let model = self.config.resolve_model(reference).ok_or_else(|| {
-            Error::routing(format!("model '{reference}' resolves nowhere: not a logical model and not <provider>:<model> with a known provider"))
+        let model = self.config.resolve_model(reference).ok_or_else(|| match self.config.uncallable_models.get(reference) {
+            Some(why) => Error::routing(format!("model '{reference}' cannot be called: {why}")),
+            None => Error::routing(format!("model '{reference}' resolves nowhere: not a logical model and not <provider>:<model> with a known provider")),
         })?;
         let group = GroupConfig {
             name: "direct".into(),

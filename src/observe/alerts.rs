@@ -27,8 +27,11 @@ pub const RESOLVE_FRACTION: f64 = 0.8;
 /// What a rule looks at, resolved against the current engine.
 #[derive(Default)]
 pub struct ScopeView {
+    /// The instances the rule's scope covers (every one for a global rule).
     pub instances: Vec<Arc<Instance>>,
+    /// The pool, for a pool-scoped rule.
     pub pool: Option<Arc<Pool>>,
+    /// The echelons' selectors in scope (their wait queues feed queue rules).
     pub selectors: Vec<Arc<Selector>>,
 }
 

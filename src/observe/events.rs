@@ -37,6 +37,9 @@ fn secs(d: Duration) -> f64 {
 /// What happened. Serialized with a `type` tag (`"breaker_state"`, …) next to the fields.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Each variant's doc says what its fields mean; the field names are the event's keys as
+// subscribers (Python dicts, the gateway's stream, log records) receive them.
+#[allow(missing_docs)]
 pub enum EventKind {
     /// An instance's health status changed (healthy → degraded → unhealthy, …).
     InstanceState { instance: String, from: InstanceStatus, to: InstanceStatus, reason: String },
@@ -134,7 +137,9 @@ impl EventKind {
 /// One event with its wall-clock time (seconds since the Unix epoch).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {
+    /// When it happened: seconds since the Unix epoch.
     pub timestamp: f64,
+    /// What happened (serialized inline, next to `timestamp`).
     #[serde(flatten)]
     pub kind: EventKind,
 }

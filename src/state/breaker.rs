@@ -41,8 +41,11 @@ pub const MAX_OPEN: Duration = Duration::from_secs(24 * 3600);
 /// Why a breaker refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BreakerBlock {
-    /// Open; probes are admitted from this instant.
-    Open { until: Instant },
+    /// Open; probes are admitted from `until` on.
+    Open {
+        /// When the recovery time ends.
+        until: Instant,
+    },
     /// Half-open and every probe slot is taken; a waiting caller is queued for the next one.
     ProbesBusy,
 }
@@ -62,10 +65,13 @@ pub enum OpenCause {
 /// Breaker state, spelled as the original API spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum BreakerState {
+    /// Requests flow; failures are counted.
     #[serde(rename = "CLOSED")]
     Closed,
+    /// Requests are refused until the recovery time has passed.
     #[serde(rename = "OPEN")]
     Open,
+    /// A limited number of probes decide whether it closes or opens again.
     #[serde(rename = "HALF_OPEN")]
     HalfOpen,
 }
@@ -93,9 +99,11 @@ pub enum Admission {
 /// What the breaker shows to status output.
 #[derive(Clone, Debug, Serialize)]
 pub struct BreakerSnapshot {
+    /// The phase now.
     pub state: BreakerState,
     /// Consecutive counted failures (while open: the run that opened it, plus failed probes).
     pub failure_count: u32,
+    /// Consecutive failures that open it (from the config).
     pub failure_threshold: u32,
     /// Wall-clock time of the last counted failure.
     pub last_failure_time: Option<SystemTime>,
@@ -109,6 +117,7 @@ pub struct BreakerSnapshot {
 
 /// A phase change of a linked breaker, for the other processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the variants' docs name their fields
 pub enum BreakerChange {
     /// It opened here for `rest` (`epoch`: the cluster period it opened from).
     Opened { epoch: u64, rest: Duration, cause: OpenCause },
@@ -118,6 +127,7 @@ pub enum BreakerChange {
 
 /// A phase change decided elsewhere in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the variants' docs name their fields
 pub enum RemoteBreaker {
     /// Open for `rest` from now, as of cluster period `epoch`.
     Open { epoch: u64, rest: Duration, cause: OpenCause },

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The state the engine keeps about each instance, model and pool: circuit breakers, health,
 //! concurrency and rate limits (each owning the queue of callers waiting for it), call
 //! statistics, and the [`store::StateStore`] through which all of it is created and shared.

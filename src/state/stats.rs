@@ -81,13 +81,20 @@ impl F64Mirror {
 /// A snapshot of an instance's statistics for status output.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatsSnapshot {
+    /// Calls (and streams) that reached this instance.
     pub requests: u64,
+    /// Of those, the ones that succeeded.
     pub successes: u64,
+    /// Of those, the ones that failed (each counted once, whatever the retries).
     pub failures: u64,
     /// Mean latency of successful calls, seconds.
     pub avg_latency: f64,
+    /// Exponentially weighted latency (seconds) that latency-based selection uses; `None`
+    /// before the first success.
     pub ewma_latency: Option<f64>,
+    /// Median latency (seconds) over the recent successes kept in the ring.
     pub p50_latency: Option<f64>,
+    /// 99th-percentile latency (seconds) over the same ring.
     pub p99_latency: Option<f64>,
 }
 
@@ -137,6 +144,7 @@ impl InstanceStats {
         (self.requests.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
     }
 
+    /// The counters and latency figures now, for status output.
     pub fn snapshot(&self) -> StatsSnapshot {
         let l = self.latency.lock();
         let (p50, p99) = if l.ring.is_empty() {

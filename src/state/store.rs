@@ -31,6 +31,7 @@ use crate::state::stats::InstanceStats;
 
 /// Rate limit spec a store is asked for.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[allow(missing_docs)] // the variants' docs name their fields
 pub enum RateSpec {
     /// At most `limit` units in any `window`.
     Window { limit: u64, window: Duration },

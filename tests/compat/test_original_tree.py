@@ -180,6 +180,16 @@ async def test_compat_calls_every_echelon_group_and_pool(env, tree) -> None:
         tgm.close()
 
 
+async def test_the_engine_says_why_a_human_relay_model_cannot_be_called(env, tree) -> None:
+    """Without compat too: Router.from_dir on the original tree names the provider type when
+    a call is routed to a model of a provider the engine cannot call."""
+    async with echelon.Router.from_dir(str(tree)) as router:
+        with pytest.raises(echelon.RoutingError, match="model 'human-relay-s' cannot be called: its provider `human_relay` is of type `human_relay`"):
+            await router.chat("hi", model="human-relay-s", timeout=5)
+        with pytest.raises(echelon.RoutingError, match="resolves nowhere"):
+            await router.chat("hi", model="no-such-model", timeout=5)
+
+
 async def test_compat_unusable_targets_fail_with_typed_errors(env, tree) -> None:
     tgm = TaskGroupManager(str(tree))
     try:
