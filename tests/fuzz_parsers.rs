@@ -61,6 +61,7 @@ fn model(kind: ProviderKind) -> ModelConfig {
         context_window: 0,
         weight: 1.0,
         rate_limit_cooldown: Duration::ZERO,
+        quota_cooldown: _core::config::DEFAULT_QUOTA_COOLDOWN,
         api_version: None,
         probe: ProbeMode::Models,
         http_version: Default::default(),

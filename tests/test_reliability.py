@@ -117,6 +117,32 @@ async def test_s02_rate_limit_without_retry_after_falls_back_at_once_while_the_i
     assert requests(mock, "m-a") == 1
 
 
+async def test_s02q_an_exhausted_quota_takes_the_instance_out_for_quota_cooldown(mock):
+    # Ten minutes by default (a quota does not come back in seconds); configurable per model.
+    mock.script("m-a", {"steps": ["quota"], "then": "ok"})
+    cfg = mock_config(mock.openai_base_url, groups=two_tier(["m-a"], ["m-b"], retries=2))
+    async with Router.from_dict(cfg) as router:
+        r = await router.chat("hi", group="t", timeout=10)
+        assert trace(r.attempts) == [("t.echelon1_m-a", "quota_exceeded"), ("t.echelon2_m-b", None)]
+        assert 590 < instance_status(router, "t", "t.echelon1_m-a")["cooldown_remaining"] <= 600
+    mock.reset()
+    mock.script("m-a", {"steps": ["quota"], "then": "ok"})
+    cfg["providers"]["mock"]["m-a"]["quota_cooldown"] = 0.3
+    async with Router.from_dict(cfg) as router:
+        r = await router.chat("hi", group="t", timeout=10)
+        assert trace(r.attempts) == [("t.echelon1_m-a", "quota_exceeded"), ("t.echelon2_m-b", None)]
+        assert 0 < instance_status(router, "t", "t.echelon1_m-a")["cooldown_remaining"] <= 0.3
+        r = await router.chat("hi", group="t", timeout=10)
+        assert r.served_by == "t.echelon2_m-b", "still cooling"
+        assert await eventually(lambda: instance_status(router, "t", "t.echelon1_m-a")["cooldown_remaining"] is None, timeout=5)
+        r = await router.chat("hi", group="t", timeout=10)
+        assert r.served_by == "t.echelon1_m-a"
+    assert requests(mock, "m-a") == 2
+    cfg["providers"]["mock"]["m-a"]["quota_cooldown"] = -1
+    with pytest.raises(echelon.ConfigError, match="quota_cooldown"):
+        Router.from_dict(cfg)
+
+
 async def test_s02a_rate_limit_without_retry_after_on_the_last_target_backs_off_and_retries(mock):
     mock.script("m-a", {"steps": [{"fault": "rate_limit"}, {"fault": "rate_limit"}], "then": "ok"})
     cfg = mock_config(mock.openai_base_url)

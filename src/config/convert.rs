@@ -82,6 +82,9 @@ fn model_table(m: &ModelConfig, base: Option<&ModelConfig>) -> Table {
     if differs(&|b| b.rate_limit_cooldown == m.rate_limit_cooldown) {
         t.insert("rate_limit_cooldown".into(), dur(m.rate_limit_cooldown));
     }
+    if differs(&|b| b.quota_cooldown == m.quota_cooldown) {
+        t.insert("quota_cooldown".into(), dur(m.quota_cooldown));
+    }
     if differs(&|b| b.api_version == m.api_version) {
         if let Some(v) = &m.api_version {
             t.insert("api_version".into(), Value::String(v.clone()));

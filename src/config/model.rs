@@ -192,6 +192,11 @@ pub struct ModelConfig {
     /// Minimum cooldown after a 429 (the Retry-After hint is used when longer).
     #[serde(serialize_with = "ser_secs")]
     pub rate_limit_cooldown: Duration,
+    /// How long an exhausted quota or a billing error takes the instance out (a longer
+    /// Retry-After wins): such errors do not clear in seconds, and every call sent meanwhile
+    /// would fail the same way.
+    #[serde(serialize_with = "ser_secs")]
+    pub quota_cooldown: Duration,
     /// `anthropic-version` header value (Anthropic only).
     pub api_version: Option<String>,
     pub probe: ProbeMode,
@@ -212,6 +217,10 @@ pub struct ModelConfig {
 
 /// Default of [`ModelConfig::http2_max_connections`].
 pub const DEFAULT_HTTP2_MAX_CONNECTIONS: u32 = 256;
+
+/// `quota_cooldown` when not set: an exhausted quota or billing error takes the instance out
+/// for ten minutes (a longer Retry-After wins).
+pub const DEFAULT_QUOTA_COOLDOWN: Duration = Duration::from_secs(600);
 /// Default of [`ModelConfig::connection_idle_timeout`].
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 

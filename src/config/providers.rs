@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::layout::{Doc, ProviderDocs};
 use super::model::{
     HttpVersion, ModelConfig, ProbeMode, ProviderConfig, ProviderKind, RetryConfig, Timeouts, UnsupportedParams, DEFAULT_CONNECTION_IDLE_TIMEOUT,
-    DEFAULT_HTTP2_MAX_CONNECTIONS,
+    DEFAULT_HTTP2_MAX_CONNECTIONS, DEFAULT_QUOTA_COOLDOWN,
 };
 use super::reader::{did_you_mean, Sink, Tbl};
 use super::source::{expand, single_placeholder, EnvLookup};
@@ -81,6 +81,7 @@ impl Draft {
                 context_window: 0,
                 weight: 1.0,
                 rate_limit_cooldown: Duration::from_secs(1),
+                quota_cooldown: DEFAULT_QUOTA_COOLDOWN,
                 api_version: None,
                 probe: ProbeMode::Models,
                 http_version: Default::default(),
@@ -256,6 +257,9 @@ pub(crate) fn apply_layer(t: &mut Tbl<'_>, d: &mut Draft, env: EnvLookup<'_>) {
     }
     if let Some(s) = t.secs("rate_limit_cooldown", 0.0, 3600.0, false) {
         d.m.rate_limit_cooldown = s;
+    }
+    if let Some(s) = t.secs("quota_cooldown", 0.0, 86400.0, false) {
+        d.m.quota_cooldown = s;
     }
     if let Some(v) = t.str("api_version") {
         d.m.api_version = Some(v);

@@ -125,9 +125,6 @@ const ECHELON_QUEUE: u32 = 1000;
 /// cache is bounded: past this, an idle route is dropped (with its state) to make room.
 pub const DIRECT_ROUTES_MAX: usize = 256;
 
-/// How long a quota or billing error takes an instance out (a longer Retry-After wins).
-pub const QUOTA_COOLDOWN: Duration = Duration::from_secs(600);
-
 fn instance_params(model: &ModelConfig, e: &EchelonConfig) -> Params {
     let mut p = Params { temperature: e.temperature, max_tokens: e.max_tokens, ..Default::default() };
     if let Some(fmt) = &e.response_format {
@@ -211,7 +208,7 @@ impl Builder<'_> {
             weight: model.weight,
             context_window: model.context_window,
             rate_limit_cooldown: model.rate_limit_cooldown,
-            quota_cooldown: QUOTA_COOLDOWN,
+            quota_cooldown: model.quota_cooldown,
             concurrency: store.concurrency(&self.key(id.clone()), e.concurrency_limit),
             model_concurrency: (model.max_concurrency > 0).then(|| store.concurrency(&self.key(model_key.clone()), model.max_concurrency)),
             rpm: (e.rpm_limit > 0)

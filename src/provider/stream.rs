@@ -300,6 +300,7 @@ mod tests {
             context_window: 0,
             weight: 1.0,
             rate_limit_cooldown: Duration::ZERO,
+            quota_cooldown: crate::config::DEFAULT_QUOTA_COOLDOWN,
             api_version: None,
             probe: ProbeMode::Models,
             http_version: Default::default(),

@@ -274,6 +274,7 @@ pub fn model(kind: ProviderKind, base: &str, key: Secret) -> ModelConfig {
         context_window: 0,
         weight: 1.0,
         rate_limit_cooldown: Duration::ZERO,
+        quota_cooldown: _core::config::DEFAULT_QUOTA_COOLDOWN,
         api_version: None,
         probe: ProbeMode::Models,
         http_version: Default::default(),
