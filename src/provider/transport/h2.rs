@@ -28,8 +28,11 @@
 //! again, at most [`MAX_RESENDS`] times (after a GOAWAY or a close, on another connection); so
 //! is the one request hyper's dispatch task drops when it notices the GOAWAY (it was being
 //! handed to h2 at that instant; if its stream had gone out, hyper resets it, so the provider
-//! may see that first attempt cancelled). Every other failure is returned, and fails only the
-//! streams of that connection. Keep-alive PINGs run on idle connections too, and a connection
+//! may see that first attempt cancelled). A connection that breaks (reset, broken pipe, end of
+//! stream) after its peer's GOAWAY is a server closing once it thinks its accepted streams are
+//! done: a stream of it still without a response head either came too late to be accepted or
+//! lost its answer to the reset, and is sent again the same way (browsers resend there too).
+//! Every other failure is returned, and fails only the streams of that connection. Keep-alive PINGs run on idle connections too, and a connection
 //! without streams closes after the origin's idle time.
 //!
 //! Flow control: each stream may have [`H2Tuning::stream_window`] bytes unread, and the
@@ -157,7 +160,10 @@ struct Conn {
 struct Peer {
     max_streams: AtomicUsize,
     settings: AtomicBool,
+    /// Takes no new streams: the peer sent GOAWAY, or a request found it unable to send.
     goaway: AtomicBool,
+    /// The peer itself sent GOAWAY (a server closing on purpose, not a broken connection).
+    peer_goaway: AtomicBool,
     closed: AtomicBool,
     /// For the request opening the connection: the first SETTINGS arrived, or the connection
     /// closed.
@@ -179,7 +185,8 @@ impl FrameSink for Peer {
                     self.changed.notify_waiters();
                 }
             }
-            Frame::GoAway { .. } if !self.goaway.swap(true, SeqCst) => {
+            Frame::GoAway { .. } if !self.peer_goaway.swap(true, SeqCst) => {
+                self.goaway.store(true, SeqCst);
                 log::debug!("HTTP/2: the peer sent GOAWAY; new streams go to another connection");
                 self.wake_origin();
             }
@@ -515,6 +522,7 @@ impl Origin {
             max_streams: AtomicUsize::new(DEFAULT_PEER_STREAMS),
             settings: AtomicBool::new(false),
             goaway: AtomicBool::new(false),
+            peer_goaway: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             changed: Notify::new(),
             origin: Arc::downgrade(self),
@@ -630,6 +638,23 @@ fn never_processed(e: &hyper::Error) -> bool {
     false
 }
 
+/// Whether hyper's error is the connection itself breaking: reset, broken pipe, aborted or an
+/// unexpected end of stream.
+fn connection_broke(e: &hyper::Error) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(s) = cur {
+        let io = s.downcast_ref::<io::Error>().or_else(|| s.downcast_ref::<h2::Error>().and_then(h2::Error::get_io));
+        if let Some(io) = io {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof
+            );
+        }
+        cur = s.source();
+    }
+    false
+}
+
 /// Send `req` on `origin` (or its HTTP/1.1 client once ALPN chose HTTP/1.1).
 pub(crate) async fn send(origin: Arc<Origin>, req: Request) -> Result<Response, SendError> {
     let mut tries = 0;
@@ -661,7 +686,10 @@ pub(crate) async fn send(origin: Arc<Origin>, req: Request) -> Result<Response, 
                 // it was handing to h2 at that moment (its stream may have gone out: hyper
                 // then cancels it with RST_STREAM) with a "dispatch task is gone" error.
                 let dropped_at_goaway = e.error().is_user() && !slot.conn.usable();
-                if (unsent || dropped_at_goaway || never_processed(e.error())) && tries <= MAX_RESENDS {
+                // The peer closed after its GOAWAY while this stream had no response head: a
+                // write into the closed socket (broken pipe) or its reset reached us first.
+                let closed_after_goaway = slot.conn.peer.peer_goaway.load(SeqCst) && connection_broke(e.error());
+                if (unsent || dropped_at_goaway || closed_after_goaway || never_processed(e.error())) && tries <= MAX_RESENDS {
                     log::debug!("HTTP/2: a stream to {} was not processed ({}); sending it again", origin.label(), error_chain(e.error()));
                     continue;
                 }
