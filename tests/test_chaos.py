@@ -16,6 +16,9 @@ caller deadlines, cancellations, abandoned streams and reloads. After each run:
 5. breakers moved only on provider faults: a model that is merely slow (so it is often cut by
    callers' deadlines) or refused by content filters never opens its breaker (threshold 1).
 
+The same runs again with the state in Redis (a real redis-server), shared by two routers that
+reload on their own, as two processes would.
+
 A failure prints its seed; rerun it with ``ECHELON_CHAOS_SEED=<seed>``. ``ECHELON_CHAOS_SEEDS``
 (default 2) and ``ECHELON_CHAOS_SECONDS`` (default 8) run more and longer, e.g.
 ``ECHELON_CHAOS_SEEDS=50 bash scripts/test-all -k chaos``.
@@ -97,7 +100,15 @@ def slow_steps(rng: random.Random, n: int) -> List[Any]:
     return steps
 
 
-def chaos_config(base_url: str, rng: random.Random) -> Dict[str, Any]:
+def chaos_config(base_url: str, rng: random.Random, state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The chaos config; with ``state``, its ``[state]`` (shared through Redis)."""
+    cfg = _chaos_config(base_url, rng)
+    if state is not None:
+        cfg["global"] = {"state": dict(state)}
+    return cfg
+
+
+def _chaos_config(base_url: str, rng: random.Random) -> Dict[str, Any]:
     timeouts = {"connect": 1, "first_token": 1.5, "total": 3, "idle": 0.6}
     breaker = {"failure_threshold": 3, "recovery_time": 0.4, "half_open_requests": rng.choice([1, 2])}
     return {
@@ -215,15 +226,17 @@ async def worker(router: Router, rng: random.Random, run: Run, until: float) -> 
         await one_call(router, rng, run)
 
 
-async def reloader(router: Router, base_url: str, rng: random.Random, run: Run, until: float) -> None:
+async def reloader(router: Router, base_url: str, rng: random.Random, run: Run, until: float, state: Optional[Dict[str, Any]]) -> None:
     while time.monotonic() < until:
         await asyncio.sleep(rng.uniform(0.3, 1.2))
-        cfg = chaos_config(base_url, rng)
+        cfg = chaos_config(base_url, rng, state)
         router.reload(cfg)
         run.reloads += 1
 
 
-async def chaos_run(seed: int, seconds: float) -> Run:
+async def chaos_run(seed: int, seconds: float, state: Optional[Dict[str, Any]] = None) -> Run:
+    """One seeded run. With ``state`` (a Redis ``[state]``), two routers share it, as two
+    processes would, each with half the workers and its own reloads."""
     rng = random.Random(seed)
     run = Run(seed)
     with MockProvider() as mock:
@@ -232,13 +245,15 @@ async def chaos_run(seed: int, seconds: float) -> Run:
         mock.script("m-c", {"steps": fault_steps(rng, 6000, flaky=True), "then": "ok"})
         mock.script("m-slow", {"steps": slow_steps(rng, 3000), "then": "ok"})
         mock.script("m-safe", {"latency_ms": 2, "chunks": 3})
-        cfg = chaos_config(mock.openai_base_url, rng)
-        async with Router.from_dict(cfg) as router:
-            router.on("breaker_state", run.breaker_events.append)
+        cfg = chaos_config(mock.openai_base_url, rng, state)
+        routers = [Router.from_dict(cfg) for _ in range(1 if state is None else 2)]
+        try:
+            for router in routers:
+                router.on("breaker_state", run.breaker_events.append)
             until = time.monotonic() + seconds
-            rngs = [random.Random(rng.random()) for _ in range(WORKERS + 1)]
-            jobs = [asyncio.ensure_future(worker(router, rngs[i], run, until)) for i in range(WORKERS)]
-            jobs.append(asyncio.ensure_future(reloader(router, mock.openai_base_url, rngs[-1], run, until)))
+            rngs = [random.Random(rng.random()) for _ in range(WORKERS + len(routers))]
+            jobs = [asyncio.ensure_future(worker(routers[i % len(routers)], rngs[i], run, until)) for i in range(WORKERS)]
+            jobs += [asyncio.ensure_future(reloader(r, mock.openai_base_url, rngs[WORKERS + k], run, until, state)) for k, r in enumerate(routers)]
             _, pending = await asyncio.wait(jobs, timeout=seconds + 30)
             if pending:
                 stuck = [c for c in run.calls if c.outcome is None]
@@ -246,15 +261,37 @@ async def chaos_run(seed: int, seconds: float) -> Run:
                 for t in pending:
                     t.cancel()
                 detail = [(c.route, c.stream, c.deadline, round(now - c.started, 1)) for c in stuck[:5]]
-                raise AssertionError(f"seed {seed}: {len(stuck)} calls never ended, e.g. {detail}")
+                held = [f"router {k}: {p}" for k, r in enumerate(routers) for p in held_state(r)]
+                raise AssertionError(f"seed {seed}: {len(stuck)} calls never ended, e.g. {detail}; held: {held}")
             for t in jobs:
                 t.result()
             # Quiesce: aborted requests reach the mock as disconnects shortly after.
             end = time.monotonic() + 10
             while mock.counters()["in_flight"] and time.monotonic() < end:
                 await asyncio.sleep(0.05)
-            run.problems += check_quiet(router, mock)
+            for router in routers:
+                run.problems += check_quiet(router, mock)
+        finally:
+            for router in routers:
+                router.close()
     return run
+
+
+def held_state(router: Router) -> List[str]:
+    """Every queue, limit and in-flight count that is not at rest (for a hang's report)."""
+    out: List[str] = []
+    st = router.status()
+    for p in st["pools"]:
+        if p["queue_length"] or p["in_flight"] or p["concurrency_status"]["concurrency"]["current"]:
+            out.append(f"pool {p['name']}: queue {p['queue_length']} in_flight {p['in_flight']} concurrency {p['concurrency_status']}")
+    for g in st["groups"]:
+        for e in g["echelons"]:
+            if e["queue_length"]:
+                out.append(f"{g['name']}.{e['name']} queue {e['queue_length']}")
+            for i in e["instances"]:
+                if i["in_flight"] or i["waiting"] or i["breaker"]["probes_in_flight"] or i["breaker"]["state"] != "CLOSED" or i["cooldown_remaining"]:
+                    out.append(f"{i['instance_id']}: {({k: v for k, v in i.items() if k not in ('stats',)})}")
+    return out
 
 
 def check_quiet(router: Router, mock: MockProvider) -> List[str]:
@@ -315,11 +352,24 @@ def judge(run: Run) -> List[str]:
 
 @pytest.mark.timeout(int(SEEDS * (SECONDS + 60) + 60))
 async def test_chaos_invariants_hold_across_seeds() -> None:
+    await chaos_seeds(seeds(), None)
+
+
+@pytest.mark.timeout(int(SEEDS * (SECONDS + 60) + 60))
+async def test_chaos_invariants_hold_with_state_shared_through_redis(redis_server) -> None:
+    """The same invariants with breakers, limits and cooldowns in Redis, shared by two routers
+    (as by two processes) that reload on their own."""
+    for seed in seeds()[: max(1, SEEDS // 2)]:
+        await chaos_seeds([seed], {"backend": "redis", "url": redis_server.url, "key_prefix": f"chaos-{seed}"})
+
+
+async def chaos_seeds(seed_list: List[int], state: Optional[Dict[str, Any]]) -> None:
     all_problems: List[str] = []
     summary = []
-    for seed in seeds():
-        print(f"chaos seed {seed} ({SECONDS:.0f} s, {WORKERS} workers)", flush=True)
-        run = await chaos_run(seed, SECONDS)
+    for seed in seed_list:
+        where = "memory" if state is None else "redis, 2 routers"
+        print(f"chaos seed {seed} ({SECONDS:.0f} s, {WORKERS} workers, {where})", flush=True)
+        run = await chaos_run(seed, SECONDS, state)
         problems = judge(run)
         ok = sum(1 for c in run.calls if isinstance(c.outcome, echelon.Response))
         failed = sum(1 for c in run.calls if isinstance(c.outcome, echelon.EchelonError))

@@ -8,6 +8,7 @@ the test instead of hanging it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from typing import Any, Callable, Dict, List
 
@@ -509,3 +510,44 @@ async def test_closing_a_stream_ends_a_read_in_progress_and_happens_even_if_the_
         assert await eventually(lambda: mock.counters("m-a")["client_disconnects"] == 1)
         with pytest.raises(StopAsyncIteration):
             await s.__anext__()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_new_breaker_settings_on_reload_keep_the_breaker_and_its_waiters(mock, backend, request):
+    """A reload that changes a group's breaker settings changes the breaker in place: an open
+    one stays open (nothing is sent to the failing instance), and a call waiting for a
+    half-open probe slot of the replaced engine is served once the probe closes it, with the
+    state in memory or in Redis. (It used to get a new, closed breaker, and the waiter was left
+    on the old one, which nothing reported to any more: it waited forever without a deadline.)"""
+    groups = {"g": {"echelon1": {"models": ["m-a"], "priority": 1, "max_retries": 0},
+                    "circuit_breaker": {"failure_threshold": 1, "recovery_time": 0.3, "half_open_requests": 1}}}
+    cfg = base(mock, groups)
+    if backend == "redis":
+        server = request.getfixturevalue("redis_server")
+        cfg["global"] = {"state": {"backend": "redis", "url": server.url, "key_prefix": f"reload-breaker-{time.time_ns()}"}}
+    mock.script("m-a", {"steps": [{"fault": "server_error", "status": 500}, {"fault": "ok", "latency_ms": 400}], "then": "ok"})
+    async with Router.from_dict(cfg) as router:
+        with pytest.raises(echelon.ServerError):
+            await asyncio.wait_for(router.chat("hi", group="g"), BOUND)
+        assert breaker(router, "g", "g.echelon1_m-a")["state"] == "OPEN"
+        reopened = copy.deepcopy(cfg)
+        reopened["groups"]["g"]["circuit_breaker"]["failure_threshold"] = 2
+        router.reload(reopened)
+        assert breaker(router, "g", "g.echelon1_m-a")["state"] == "OPEN", "new settings do not close an open breaker"
+        with pytest.raises(echelon.CircuitOpen):
+            await asyncio.wait_for(router.chat("hi", group="g"), BOUND)
+        assert requests(mock, "m-a") == 1
+        await asyncio.sleep(0.35)
+        # Half-open: the probe (slow) goes out; a second call without a deadline waits for it.
+        probe = asyncio.ensure_future(router.chat("hi", group="g"))
+        assert await eventually(lambda: requests(mock, "m-a") == 2)
+        waiter = asyncio.ensure_future(router.chat("hi", group="g"))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        # Another reload changes the settings again while both are under way.
+        again = copy.deepcopy(reopened)
+        again["groups"]["g"]["circuit_breaker"]["half_open_requests"] = 2
+        router.reload(again)
+        results = await asyncio.wait_for(asyncio.gather(probe, waiter), BOUND)
+        assert all(isinstance(r, echelon.Response) for r in results)
+        assert breaker(router, "g", "g.echelon1_m-a")["state"] == "CLOSED"

@@ -171,7 +171,6 @@ const PROBE_ASK_AGAIN: Duration = Duration::from_millis(500);
 /// were in flight when it opened) do not change the state: only probes decide how it closes.
 /// A Retry-After carried by such a late failure still extends an open period.
 pub struct Breaker {
-    cfg: BreakerConfig,
     inner: Mutex<Inner>,
     link: OnceLock<Arc<dyn BreakerLink>>,
 }
@@ -184,6 +183,8 @@ enum Phase {
 }
 
 struct Inner {
+    /// The settings now (a reload may change them in place: see [`Breaker::reconfigure`]).
+    cfg: BreakerConfig,
     phase: Phase,
     /// Consecutive counted failures.
     failures: u32,
@@ -216,8 +217,8 @@ impl Breaker {
     pub fn new(cfg: BreakerConfig) -> Self {
         let ratio = cfg.failure_ratio.map(|_| RatioWindow::new(cfg.window));
         Self {
-            cfg,
             inner: Mutex::new(Inner {
+                cfg,
                 phase: Phase::Closed,
                 failures: 0,
                 last_failure: None,
@@ -246,9 +247,22 @@ impl Breaker {
     fn live_link(&self) -> Option<&Arc<dyn BreakerLink>> {
         self.link.get().filter(|l| l.shared())
     }
-    /// The settings it was built with.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.cfg
+    /// The settings now.
+    pub fn config(&self) -> BreakerConfig {
+        self.inner.lock().cfg
+    }
+
+    /// New settings from a reload, keeping the phase, the counts and the callers waiting:
+    /// replacing the breaker instead would close an open one, and leave calls of the replaced
+    /// engine waiting for probe slots of a breaker nothing reports to any more. Waiters look
+    /// again (the number of probe slots may have changed).
+    pub fn reconfigure(&self, cfg: BreakerConfig) {
+        let mut g = self.inner.lock();
+        if g.cfg.failure_ratio.is_some() != cfg.failure_ratio.is_some() || g.cfg.window != cfg.window {
+            g.ratio = cfg.failure_ratio.map(|_| RatioWindow::new(cfg.window));
+        }
+        g.cfg = cfg;
+        g.waiters.wake_all();
     }
 
     /// Probe slots this process may use now: the configured number (a config of 0 would
@@ -258,7 +272,7 @@ impl Breaker {
         if self.live_link().is_some() {
             g.granted
         } else {
-            self.cfg.half_open_requests.max(1)
+            g.cfg.half_open_requests.max(1)
         }
     }
 
@@ -393,18 +407,19 @@ impl Breaker {
     pub fn on_failure(&self, admission: Admission, now: Instant, min_open: Option<Duration>) {
         let mut g = self.inner.lock();
         let stale = g.take_stale(admission);
+        let cfg = g.cfg;
         match (g.phase, admission) {
             (Phase::Closed, _) => {
                 g.failures = g.failures.saturating_add(1);
                 g.last_failure = Some(SystemTime::now());
-                let ratio_trips = match (g.ratio.as_mut(), self.cfg.failure_ratio) {
+                let ratio_trips = match (g.ratio.as_mut(), cfg.failure_ratio) {
                     (Some(r), Some(limit)) => {
                         r.record(now, true);
-                        r.trips(now, limit, self.cfg.min_requests)
+                        r.trips(now, limit, cfg.min_requests)
                     }
                     _ => false,
                 };
-                if g.failures >= self.cfg.failure_threshold.max(1) || ratio_trips {
+                if g.failures >= cfg.failure_threshold.max(1) || ratio_trips {
                     log::debug!("circuit breaker opened after {} consecutive failures", g.failures);
                     self.open(&mut g, now, min_open, OpenCause::Failures);
                 }
@@ -475,7 +490,7 @@ impl Breaker {
             Phase::Open => g.open_until = g.open_until.max(later(now, rest)),
             Phase::Closed | Phase::HalfOpen => {
                 g.last_failure = Some(SystemTime::now());
-                let d = rest.max(self.cfg.recovery_time);
+                let d = rest.max(g.cfg.recovery_time);
                 g.phase = Phase::Open;
                 g.open_until = later(now, d);
                 g.stale_probes = g.stale_probes.saturating_add(g.probes_in_flight);
@@ -524,7 +539,7 @@ impl Breaker {
         BreakerSnapshot {
             state,
             failure_count: g.failures,
-            failure_threshold: self.cfg.failure_threshold,
+            failure_threshold: g.cfg.failure_threshold,
             last_failure_time: g.last_failure,
             open_for: (state == BreakerState::Open).then(|| g.open_until.saturating_duration_since(now)),
             probes_in_flight: if g.phase == Phase::HalfOpen { g.probes_in_flight } else { 0 },
@@ -544,7 +559,7 @@ impl Breaker {
     }
 
     fn open(&self, g: &mut Inner, now: Instant, min_open: Option<Duration>, cause: OpenCause) {
-        let dur = self.cfg.recovery_time.max(min_open.unwrap_or(Duration::ZERO)).min(MAX_OPEN);
+        let dur = g.cfg.recovery_time.max(min_open.unwrap_or(Duration::ZERO)).min(MAX_OPEN);
         g.phase = Phase::Open;
         g.open_until = later(now, dur);
         g.cause = cause;
@@ -781,6 +796,36 @@ mod tests {
 
     fn cfg(threshold: u32, recovery_ms: u64, probes: u32) -> BreakerConfig {
         BreakerConfig { failure_threshold: threshold, recovery_time: Duration::from_millis(recovery_ms), half_open_requests: probes, ..Default::default() }
+    }
+
+    #[test]
+    fn new_settings_keep_the_breaker_its_phase_and_its_waiters() {
+        use crate::state::store::{MemoryStore, StateStore};
+        use crate::state::wait::WaitCtx;
+        let store = MemoryStore::new();
+        let now = Instant::now();
+        let b = store.breaker("i", &cfg(1, 50, 1));
+        fail_n(&b, 1, now);
+        let later = now + Duration::from_millis(60);
+        assert_eq!(b.admit(later, &mut WaitCtx::new()), Ok(Admission::Probe), "half-open: the one probe");
+        let mut ctx = WaitCtx::new();
+        ctx.start_waiting();
+        assert_eq!(b.admit(later, &mut ctx), Err(BreakerBlock::ProbesBusy), "a second caller waits for a slot");
+        let woken = ctx.waiter().expect("waiting").clone();
+        // A reload with two probe slots: the same breaker, still half-open, and the waiter is
+        // told to look again (and now finds the second slot).
+        let again = store.breaker("i", &cfg(1, 50, 2));
+        assert!(Arc::ptr_eq(&b, &again));
+        assert_eq!(again.config().half_open_requests, 2);
+        assert_eq!(again.state(later), BreakerState::HalfOpen);
+        assert!(woken.is_woken(), "the waiter was woken to look again");
+        assert_eq!(b.admit(later, &mut ctx), Ok(Admission::Probe));
+        // An open breaker stays open across new settings.
+        let c = store.breaker("j", &cfg(1, 60_000, 1));
+        fail_n(&c, 1, now);
+        let c2 = store.breaker("j", &cfg(5, 60_000, 3));
+        assert!(Arc::ptr_eq(&c, &c2));
+        assert_eq!(c2.state(now), BreakerState::Open);
     }
 
     fn fail_n(b: &Breaker, n: u32, now: Instant) {

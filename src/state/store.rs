@@ -104,7 +104,19 @@ fn get_or_make<T: ?Sized, S: PartialEq + Copy>(map: &Mutex<HashMap<String, Entry
 
 impl StateStore for MemoryStore {
     fn breaker(&self, key: &str, cfg: &BreakerConfig) -> Arc<Breaker> {
-        get_or_make(&self.breakers, key, *cfg, || Arc::new(Breaker::new(*cfg)))
+        // One breaker per key for good: new settings change it in place (phase, counts and
+        // waiters carry over a reload).
+        let mut m = self.breakers.lock();
+        if let Some(e) = m.get_mut(key) {
+            if e.settings != *cfg {
+                e.value.reconfigure(*cfg);
+                e.settings = *cfg;
+            }
+            return e.value.clone();
+        }
+        let b = Arc::new(Breaker::new(*cfg));
+        m.insert(key.to_string(), Entry { settings: *cfg, value: b.clone() });
+        b
     }
     fn health(&self, key: &str, cfg: &HealthCheckConfig) -> Arc<Health> {
         get_or_make(&self.health, key, *cfg, || Arc::new(Health::new(*cfg)))

@@ -7,6 +7,7 @@
 //! in one pub/sub hop (well under a millisecond on one host).
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ pub struct BreakerSync {
     key: String,
     breaker: Weak<Breaker>,
     /// `half_open_requests` (at least 1): probes per period across the cluster.
-    slots: u32,
+    slots: AtomicU32,
     me: Weak<BreakerSync>,
 }
 
@@ -52,11 +53,16 @@ impl BreakerSync {
             name: name.to_string(),
             key: link.key("b", name),
             breaker: Arc::downgrade(breaker),
-            slots: breaker.config().half_open_requests.max(1),
+            slots: AtomicU32::new(breaker.config().half_open_requests.max(1)),
             me: me.clone(),
         });
         breaker.set_link(s.clone());
         s
+    }
+
+    /// A reload changed `half_open_requests`: asked for from the next period on.
+    pub fn set_slots(&self, half_open_requests: u32) {
+        self.slots.store(half_open_requests.max(1), Ordering::Relaxed);
     }
 
     fn spawn<F>(&self, f: impl FnOnce(Arc<BreakerSync>) -> F)
@@ -106,7 +112,8 @@ impl BreakerSync {
 
     async fn probes(self: Arc<Self>, _epoch: u64) {
         let mut inv = scripts::BPROBE.prepare_invoke();
-        inv.key(&self.key).arg(self.slots).arg(self.slots).arg(self.link.cfg.lease_time.as_millis() as u64);
+        let slots = self.slots.load(Ordering::Relaxed);
+        inv.key(&self.key).arg(slots).arg(slots).arg(self.link.cfg.lease_time.as_millis() as u64);
         match self.link.run::<(u8, u64, u64)>(&inv).await {
             Ok((0, epoch, _)) => self.apply(RemoteBreaker::Closed { epoch }, "closed in the cluster"),
             Ok((1, epoch, rest)) => {
@@ -124,7 +131,7 @@ impl BreakerSync {
 
     async fn probe_ok(self: Arc<Self>, epoch: u64) {
         let mut inv = scripts::BOK.prepare_invoke();
-        inv.key(&self.key).arg(epoch).arg(self.slots).arg(&self.link.channel).arg(&self.link.proc_id).arg(&self.name);
+        inv.key(&self.key).arg(epoch).arg(self.slots.load(Ordering::Relaxed)).arg(&self.link.channel).arg(&self.link.proc_id).arg(&self.name);
         if let Ok((0, e)) = self.link.run::<(u8, u64)>(&inv).await {
             self.apply(RemoteBreaker::Closed { epoch: e }, "probes succeeded");
         }

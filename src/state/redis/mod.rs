@@ -390,11 +390,21 @@ impl StateStore for RedisStore {
     fn breaker(&self, key: &str, cfg: &BreakerConfig) -> Arc<Breaker> {
         let link = &self.shared.link;
         let mut m = self.shared.maps.lock();
-        get_or_make(&mut m.breakers, key, *cfg, || {
-            let b = Arc::new(Breaker::new(*cfg));
-            let s = BreakerSync::attach(link, key, &b);
-            (b, s)
-        })
+        // New settings change the breaker in place: a replaced one would close if open here,
+        // and calls of the replaced engine would wait for probe slots on a breaker the
+        // cluster no longer reports to.
+        if let Some((e, sync)) = m.breakers.get_mut(key) {
+            if e.settings != *cfg {
+                e.value.reconfigure(*cfg);
+                sync.set_slots(cfg.half_open_requests);
+                e.settings = *cfg;
+            }
+            return e.value.clone();
+        }
+        let b = Arc::new(Breaker::new(*cfg));
+        let s = BreakerSync::attach(link, key, &b);
+        m.breakers.insert(key.to_string(), (Entry { settings: *cfg, value: b.clone() }, s));
+        b
     }
 
     fn health(&self, key: &str, cfg: &HealthCheckConfig) -> Arc<Health> {

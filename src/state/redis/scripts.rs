@@ -309,7 +309,8 @@ return ep
 
 /// Half-open admission across the cluster. KEYS: the breaker hash. ARGV: want, probes of a
 /// period (`half_open_requests`), probe lease ms. Once the rest is over the breaker turns
-/// half-open and hands out at most that many probe slots per period; if their verdicts do not
+/// half-open and hands out at most that many probe slots per period (the number is kept with
+/// the period, `sl`, so a reload that changes it mid-period applies from the next one); if their verdicts do not
 /// come within the lease (their process died), they are handed out again. Returns
 /// `{phase, period, n}`: n = slots granted (half-open) or rest ms left (open).
 pub static BPROBE: LazyLock<Script> = LazyLock::new(|| {
@@ -327,7 +328,9 @@ local gr = tonumber(redis.call('HGET', b, 'gr') or '0')
 local dl = tonumber(redis.call('HGET', b, 'dl') or '0')
 if ph == 1 or now > dl then
   gr = 0
-  redis.call('HSET', b, 'ph', 2, 'ok', 0, 'dl', now + ttl)
+  redis.call('HSET', b, 'ph', 2, 'ok', 0, 'dl', now + ttl, 'sl', slots)
+else
+  slots = tonumber(redis.call('HGET', b, 'sl') or slots)
 end
 local n = math.max(0, math.min(want, slots - gr))
 redis.call('HSET', b, 'gr', gr + n)
@@ -337,8 +340,8 @@ return {2, ep, n}
 });
 
 /// A probe of period `ep` succeeded. KEYS: the breaker hash. ARGV: period, probes of a
-/// period, channel, process, key. The breaker closes (a new period, published) once that many
-/// probes succeeded. Returns `{phase, period}`.
+/// period (if the period kept none), channel, process, key. The breaker closes (a new period,
+/// published) once as many probes succeeded as the period handed out slots for. Returns `{phase, period}`.
 pub static BOK: LazyLock<Script> = LazyLock::new(|| {
     script(
         "bok",
@@ -349,7 +352,7 @@ local ph = tonumber(redis.call('HGET', b, 'ph') or '0')
 local ep = tonumber(redis.call('HGET', b, 'ep') or '0')
 if ph ~= 2 or ep ~= seen then return {ph, ep} end
 local ok = tonumber(redis.call('HINCRBY', b, 'ok', 1))
-if ok < slots then return {2, ep} end
+if ok < tonumber(redis.call('HGET', b, 'sl') or slots) then return {2, ep} end
 ep = ep + 1
 redis.call('HSET', b, 'ph', 0, 'ep', ep, 'gr', 0, 'ok', 0)
 redis.call('PUBLISH', ARGV[3], 'b|' .. ARGV[4] .. '|' .. ep .. '|0|0|-|' .. ARGV[5])
