@@ -312,3 +312,27 @@ async def test_a_slow_redis_never_holds_a_call_longer_than_its_timeout(mock, own
         finally:
             sleeper.wait(timeout=10)
             await events.aclose()
+
+
+async def test_a_probe_slot_left_unused_elsewhere_does_not_strand_waiters(mock, redis_server):
+    """Half-open with one probe slot for the cluster: router b's probe is cancelled by its
+    caller while the provider hangs, so no verdict ever comes for that slot. A call on router
+    a without a deadline asks for a slot, is refused, asks again, and gets the slot once the
+    probe lease (lease_time) has run out; it used to wait forever for a grant nobody sent."""
+    cfg = shared_config(mock, redis_server.url, "t-unused-probe", state={"lease_time": 1})
+    cfg["groups"]["solo"]["circuit_breaker"] = {"failure_threshold": 1, "recovery_time": 0.3, "half_open_requests": 1}
+    mock.script("m-a", {"steps": [{"fault": "server_error", "status": 503}, "hang"], "then": "ok"})
+    async with Router.from_dict(cfg) as a, Router.from_dict(cfg) as b:
+        await wait_until(lambda: procs_alive(redis_server, "t-unused-probe") == 2, 10, "both routers registered")
+        with pytest.raises(echelon.ServerError):
+            await b.chat("hi", group="solo", timeout=2)
+        await wait_until(lambda: a.group("solo").breaker_status()["solo.echelon1_m-a"]["state"] != "CLOSED", 5, "the breaker opened everywhere")
+        await asyncio.sleep(0.4)  # the rest is over
+        probe = asyncio.ensure_future(b.chat("hi", group="solo"))
+        await wait_until(lambda: mock.counters("m-a")["requests"] == 2, 5, "b's probe reached the provider")
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        r = await asyncio.wait_for(a.chat("hi", group="solo"), 10)
+        assert r.served_by == "solo.echelon1_m-a"
+    assert mock.counters("m-a")["requests"] == 3

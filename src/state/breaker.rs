@@ -156,7 +156,7 @@ pub trait BreakerLink: Send + Sync {
 
 /// How long a linked breaker waits before asking again for probe slots the cluster had none
 /// of (their holders may have died; the cluster hands them out again after the lease time).
-const PROBE_ASK_AGAIN: Duration = Duration::from_millis(500);
+pub(crate) const PROBE_ASK_AGAIN: Duration = Duration::from_millis(500);
 
 /// A circuit breaker for one instance or target. Thread-safe; all methods take `&self`.
 ///

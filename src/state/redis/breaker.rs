@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::link::Link;
 use super::scripts;
 use crate::observe::events::EventKind;
-use crate::state::breaker::{Breaker, BreakerChange, BreakerLink, OpenCause, RemoteBreaker};
+use crate::state::breaker::{Breaker, BreakerChange, BreakerLink, OpenCause, RemoteBreaker, PROBE_ASK_AGAIN};
 use crate::state::stats::InstanceStats;
 
 fn cause_str(c: OpenCause) -> &'static str {
@@ -119,7 +119,23 @@ impl BreakerSync {
             Ok((1, epoch, rest)) => {
                 self.apply(RemoteBreaker::Open { epoch, rest: Duration::from_millis(rest), cause: OpenCause::Failures }, "open in the cluster")
             }
-            Ok((_, epoch, granted)) => self.apply(RemoteBreaker::Probes { epoch, granted: granted as u32 }, "probe slots granted"),
+            Ok((_, epoch, granted)) => {
+                self.apply(RemoteBreaker::Probes { epoch, granted: granted as u32 }, "probe slots granted");
+                if granted == 0 {
+                    // Every slot of the period is out elsewhere. Its verdict wakes the callers
+                    // waiting here, but a slot whose verdict never comes (its caller went
+                    // elsewhere, its process died) is only handed out again once its lease
+                    // ends: have them look (and ask) again, rather than wait for a message
+                    // nobody will send.
+                    let weak = self.breaker.clone();
+                    self.link.rt.spawn(async move {
+                        tokio::time::sleep(PROBE_ASK_AGAIN).await;
+                        if let Some(b) = weak.upgrade() {
+                            b.nudge();
+                        }
+                    });
+                }
+            }
             Err(_) => {
                 // Down: the breaker decides alone again; let its waiters look.
                 if let Some(b) = self.breaker.upgrade() {
