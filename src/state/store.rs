@@ -134,6 +134,17 @@ impl StateStore for MemoryStore {
         c
     }
     fn rate(&self, key: &str, spec: RateSpec) -> Arc<RateGate> {
+        // A new limit over the same window changes it in place: what the window already
+        // spent still counts, and calls queued on the old engine stay in the same line.
+        if let RateSpec::Window { limit, window } = spec {
+            let mut m = self.rates.lock();
+            if let Some(e) = m.get_mut(key) {
+                if e.settings != spec && e.value.set_limit(limit, window) {
+                    e.settings = spec;
+                    return e.value.clone();
+                }
+            }
+        }
         get_or_make(&self.rates, key, spec, || {
             Arc::new(RateGate::new(match spec {
                 RateSpec::Window { limit, window } => Arc::new(SlidingWindow::new(limit, window)),

@@ -12,6 +12,7 @@
 //! bucket below is ~40 lines behind one mutex.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,12 @@ pub trait RateLimiter: Send + Sync {
     /// budget can come back by itself, not through `adjust` (a slice leased from another
     /// process arriving), calls it then; the in-process limiters never need to.
     fn set_waker(&self, _wake: RateWaker) {}
+    /// Take a new `limit` for the same `window` in place (a reload), keeping what was spent
+    /// in the window. `false` when this limiter cannot (another kind or window): the store
+    /// then makes a new one.
+    fn set_limit(&self, _limit: u64, _window: Duration) -> bool {
+        false
+    }
 }
 
 /// Wakes the first caller in a [`RateGate`]'s line (see [`RateLimiter::set_waker`]).
@@ -77,7 +84,8 @@ pub fn limiter_for(spec: &RateLimitConfig) -> Arc<dyn RateLimiter> {
 /// An entry taken at `t` counts until `t + window` (exclusive). Memory is one 24-byte entry per
 /// acquisition still inside the window (entries taken at the same `Instant` are merged).
 pub struct SlidingWindow {
-    limit: u64,
+    /// Changed in place by a reload ([`RateLimiter::set_limit`]).
+    limit: AtomicU64,
     window: Duration,
     state: Mutex<WindowLog>,
 }
@@ -95,7 +103,11 @@ struct WindowLog {
 impl SlidingWindow {
     /// At most `limit` units in any `window`.
     pub fn new(limit: u64, window: Duration) -> Self {
-        Self { limit, window, state: Mutex::new(WindowLog { log: VecDeque::new(), used: 0, latest: None }) }
+        Self { limit: AtomicU64::new(limit), window, state: Mutex::new(WindowLog { log: VecDeque::new(), used: 0, latest: None }) }
+    }
+
+    fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// Drop expired entries and return the effective (never decreasing) time.
@@ -120,11 +132,12 @@ impl SlidingWindow {
         let expired = s.log.iter().take_while(|(t, _)| *t + self.window <= now);
         let (skip, gone) = expired.fold((0usize, 0u64), |(n, u), &(_, units)| (n + 1, u + units));
         let used = s.used - gone;
-        if used.saturating_add(cost) <= self.limit || used == 0 {
+        let limit = self.limit();
+        if used.saturating_add(cost) <= limit || used == 0 {
             return Ok(());
         }
         // Units that must leave the window before `cost` fits (all of them for an oversized cost).
-        let must_free = if cost > self.limit { used } else { used + cost - self.limit };
+        let must_free = if cost > limit { used } else { used + cost - limit };
         let mut freed = 0u64;
         for &(t, units) in s.log.iter().skip(skip) {
             freed += units;
@@ -186,7 +199,17 @@ impl RateLimiter for SlidingWindow {
     fn status(&self, now: Instant) -> RateStatus {
         let mut s = self.state.lock();
         self.advance(&mut s, now);
-        RateStatus { algorithm: "sliding_window", limit: self.limit, remaining: self.limit.saturating_sub(s.used), period: self.window }
+        let limit = self.limit();
+        RateStatus { algorithm: "sliding_window", limit, remaining: limit.saturating_sub(s.used), period: self.window }
+    }
+    fn set_limit(&self, limit: u64, window: Duration) -> bool {
+        if window != self.window {
+            return false;
+        }
+        // Under the log's lock, so no decision sees half of a change.
+        let _s = self.state.lock();
+        self.limit.store(limit, Ordering::Relaxed);
+        true
     }
 }
 
@@ -383,6 +406,16 @@ impl RateGate {
         }
     }
 
+    /// A reload's new limit, in place (see [`RateLimiter::set_limit`]); the first in line
+    /// looks again (more may fit now). `false` when the limiter cannot change in place.
+    pub fn set_limit(&self, limit: u64, window: Duration) -> bool {
+        let changed = self.limiter.set_limit(limit, window);
+        if changed {
+            self.waiters.lock().wake_oldest(1);
+        }
+        changed
+    }
+
     /// Callers waiting for this budget.
     pub fn waiting(&self) -> usize {
         self.waiters.lock().len()
@@ -410,6 +443,32 @@ mod tests {
     use proptest::prelude::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_reload_changes_a_window_limit_in_place_and_what_was_spent_still_counts() {
+        use crate::state::store::{MemoryStore, RateSpec, StateStore};
+        let store = MemoryStore::new();
+        let minute = Duration::from_secs(60);
+        let gate = store.rate("i:rpm", RateSpec::Window { limit: 3, window: minute });
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert!(gate.limiter().try_acquire(1, t).is_ok());
+        }
+        assert!(gate.limiter().try_acquire(1, t).is_err());
+        // Raised to 4: the same gate, one more fits, the three spent still count.
+        let again = store.rate("i:rpm", RateSpec::Window { limit: 4, window: minute });
+        assert!(Arc::ptr_eq(&gate, &again));
+        assert!(again.limiter().try_acquire(1, t).is_ok());
+        assert!(again.limiter().try_acquire(1, t).is_err());
+        assert_eq!(again.status(t).limit, 4);
+        // Lowered to 2: still the same gate, and nothing fits until the window moves on.
+        let lower = store.rate("i:rpm", RateSpec::Window { limit: 2, window: minute });
+        assert!(Arc::ptr_eq(&gate, &lower));
+        assert!(lower.limiter().try_acquire(1, t + Duration::from_secs(59)).is_err());
+        // Another window length is another limiter.
+        let other = store.rate("i:rpm", RateSpec::Window { limit: 2, window: Duration::from_secs(1) });
+        assert!(!Arc::ptr_eq(&gate, &other));
+    }
 
     #[test]
     fn sliding_window_refuses_then_reports_exact_wait() {
