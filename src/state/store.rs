@@ -134,23 +134,25 @@ impl StateStore for MemoryStore {
         c
     }
     fn rate(&self, key: &str, spec: RateSpec) -> Arc<RateGate> {
-        // A new limit over the same window changes it in place: what the window already
-        // spent still counts, and calls queued on the old engine stay in the same line.
-        if let RateSpec::Window { limit, window } = spec {
-            let mut m = self.rates.lock();
-            if let Some(e) = m.get_mut(key) {
-                if e.settings != spec && e.value.set_limit(limit, window) {
-                    e.settings = spec;
-                    return e.value.clone();
-                }
+        let mut m = self.rates.lock();
+        if let Some(e) = m.get_mut(key) {
+            // A new limit over the same window changes it in place: what the window already
+            // spent still counts, and calls queued on the old engine stay in the same line.
+            let in_place = match spec {
+                RateSpec::Window { limit, window } => e.settings == spec || e.value.set_limit(limit, window),
+                RateSpec::Bucket { .. } => e.settings == spec,
+            };
+            if in_place {
+                e.settings = spec;
+                return e.value.clone();
             }
         }
-        get_or_make(&self.rates, key, spec, || {
-            Arc::new(RateGate::new(match spec {
-                RateSpec::Window { limit, window } => Arc::new(SlidingWindow::new(limit, window)),
-                RateSpec::Bucket { bucket_size, refill_rate } => Arc::new(TokenBucket::new(bucket_size, refill_rate)),
-            }))
-        })
+        let gate = Arc::new(RateGate::new(match spec {
+            RateSpec::Window { limit, window } => Arc::new(SlidingWindow::new(limit, window)),
+            RateSpec::Bucket { bucket_size, refill_rate } => Arc::new(TokenBucket::new(bucket_size, refill_rate)),
+        }));
+        m.insert(key.to_string(), Entry { settings: spec, value: gate.clone() });
+        gate
     }
     fn stats(&self, key: &str) -> Arc<InstanceStats> {
         get_or_make(&self.stats, key, (), || Arc::new(InstanceStats::default()))

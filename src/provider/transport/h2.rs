@@ -628,31 +628,20 @@ where
 /// Whether hyper's error says the peer never processed the stream (refused, or above the
 /// last stream id of a GOAWAY), so it is safe to send the request again.
 fn never_processed(e: &hyper::Error) -> bool {
-    let mut cur: Option<&(dyn StdError + 'static)> = e.source();
-    while let Some(s) = cur {
-        if let Some(h) = s.downcast_ref::<h2::Error>() {
-            return h.is_remote() && (h.is_go_away() || h.reason() == Some(h2::Reason::REFUSED_STREAM));
-        }
-        cur = s.source();
-    }
-    false
+    causes(e).find_map(|s| s.downcast_ref::<h2::Error>()).is_some_and(|h| h.is_remote() && (h.is_go_away() || h.reason() == Some(h2::Reason::REFUSED_STREAM)))
+}
+
+/// `e` and every error beneath it.
+fn causes<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |&s| s.source())
 }
 
 /// Whether hyper's error is the connection itself breaking: reset, broken pipe, aborted or an
 /// unexpected end of stream.
 fn connection_broke(e: &hyper::Error) -> bool {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(s) = cur {
-        let io = s.downcast_ref::<io::Error>().or_else(|| s.downcast_ref::<h2::Error>().and_then(h2::Error::get_io));
-        if let Some(io) = io {
-            return matches!(
-                io.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof
-            );
-        }
-        cur = s.source();
-    }
-    false
+    causes(e).find_map(|s| s.downcast_ref::<io::Error>().or_else(|| s.downcast_ref::<h2::Error>().and_then(h2::Error::get_io))).is_some_and(|io| {
+        matches!(io.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof)
+    })
 }
 
 /// Send `req` on `origin` (or its HTTP/1.1 client once ALPN chose HTTP/1.1).

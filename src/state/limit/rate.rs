@@ -12,7 +12,6 @@
 //! bucket below is ~40 lines behind one mutex.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,13 +83,13 @@ pub fn limiter_for(spec: &RateLimitConfig) -> Arc<dyn RateLimiter> {
 /// An entry taken at `t` counts until `t + window` (exclusive). Memory is one 24-byte entry per
 /// acquisition still inside the window (entries taken at the same `Instant` are merged).
 pub struct SlidingWindow {
-    /// Changed in place by a reload ([`RateLimiter::set_limit`]).
-    limit: AtomicU64,
     window: Duration,
     state: Mutex<WindowLog>,
 }
 
 struct WindowLog {
+    /// Units allowed in any window (a reload may change it: [`RateLimiter::set_limit`]).
+    limit: u64,
     /// (when, units), oldest first.
     log: VecDeque<(Instant, u64)>,
     /// Sum of units in `log`.
@@ -103,11 +102,7 @@ struct WindowLog {
 impl SlidingWindow {
     /// At most `limit` units in any `window`.
     pub fn new(limit: u64, window: Duration) -> Self {
-        Self { limit: AtomicU64::new(limit), window, state: Mutex::new(WindowLog { log: VecDeque::new(), used: 0, latest: None }) }
-    }
-
-    fn limit(&self) -> u64 {
-        self.limit.load(Ordering::Relaxed)
+        Self { window, state: Mutex::new(WindowLog { limit, log: VecDeque::new(), used: 0, latest: None }) }
     }
 
     /// Drop expired entries and return the effective (never decreasing) time.
@@ -132,7 +127,7 @@ impl SlidingWindow {
         let expired = s.log.iter().take_while(|(t, _)| *t + self.window <= now);
         let (skip, gone) = expired.fold((0usize, 0u64), |(n, u), &(_, units)| (n + 1, u + units));
         let used = s.used - gone;
-        let limit = self.limit();
+        let limit = s.limit;
         if used.saturating_add(cost) <= limit || used == 0 {
             return Ok(());
         }
@@ -199,16 +194,13 @@ impl RateLimiter for SlidingWindow {
     fn status(&self, now: Instant) -> RateStatus {
         let mut s = self.state.lock();
         self.advance(&mut s, now);
-        let limit = self.limit();
-        RateStatus { algorithm: "sliding_window", limit, remaining: limit.saturating_sub(s.used), period: self.window }
+        RateStatus { algorithm: "sliding_window", limit: s.limit, remaining: s.limit.saturating_sub(s.used), period: self.window }
     }
     fn set_limit(&self, limit: u64, window: Duration) -> bool {
         if window != self.window {
             return false;
         }
-        // Under the log's lock, so no decision sees half of a change.
-        let _s = self.state.lock();
-        self.limit.store(limit, Ordering::Relaxed);
+        self.state.lock().limit = limit;
         true
     }
 }
